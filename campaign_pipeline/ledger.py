@@ -1,0 +1,192 @@
+"""The delivery ledger: one SQLite row per recipient of a channel, the record of truth.
+
+A row is claimed (``in_flight``) before its request leaves and completed with the
+provider's answer after it, so a run that dies at any point can be resumed: rows the
+provider accepted are never sent again, and rows that were in flight become ``unknown``
+rather than being guessed at.
+
+WAL mode with ``synchronous=NORMAL`` keeps every committed claim through a ``kill -9``
+(only an operating-system crash can lose the last commits) while a commit costs
+microseconds, not an fsync: the claim sits just before the request, inside the rate
+limit's timing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+
+PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED = (
+    "pending",
+    "in_flight",
+    "sent",
+    "failed",
+    "unknown",
+    "skipped",
+)
+IN_FLIGHT_AT_CRASH = (
+    "the request was in flight when an earlier run stopped, so it may have been delivered; "
+    "not resent (set resend_unknown to send it again)"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY,
+    customer_id TEXT NOT NULL UNIQUE,
+    segment TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    sent_at TEXT NOT NULL DEFAULT '',
+    context TEXT NOT NULL DEFAULT '{}'
+)
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Ledger:
+    """A channel's ledger file, safe to share between the channel's sending threads."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, rows: Iterable[dict]) -> int:
+        """Insert recipients not yet in the ledger; return how many were new."""
+        values = (
+            (
+                r["customer_id"],
+                r["segment"],
+                r["recipient"],
+                r["status"],
+                r.get("error", ""),
+                json.dumps(r.get("context", {})),
+            )
+            for r in rows
+        )
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO deliveries"
+                " (customer_id, segment, recipient, status, error, context)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def recover(self, resend_unknown: bool) -> int:
+        """Mark rows left in flight by a dead run ``unknown``; return how many there were."""
+        with self._lock:
+            found = self._db.execute(
+                "UPDATE deliveries SET status = ?, error = ? WHERE status = ?",
+                (UNKNOWN, IN_FLIGHT_AT_CRASH, IN_FLIGHT),
+            ).rowcount
+            if resend_unknown:
+                self._db.execute(
+                    "UPDATE deliveries SET status = ? WHERE status = ?", (PENDING, UNKNOWN)
+                )
+            return found
+
+    def pending(self, page: int = 1000) -> Iterator[dict]:
+        """Yield pending rows in file order, a page at a time, without holding a cursor open."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, customer_id, segment, recipient, attempts, context"
+                    " FROM deliveries WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (PENDING, last, page),
+                ).fetchall()
+            if not rows:
+                return
+            for _seq, customer_id, segment, recipient, attempts, context in rows:
+                yield {
+                    "customer_id": customer_id,
+                    "segment": segment,
+                    "recipient": recipient,
+                    "attempts": attempts,
+                    "context": json.loads(context),
+                }
+            last = rows[-1][0]
+
+    def claim(self, customer_id: str) -> bool:
+        """Move a pending row in flight; False if it is not pending (never send it then)."""
+        with self._lock:
+            return (
+                self._db.execute(
+                    "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
+                    " WHERE customer_id = ? AND status = ?",
+                    (IN_FLIGHT, utc_now(), customer_id, PENDING),
+                ).rowcount
+                == 1
+            )
+
+    def finish(self, customer_id: str, status: str, message_id: str = "", error: str = "") -> None:
+        """Record the outcome of the request in flight for *customer_id*.
+
+        ``PENDING`` means the provider certainly did not take the message (a 429, a 5xx, a
+        refused connection): it may be sent again.
+        """
+        with self._lock:
+            self._db.execute(
+                "UPDATE deliveries SET status = ?, provider_message_id = ?, error = ?"
+                " WHERE customer_id = ? AND status = ?",
+                (status, message_id, error, customer_id, IN_FLIGHT),
+            )
+
+    def fail_pending(self, customer_id: str, error: str) -> None:
+        """Fail a row that could not even be built (a template or body error); nothing was sent."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE deliveries SET status = ?, error = ?, sent_at = ?"
+                " WHERE customer_id = ? AND status = ?",
+                (FAILED, error, utc_now(), customer_id, PENDING),
+            )
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+
+    def rows(self, page: int = 5000) -> Iterator[dict]:
+        """Yield every row in file order, for the result file."""
+        columns = (
+            "customer_id",
+            "segment",
+            "recipient",
+            "status",
+            "provider_message_id",
+            "attempts",
+            "error",
+            "sent_at",
+        )
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT seq, {', '.join(columns)} FROM deliveries"
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last, page),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield dict(zip(columns, row[1:], strict=False))
+            last = rows[-1][0]

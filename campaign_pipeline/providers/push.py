@@ -1,0 +1,69 @@
+"""Push notifications through FCM HTTP v1 ``POST /v1/projects/{project_id}/messages:send``."""
+
+from __future__ import annotations
+
+import requests
+
+from ..config import push_api, secret
+from . import FAILED, RATE_LIMITED, RETRY, STOP, Provider, Request, by_status, json_body
+
+# FCM's errorCode values (firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode).
+ERRORS = {
+    "UNREGISTERED": FAILED,  # the app was uninstalled or the token expired
+    "INVALID_ARGUMENT": FAILED,  # a malformed token or message
+    "SENDER_ID_MISMATCH": FAILED,  # the token belongs to another Firebase project
+    "QUOTA_EXCEEDED": RATE_LIMITED,
+    "UNAVAILABLE": RETRY,
+    "INTERNAL": RETRY,
+    "THIRD_PARTY_AUTH_ERROR": STOP,  # the APNs or web-push credentials are wrong
+}
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+
+class PushProvider(Provider):
+    channel = "push"
+    contact_field = "device_token"
+    success_status = 200
+
+    def __init__(self, config: push_api):
+        super().__init__(config.base_url)
+        self.project_id = config.project_id
+        self.token = secret(config.token_env, "push_api", "token_env")
+        self.secrets = [self.token]
+        self.credentials_hint = f"the token in ${config.token_env} ([push_api] token_env)"
+
+    def check(self) -> None:
+        if not self.project_id:
+            raise ValueError("[push_api] project_id is not set")
+
+    def request(self, recipient: str, parts: dict[str, str], meta: dict[str, str]) -> Request:
+        message = {
+            "token": recipient,
+            "notification": {"title": parts["title.txt"], "body": parts["body.txt"]},
+            "data": {key: str(value) for key, value in meta.items()},
+        }
+        return Request(
+            url=f"{self.base_url}/v1/projects/{self.project_id}/messages:send",
+            headers={"Authorization": f"Bearer {self.token}"},
+            json={"message": message},
+        )
+
+    def message_id(self, response: requests.Response) -> str:
+        return str(json_body(response).get("name", ""))
+
+    def error_of(self, response: requests.Response) -> tuple[str, str]:
+        error = json_body(response).get("error") or {}
+        if not isinstance(error, dict):
+            return "", response.reason or ""
+        code = next(
+            (
+                d.get("errorCode", "")
+                for d in error.get("details") or []
+                if isinstance(d, dict) and d.get("@type") == FCM_ERROR_TYPE
+            ),
+            "",
+        )
+        return code or str(error.get("status") or ""), str(error.get("message") or "")
+
+    def classify(self, status: int, code: str) -> str:
+        return ERRORS.get(code) or by_status(status)

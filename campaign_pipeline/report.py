@@ -1,0 +1,59 @@
+"""A plain-text summary of one campaign run, read from its result files.
+
+campaign-report [--date 2026-11-25] [--campaign NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .config import campaign as campaign_config
+from .tasks import run_dir
+
+CHANNELS = ("email", "sms", "push")
+STATUSES = ("sent", "failed", "unknown", "skipped")
+
+
+def summarise(folder: Path) -> str:
+    """Return the run's load counts and a channel-by-status table, with the file paths."""
+    lines = [f"Run folder: {folder}"]
+    summary_path = folder / "load_summary.json"
+    if summary_path.exists():
+        load = json.loads(summary_path.read_text())
+        lines.append(
+            f"Customers: {load['records_read']:,} read, {load['valid']:,} valid, "
+            f"{load['rejected']:,} rejected -> {folder / 'rejected.csv'}"
+        )
+    lines.append(f"{'channel':<8}" + "".join(f"{s:>9}" for s in STATUSES) + "  result file")
+    for channel in CHANNELS:
+        path = folder / f"{channel}_results.csv"
+        if not path.exists():
+            lines.append(f"{channel:<8}  (no result file: the channel has not finished)")
+            continue
+        with path.open(newline="") as handle:
+            counts = Counter(row["status"] for row in csv.DictReader(handle))
+        lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>9,}" for s in STATUSES) + f"  {path}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Summarise a campaign run.")
+    parser.add_argument("--date", type=datetime.date.fromisoformat, default=datetime.date.today())
+    parser.add_argument("--campaign", default=None)
+    args = parser.parse_args(argv)
+    folder = run_dir(args.campaign or campaign_config().name, args.date)
+    if not folder.exists():
+        print(f"no run folder {folder}", file=sys.stderr)
+        return 1
+    print(summarise(folder))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

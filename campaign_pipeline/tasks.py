@@ -1,0 +1,227 @@
+"""The campaign's Luigi tasks: load the customers once, then send on three channels at once.
+
+    luigi --module campaign_pipeline RunCampaign [--date 2026-11-25] [--campaign NAME]
+
+Everything a run writes lives in ``{[campaign] output_dir}/{campaign}/{date}/``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+from pathlib import Path
+
+import luigi
+import luigi.format
+import pandas as pd
+
+from . import ledger as states
+from . import safecsv, segments
+from .config import campaign as campaign_config
+from .config import email_api, push_api, sms_api
+from .ledger import Ledger
+from .providers.email import EmailProvider
+from .providers.push import PushProvider
+from .providers.sms import SmsProvider
+from .sender import ChannelSender, ChannelStopped, Settings
+from .templates import MessageTemplate
+
+log = logging.getLogger("campaign_pipeline")
+
+RESULT_COLUMNS = (
+    "customer_id",
+    "segment",
+    "recipient",
+    "status",
+    "provider_message_id",
+    "attempts",
+    "error",
+    "sent_at",
+)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def run_dir(campaign: str, date: datetime.date) -> Path:
+    """The folder holding everything of one campaign's run on one date."""
+    if not _SAFE_NAME.match(campaign):
+        raise ValueError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
+    return Path(campaign_config().output_dir) / campaign / date.isoformat()
+
+
+class CampaignTask(luigi.Task):
+    """Parameters every task of a campaign run shares."""
+
+    date = luigi.DateParameter(default=datetime.date.today())
+    campaign = luigi.Parameter(default="demo", config_path={"section": "campaign", "name": "name"})
+
+    def run_dir(self) -> Path:
+        return run_dir(self.campaign, self.date)
+
+
+class CustomerFile(luigi.ExternalTask):
+    """The customer CSV, produced outside this pipeline."""
+
+    path = luigi.Parameter()
+
+    def output(self):
+        return luigi.LocalTarget(self.path)
+
+
+class LoadSegments(CampaignTask):
+    """Validate the customer file; keep the good rows, quarantine the bad ones."""
+
+    def requires(self):
+        return CustomerFile(campaign_config().input_path.format(date=self.date.isoformat()))
+
+    def output(self):
+        folder = self.run_dir()
+        return {
+            "customers": luigi.LocalTarget(folder / "segments.parquet", format=luigi.format.Nop),
+            "rejected": luigi.LocalTarget(folder / "rejected.csv"),
+            "summary": luigi.LocalTarget(folder / "load_summary.json"),
+        }
+
+    def run(self):
+        config = campaign_config()
+        path = self.input().path
+        loaded = segments.load(path, list(config.segments), config.default_region)
+        outputs = self.output()
+        frame = pd.DataFrame(loaded.customers, columns=loaded.columns, dtype="string")
+        with outputs["customers"].open("w") as handle:
+            frame.to_parquet(handle, index=False)
+        with outputs["rejected"].open("w") as handle:
+            safecsv.write_rows(handle, segments.REJECTED_COLUMNS, loaded.rejected)
+        summary = {"file": path, **loaded.summary()}
+        with outputs["summary"].open("w") as handle:
+            json.dump(summary, handle, indent=2)
+        message = (
+            f"{summary['records_read']:,} read · {summary['valid']:,} valid · "
+            f"{summary['rejected']:,} rejected"
+        )
+        self.set_status_message(message)
+        self.set_progress_percentage(100)
+        log.info("LoadSegments %s: %s (%s)", path, message, summary["rejected_by_reason"])
+
+
+class ChannelTask(CampaignTask):
+    """Send one channel's message to the targeted customers, at most once each."""
+
+    channel = ""
+    provider_class: type = type(None)
+    config_class: type = type(None)
+
+    target_segments = luigi.ListParameter(default=["premium", "regular", "new"])
+    template = luigi.Parameter(default="spring_sale")
+    resend_unknown = luigi.BoolParameter(
+        default=False,
+        description="Send again to recipients whose request was in flight when a run died",
+    )
+
+    def requires(self):
+        return LoadSegments(date=self.date, campaign=self.campaign)
+
+    def output(self):
+        return luigi.LocalTarget(self.run_dir() / f"{self.channel}_results.csv")
+
+    def run(self):
+        config = self.config_class()
+        provider = self.provider_class(config)
+        provider.check()
+        customers = pd.read_parquet(self.input()["customers"].path).fillna("")
+        template = MessageTemplate(campaign_config().templates_dir, self.channel, self.template)
+        template.check(set(customers.columns) | {"campaign", "date"})
+
+        ledger = Ledger(str(self.run_dir() / f"{self.channel}_ledger.sqlite"))
+        try:
+            self._send(provider, template, ledger, config, customers)
+            self._write_results(ledger)
+        finally:
+            ledger.close()
+
+    def _send(self, provider, template, ledger, config, customers) -> None:
+        unknown = ledger.recover(self.resend_unknown)
+        if unknown:
+            log.warning("%s: %d request(s) were in flight when a run died", self.channel, unknown)
+        ledger.add(self._recipients(customers, provider.contact_field))
+        sender = ChannelSender(
+            provider,
+            template,
+            ledger,
+            Settings(
+                rate_per_second=config.rate_per_second,
+                burst=config.burst,
+                concurrency=config.concurrency,
+                timeout_seconds=config.timeout_seconds,
+                retry_attempts=config.retry_attempts,
+                retry_delay_seconds=config.retry_delay_seconds,
+            ),
+            campaign=self.campaign,
+        )
+        try:
+            sender.run()
+        except ChannelStopped as exc:
+            raise RuntimeError(
+                f"{self.channel} channel stopped: {exc}. Check {provider.credentials_hint}."
+            ) from None
+        waiting = ledger.counts().get(states.PENDING, 0)
+        if waiting:
+            raise RuntimeError(
+                f"{self.channel}: {waiting} recipient(s) still failing transiently after "
+                f"{config.retry_attempts} attempt(s); the next run retries exactly those"
+            )
+
+    def _recipients(self, customers: pd.DataFrame, contact: str):
+        segments_wanted = {s.casefold() for s in self.target_segments}
+        error_column = segments.ERROR_COLUMN[self.channel]
+        context_extra = {"campaign": self.campaign, "date": self.date.isoformat()}
+        for customer in customers.to_dict("records"):
+            if customer["segment"] not in segments_wanted:
+                continue
+            error = customer[error_column]
+            yield {
+                "customer_id": customer["customer_id"],
+                "segment": customer["segment"],
+                "recipient": customer[contact],
+                "status": states.SKIPPED if error else states.PENDING,
+                "error": error,
+                "context": {**customer, **context_extra},
+            }
+
+    def _write_results(self, ledger: Ledger) -> None:
+        with self.output().open("w") as handle:
+            safecsv.write_rows(handle, RESULT_COLUMNS, ledger.rows())
+        counts = ledger.counts()
+        message = " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
+        self.set_status_message(message)
+        self.set_progress_percentage(100)
+        log.info("%s results: %s -> %s", self.channel, message, self.output().path)
+
+
+class SendEmailCampaign(ChannelTask):
+    channel = "email"
+    provider_class = EmailProvider
+    config_class = email_api
+
+
+class SendSmsCampaign(ChannelTask):
+    channel = "sms"
+    provider_class = SmsProvider
+    config_class = sms_api
+
+
+class SendPushNotification(ChannelTask):
+    channel = "push"
+    provider_class = PushProvider
+    config_class = push_api
+
+
+class RunCampaign(CampaignTask, luigi.WrapperTask):
+    """The whole campaign: every channel for one date."""
+
+    def requires(self):
+        return [
+            task(date=self.date, campaign=self.campaign)
+            for task in (SendEmailCampaign, SendSmsCampaign, SendPushNotification)
+        ]

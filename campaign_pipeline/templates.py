@@ -1,0 +1,76 @@
+"""Message templates: one folder per template under ``config/templates/<channel>/<name>/``.
+
+| channel | files |
+| --- | --- |
+| email | ``subject.txt`` and ``body.txt`` and/or ``body.html`` |
+| sms | ``body.txt`` |
+| push | ``title.txt`` and ``body.txt`` |
+
+Templates are Jinja2 with ``StrictUndefined``; every variable they use must be a customer
+column or ``campaign``/``date``, which :meth:`MessageTemplate.check` proves before anything
+is sent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from jinja2 import meta
+
+PARTS = {
+    "email": {"subject.txt": True, "body.txt": False, "body.html": False},
+    "sms": {"body.txt": True},
+    "push": {"title.txt": True, "body.txt": True},
+}
+
+
+class TemplateError(ValueError):
+    """A template is missing, does not compile, or uses a variable no customer has."""
+
+
+class MessageTemplate:
+    """The compiled parts of one channel's template, rendered per customer."""
+
+    def __init__(self, templates_dir: str, channel: str, name: str):
+        self.folder = Path(templates_dir) / channel / name
+        if not self.folder.is_dir():
+            raise TemplateError(f"{channel} template {name!r}: no folder {self.folder}")
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.folder),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(["html"]),
+            keep_trailing_newline=False,
+        )
+        self.variables: set[str] = set()
+        self.parts = {
+            part: self._compile(part)
+            for part, required in PARTS[channel].items()
+            if required or (self.folder / part).exists()
+        }
+        if channel == "email" and not {"body.txt", "body.html"} & set(self.parts):
+            raise TemplateError(f"email template {self.folder}: needs body.txt or body.html")
+
+    def _compile(self, part: str) -> jinja2.Template:
+        path = self.folder / part
+        try:
+            source = path.read_text(encoding="utf-8")
+            self.variables |= meta.find_undeclared_variables(self.env.parse(source))
+            return self.env.get_template(part)
+        except FileNotFoundError:
+            raise TemplateError(f"template part missing: {path}") from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template {path} line {exc.lineno}: {exc.message}") from None
+
+    def check(self, fields: set[str]) -> None:
+        """Fail unless every variable the template uses is among *fields*."""
+        unknown = sorted(self.variables - fields)
+        if unknown:
+            raise TemplateError(
+                f"template {self.folder} uses {', '.join(unknown)}, which no customer has "
+                f"(available: {', '.join(sorted(fields))})"
+            )
+
+    def render(self, context: dict[str, str]) -> dict[str, str]:
+        """Return each part rendered for one customer, keyed by file name."""
+        return {part: template.render(context).strip() for part, template in self.parts.items()}

@@ -1,0 +1,285 @@
+"""Tests of the local provider sandbox, through real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from campaign_pipeline.sandbox import ChannelLimit, Sandbox, SandboxConfig, TokenBucket
+
+ROOT = Path(__file__).resolve().parents[1]
+EMAIL_TOKEN = "SG.test-email-token"
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "test-auth-token"
+PUSH_TOKEN = "test-push-token"
+SERVICE_SID = "MG" + "fedcba9876543210" * 2
+NO_LIMITS = {"email": None, "sms": None, "push": None}
+
+
+def make_config(**overrides) -> SandboxConfig:
+    values = dict(
+        email_token=EMAIL_TOKEN,
+        sms_account_sid=ACCOUNT_SID,
+        sms_auth_token=AUTH_TOKEN,
+        push_token=PUSH_TOKEN,
+        limits=dict(NO_LIMITS),
+    )
+    values.update(overrides)
+    return SandboxConfig(**values)
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    with Sandbox(make_config(record_path=str(tmp_path / "accepted.jsonl"))) as box:
+        yield box
+
+
+def mail(*recipients: str, **extra) -> dict:
+    return {
+        "personalizations": [
+            {"to": [{"email": r}], "custom_args": {"customer_id": f"c-{i}"}}
+            for i, r in enumerate(recipients)
+        ],
+        "from": {"email": "news@example.com", "name": "News"},
+        "subject": "Hello",
+        "content": [
+            {"type": "text/plain", "value": "hi"},
+            {"type": "text/html", "value": "<p>hi</p>"},
+        ],
+        "custom_args": {"campaign": "spring"},
+        **extra,
+    }
+
+
+def send_email(box: Sandbox, body: dict, token: str = EMAIL_TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    return requests.post(f"{box.base_url}/v3/mail/send", json=body, headers=headers, timeout=5)
+
+
+def send_sms(box: Sandbox, form: dict, auth=(ACCOUNT_SID, AUTH_TOKEN), sid=ACCOUNT_SID):
+    url = f"{box.base_url}/2010-04-01/Accounts/{sid}/Messages.json"
+    return requests.post(url, data=form, auth=auth, timeout=5)
+
+
+def send_push(box: Sandbox, message: dict, token: str = PUSH_TOKEN) -> requests.Response:
+    url = f"{box.base_url}/v1/projects/demo-project/messages:send"
+    headers = {"Authorization": f"Bearer {token}"}
+    return requests.post(url, json={"message": message}, headers=headers, timeout=5)
+
+
+def test_email_accepted_per_personalization_and_recorded(sandbox, tmp_path):
+    response = send_email(sandbox, mail("ann@example.com", "bob@example.com"))
+    assert response.status_code == 202
+    assert response.content == b""
+    message_id = response.headers["X-Message-Id"]
+    assert len(message_id) == 22
+    records = sandbox.accepted()
+    assert [r["recipient"] for r in records] == ["ann@example.com", "bob@example.com"]
+    assert records[1]["campaign"] == "spring"
+    assert records[1]["customer_id"] == "c-1"
+    assert records[0]["message_id"] == message_id
+    assert records[0]["request"]["subject"] == "Hello"
+    lines = (tmp_path / "accepted.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
+
+
+def test_sms_accepted(sandbox):
+    form = {"To": "+14155550100", "From": "+14155550199", "Body": "Hi there"}
+    response = send_sms(sandbox, form)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["sid"].startswith("SM") and len(body["sid"]) == 34
+    assert body["status"] == "queued"
+    assert body["num_segments"] == "1"
+    assert body["messaging_service_sid"] is None
+    assert body["account_sid"] == ACCOUNT_SID
+    [record] = sandbox.accepted()
+    assert record["recipient"] == "+14155550100"
+    assert record["message_id"] == body["sid"]
+    assert record["campaign"] is None and record["request"] == form
+
+
+def test_push_accepted(sandbox):
+    message = {
+        "token": "device-1",
+        "notification": {"title": "T", "body": "B"},
+        "data": {"campaign": "spring", "customer_id": "42"},
+    }
+    response = send_push(sandbox, message)
+    assert response.status_code == 200
+    name = response.json()["name"]
+    assert name.startswith("projects/demo-project/messages/")
+    [record] = sandbox.accepted()
+    assert (record["recipient"], record["campaign"], record["customer_id"]) == (
+        "device-1",
+        "spring",
+        "42",
+    )
+    assert record["message_id"] == name
+
+
+def test_bad_credentials_are_401(sandbox):
+    email = send_email(sandbox, mail("ann@example.com"), token="wrong")
+    assert email.status_code == 401
+    assert email.json()["errors"][0]["field"] is None
+    sms = send_sms(sandbox, {"To": "+14155550100"}, auth=(ACCOUNT_SID, "wrong"))
+    assert sms.status_code == 401 and sms.json()["code"] == 20003
+    other_sid = "AC" + "1" * 32
+    sms = send_sms(sandbox, {"To": "+14155550100"}, sid=other_sid)
+    assert sms.status_code == 401
+    push = send_push(sandbox, {"token": "device-1"}, token="wrong")
+    assert push.status_code == 401
+    assert push.json()["error"]["status"] == "UNAUTHENTICATED"
+    assert sandbox.accepted() == []
+
+
+def test_invalid_bodies_get_provider_errors(sandbox):
+    sms = send_sms(sandbox, {"To": "0800", "From": "+14155550199", "Body": "x"})
+    assert sms.status_code == 400
+    assert sms.json() == {
+        "code": 21211,
+        "message": "The 'To' number 0800 is not a valid phone number.",
+        "more_info": "https://www.twilio.com/docs/errors/21211",
+        "status": 400,
+    }
+    push = send_push(sandbox, {"token": "device-1", "data": {"n": 5}})
+    assert push.status_code == 400
+    error = push.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert error["details"][0]["errorCode"] == "INVALID_ARGUMENT"
+    email = send_email(sandbox, mail("ann@example.com", content=[{"type": "text/html"}]))
+    assert email.status_code == 400
+    assert email.json()["errors"][0]["field"] == "content.0.value"
+    wrong_type = requests.post(
+        f"{sandbox.base_url}/v3/mail/send",
+        data="x",
+        headers={"Authorization": f"Bearer {EMAIL_TOKEN}", "Content-Type": "text/plain"},
+        timeout=5,
+    )
+    assert wrong_type.status_code == 415
+    assert sandbox.accepted() == []
+
+
+def test_permanent_rules(sandbox):
+    email = send_email(sandbox, mail("bounce-1@example.com"))
+    assert email.status_code == 400
+    assert email.json() == {
+        "errors": [
+            {
+                "field": "personalizations.0.to.0.email",
+                "message": "Does not contain a valid address.",
+            }
+        ]
+    }
+    sms = send_sms(sandbox, {"To": "+15005550004", "MessagingServiceSid": SERVICE_SID, "Body": "x"})
+    assert (sms.status_code, sms.json()["code"]) == (400, 21610)
+    unregistered = send_push(sandbox, {"token": "unregistered-7"})
+    assert unregistered.status_code == 404
+    assert unregistered.json()["error"]["details"][0]["errorCode"] == "UNREGISTERED"
+    invalid = send_push(sandbox, {"token": "invalid-7"})
+    assert invalid.status_code == 400
+    assert sandbox.accepted() == []
+
+
+def test_strict_bucket_refuses_fourth_request():
+    limits = {"email": ChannelLimit(0.001, 3), "sms": ChannelLimit(0.001, 3), "push": None}
+    with Sandbox(make_config(limits=limits)) as box:
+        for _ in range(3):
+            assert send_email(box, mail("ann@example.com")).status_code == 202
+        refused = send_email(box, mail("ann@example.com"))
+        assert refused.status_code == 429
+        assert refused.json()["errors"][0]["message"] == "too many requests"
+        assert refused.headers["X-RateLimit-Limit"] == "3"
+        assert refused.headers["X-RateLimit-Remaining"] == "0"
+        assert int(refused.headers["X-RateLimit-Reset"]) > 0
+        form = {"To": "+14155550100", "From": "+14155550199", "Body": "x"}
+        for _ in range(3):
+            assert send_sms(box, form).status_code == 201
+        refused = send_sms(box, form)
+        assert refused.status_code == 429 and refused.json()["code"] == 20429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert len(box.accepted()) == 6
+        assert box.stats()["email"]["rate_limited"] == 1
+
+
+def test_token_bucket_waits_for_one_token():
+    bucket = TokenBucket(rate=2.0, burst=1)
+    assert bucket.take() == 0.0
+    wait = bucket.take()
+    assert 0.4 < wait <= 0.5
+
+
+def test_fail_first_then_accepted():
+    with Sandbox(make_config(fail_first=1)) as box:
+        first = send_email(box, mail("ann@example.com"))
+        assert first.status_code == 503
+        assert first.json()["errors"][0]["message"] == "service unavailable"
+        assert send_email(box, mail("ann@example.com")).status_code == 202
+        push = send_push(box, {"token": "device-1"})
+        assert push.json()["error"]["status"] == "UNAVAILABLE"
+        assert send_push(box, {"token": "device-1"}).status_code == 200
+        assert [r["recipient"] for r in box.accepted()] == ["ann@example.com", "device-1"]
+
+
+def test_hang_first_wakes_on_short_hang():
+    with Sandbox(make_config(hang_first=1, hang_seconds=0.05)) as box:
+        assert send_push(box, {"token": "device-1"}).status_code == 503
+        assert send_push(box, {"token": "device-1"}).status_code == 200
+
+
+def test_stats_counts(sandbox):
+    send_email(sandbox, mail("ann@example.com", "bob@example.com"))
+    send_email(sandbox, mail("bounce@example.com"))
+    send_push(sandbox, {"token": "device-1"}, token="wrong")
+    stats = requests.get(f"{sandbox.base_url}/_stats", timeout=5).json()
+    assert stats == sandbox.stats()
+    assert stats["email"] == {
+        "requests": 2,
+        "accepted": 2,
+        "rate_limited": 0,
+        "statuses": {"202": 1, "400": 1},
+    }
+    assert stats["push"]["statuses"] == {"401": 1}
+    assert stats["sms"]["requests"] == 0
+
+
+def test_unknown_route_is_404(sandbox):
+    assert requests.get(f"{sandbox.base_url}/v3/nothing", timeout=5).status_code == 404
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        EMAIL_API_TOKEN=EMAIL_TOKEN,
+        SMS_API_ACCOUNT_SID=ACCOUNT_SID,
+        SMS_API_AUTH_TOKEN=AUTH_TOKEN,
+        PUSH_API_TOKEN=PUSH_TOKEN,
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(overrides)
+    return env
+
+
+def test_cli_runs_command_and_returns_its_exit_code():
+    command = [sys.executable, "-m", "campaign_pipeline.sandbox", "--port", "0", "--"]
+    command += [sys.executable, "-c", "import sys; sys.exit(3)"]
+    done = subprocess.run(
+        command, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 3
+    assert done.stdout.startswith("sandbox provider listening on http://127.0.0.1:")
+
+
+def test_cli_names_missing_credentials():
+    env = cli_env(PUSH_API_TOKEN="")
+    command = [sys.executable, "-m", "campaign_pipeline.sandbox", "--port", "0", "--", "true"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+    assert done.returncode == 2
+    assert "PUSH_API_TOKEN" in done.stderr
+    assert EMAIL_TOKEN not in done.stderr
