@@ -759,6 +759,9 @@ class Sandbox:
 
 class SandboxServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a burst of new connections,
+    # which a client then sees as a connect timeout; real providers accept them.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type, sandbox: Sandbox):
         self.sandbox = sandbox

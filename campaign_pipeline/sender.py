@@ -103,6 +103,7 @@ class ChannelSender:
         self.throttle = Throttle(settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
         self.stop_reason = ""
+        self.last_transient_error = ""
         self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
         self._delayed: list[tuple[float, int, dict]] = []
@@ -210,7 +211,7 @@ class ChannelSender:
             return Outcome(STOP, error=self.stop_reason)
         self.throttle.take()
         if not self.ledger.claim(item["customer_id"]):
-            return Outcome(FAILED, error="ledger row was not pending; not sent")
+            raise RuntimeError(f"ledger row {item['customer_id']} was not pending; not sent")
         outcome = self._post(request)
         status = {SENT: states.SENT, FAILED: states.FAILED}.get(outcome.kind, states.PENDING)
         self.ledger.finish(
@@ -246,6 +247,7 @@ class ChannelSender:
         return session
 
     def _retry_later(self, item: dict, outcome: Outcome) -> None:
+        self.last_transient_error = outcome.error
         item["tries"] += 1
         if item["tries"] >= self.settings.retry_attempts:
             self._count("exhausted")

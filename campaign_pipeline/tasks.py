@@ -169,7 +169,8 @@ class ChannelTask(CampaignTask):
         if waiting:
             raise RuntimeError(
                 f"{self.channel}: {waiting} recipient(s) still failing transiently after "
-                f"{config.retry_attempts} attempt(s); the next run retries exactly those"
+                f"{config.retry_attempts} attempt(s); the next run retries exactly those. "
+                f"Last error: {sender.last_transient_error}"
             )
 
     def _recipients(self, customers: pd.DataFrame, contact: str):

@@ -1,0 +1,222 @@
+"""Delivery guarantees: retries, rate limits, stops, permanent errors, crashes and resumes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from conftest import CHANNELS, RETCODE, TASKS, kill_group, wait_for
+
+from campaign_pipeline.sandbox import ChannelLimit
+
+ALL = ["premium", "regular", "new"]
+
+
+def target_everyone(campaign) -> None:
+    campaign.configure(**{TASKS[c]: {"target_segments": ALL} for c in CHANNELS})
+
+
+def test_5xx_is_retried_after_the_delay_and_sent_once(campaign):
+    campaign.write_customers(rows=30)
+    campaign.start_sandbox(fail_first=1)  # every recipient's first request gets a 503
+    target_everyone(campaign)
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    for channel in CHANNELS:
+        rows = campaign.results(channel)
+        assert [r["status"] for r in rows] == ["sent"] * 30
+        assert {r["attempts"] for r in rows} == {"2"}
+        assert set(campaign.accepted(channel).values()) == {1}
+        assert campaign.sandbox.stats()[channel]["statuses"]["503"] == 30
+
+
+def test_timeout_is_retried_and_sent_once(campaign):
+    campaign.write_customers(rows=12)
+    campaign.start_sandbox(hang_first=1, hang_seconds=5)  # hangs, then 503, never accepted
+    target_everyone(campaign)
+    for channel in CHANNELS:
+        campaign.configure(**{f"{channel}_api": {"timeout_seconds": 0.3, "concurrency": 6}})
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    for channel in CHANNELS:
+        rows = campaign.results(channel)
+        assert [(r["status"], r["attempts"]) for r in rows] == [("sent", "2")] * 12
+        assert set(campaign.accepted(channel).values()) == {1}
+
+
+def test_transient_failures_left_after_retries_fail_the_task_and_the_next_run_resends_them(
+    campaign,
+):
+    campaign.write_customers(rows=20)
+    campaign.start_sandbox(fail_first=2)  # two 503s per recipient; two attempts per run
+    target_everyone(campaign)
+
+    first = campaign.run()
+
+    assert first.returncode == RETCODE["task_failed"]
+    assert "20 recipient(s) still failing transiently after 2 attempt(s)" in first.stderr
+    assert not (campaign.folder / "email_results.csv").exists()
+    assert campaign.sandbox.stats()["email"]["accepted"] == 0
+
+    second = campaign.run()
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    for channel in CHANNELS:
+        rows = campaign.results(channel)
+        assert [(r["status"], r["attempts"]) for r in rows] == [("sent", "3")] * 20
+        assert set(campaign.accepted(channel).values()) == {1}
+
+
+def test_luigi_retries_a_failed_channel_within_the_same_run(campaign):
+    campaign.write_customers(rows=10)
+    campaign.start_sandbox(fail_first=2)
+    target_everyone(campaign)
+    campaign.configure(scheduler={"retry_count": 2, "retry_delay": 0.5})
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "still failing transiently" in done.stderr, "the first attempt of each channel failed"
+    for channel in CHANNELS:
+        assert [r["status"] for r in campaign.results(channel)] == ["sent"] * 10
+        assert set(campaign.accepted(channel).values()) == {1}
+
+
+def test_429_waits_as_told_and_does_not_use_up_an_attempt(campaign):
+    campaign.write_customers(rows=40)
+    # The provider allows 20/s with a burst of 4; the client is told 200/s with a burst of 50.
+    campaign.start_sandbox(limits={c: ChannelLimit(20, 4) for c in CHANNELS})
+    target_everyone(campaign)
+    for channel in CHANNELS:
+        campaign.configure(**{f"{channel}_api": {"retry_attempts": 1, "concurrency": 4}})
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    for channel in CHANNELS:
+        assert campaign.sandbox.stats()[channel]["rate_limited"] > 0
+        assert [r["status"] for r in campaign.results(channel)] == ["sent"] * 40
+        assert set(campaign.accepted(channel).values()) == {1}
+
+
+def test_401_stops_the_channel_at_once_and_names_the_variable(campaign):
+    campaign.write_customers(rows=50)
+    campaign.start_sandbox()
+    target_everyone(campaign)
+    wrong = "wrong-token-0123456789abcdef"
+
+    done = campaign.run(env=campaign.env(EMAIL_API_TOKEN=wrong))
+
+    assert done.returncode == RETCODE["task_failed"]
+    assert "email channel stopped: email provider answered 401" in done.stderr
+    assert "$EMAIL_API_TOKEN" in done.stderr
+    assert wrong not in done.stderr + done.stdout
+    stats = campaign.sandbox.stats()["email"]
+    assert stats["requests"] <= 8, "one request per sending thread at most, no retry storm"
+    assert stats["accepted"] == 0
+    assert not (campaign.folder / "email_results.csv").exists()
+    for channel in ("sms", "push"):  # the other channels are not held back
+        assert [r["status"] for r in campaign.results(channel)] == ["sent"] * 50
+
+
+def test_permanent_errors_are_recorded_with_the_reason_and_not_retried(campaign):
+    campaign.customers_path.write_text(
+        "customer_id,first_name,segment,email,phone,device_token\n"
+        "P1,Ann,premium,bounce.p1@example.com,+15005550001,unregistered" + "x" * 40 + "\n"
+        "P2,Bo,premium,bo@example.com,+15005550004,invalid" + "y" * 40 + "\n"
+        "P3,Cy,premium,cy@example.com,+15005550009,valid" + "z" * 40 + "\n"
+    )
+    campaign.start_sandbox()
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = {
+        c: [(r["customer_id"], r["status"], r["attempts"], r["error"]) for r in campaign.results(c)]
+        for c in CHANNELS
+    }
+    assert outcome["email"][0][:3] == ("P1", "failed", "1")
+    assert "400" in outcome["email"][0][3] and "valid address" in outcome["email"][0][3]
+    assert [(c, s, a) for c, s, a, _ in outcome["sms"]] == [
+        ("P1", "failed", "1"),
+        ("P2", "failed", "1"),
+        ("P3", "failed", "1"),
+    ]
+    assert [e.split(":")[0] for *_, e in outcome["sms"]] == [
+        "sms provider answered 400 21211",
+        "sms provider answered 400 21610",
+        "sms provider answered 400 21614",
+    ]
+    assert [(s, e.split(":")[0]) for _, s, _, e in outcome["push"]] == [
+        ("failed", "push provider answered 404 UNREGISTERED"),
+        ("failed", "push provider answered 400 INVALID_ARGUMENT"),
+        ("sent", ""),
+    ]
+    assert campaign.requests("sms") == 3 and campaign.requests("push") == 3
+
+
+def ledger_statuses(campaign, channel: str) -> dict[str, int]:
+    with sqlite3.connect(campaign.folder / f"{channel}_ledger.sqlite") as db:
+        return dict(db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+
+
+def crash_mid_send(campaign, rows: int) -> None:
+    """Start the campaign and SIGKILL its whole process tree while every channel is sending."""
+    campaign.write_customers(rows=rows)
+    campaign.start_sandbox(latency_ms=300)
+    target_everyone(campaign)
+    for channel in CHANNELS:
+        campaign.configure(**{f"{channel}_api": {"concurrency": 4}})
+    running = campaign.start()
+    wait_for(
+        lambda: all(campaign.sandbox.stats()[c]["accepted"] >= 12 for c in CHANNELS),
+        timeout=60,
+        what="every channel to be sending",
+    )
+    kill_group(running)
+    for channel in CHANNELS:
+        assert campaign.sandbox.stats()[channel]["accepted"] < rows, "killed too late"
+
+
+def test_sigkill_mid_send_then_rerun_sends_every_recipient_exactly_once(campaign):
+    crash_mid_send(campaign, rows=90)
+    in_flight = sum(ledger_statuses(campaign, c).get("in_flight", 0) for c in CHANNELS)
+    assert in_flight > 0, "the kill should catch requests in flight"
+
+    rerun = campaign.run()
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    unknown = 0
+    for channel in CHANNELS:
+        rows = campaign.results(channel)
+        accepted = campaign.accepted(channel)
+        assert len(rows) == 90
+        assert set(accepted.values()) == {1}, "nobody received a message twice"
+        assert len(accepted) == 90, "everybody received one"
+        assert {r["status"] for r in rows} <= {"sent", "unknown"}
+        for row in rows:
+            if row["status"] == "unknown":
+                assert "in flight when an earlier run stopped" in row["error"]
+                unknown += 1
+        sent = {r["recipient"].lstrip("'") for r in rows if r["status"] == "sent"}
+        assert sent | {r["recipient"].lstrip("'") for r in rows if r["status"] == "unknown"} == (
+            set(accepted)
+        )
+    assert unknown == in_flight
+
+
+def test_resend_unknown_sends_the_in_flight_ones_again(campaign):
+    crash_mid_send(campaign, rows=60)
+    in_flight = ledger_statuses(campaign, "email").get("in_flight", 0)
+    assert in_flight > 0
+
+    rerun = campaign.run("--SendEmailCampaign-resend-unknown")
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert [r["status"] for r in campaign.results("email")] == ["sent"] * 60
+    accepted = campaign.accepted("email")
+    assert sorted(accepted.values()).count(2) == in_flight, "exactly the unknown ones went twice"
+    assert set(campaign.accepted("sms").values()) == {1}, "the flag is per channel"
