@@ -968,6 +968,18 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(command, sandbox.base_url) if command else serve_until_signal()
     finally:
         sandbox.stop()
+        print(describe(sandbox.stats()), flush=True)
+
+
+def describe(stats: dict) -> str:
+    """One line per channel of what the sandbox saw, for the end of a demo run."""
+    lines = ["sandbox provider saw:"]
+    for channel, seen in stats.items():
+        lines.append(
+            f"  {channel:<6}{seen['requests']:>7,} requests{seen['accepted']:>7,} accepted"
+            f"{seen['rate_limited']:>5,} rate-limited (429)"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
