@@ -32,6 +32,18 @@ IN_FLIGHT_AT_CRASH = (
     "not resent (set resend_unknown to send it again)"
 )
 
+# The columns of a result file, in order; all of them are ledger columns.
+RESULT_COLUMNS = (
+    "customer_id",
+    "segment",
+    "recipient",
+    "status",
+    "provider_message_id",
+    "attempts",
+    "error",
+    "sent_at",
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER PRIMARY KEY,
@@ -106,26 +118,12 @@ class Ledger:
             return found
 
     def pending(self, page: int = 1000) -> Iterator[dict]:
-        """Yield pending rows in file order, a page at a time, without holding a cursor open."""
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT seq, customer_id, segment, recipient, attempts, context"
-                    " FROM deliveries WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
-                    (PENDING, last, page),
-                ).fetchall()
-            if not rows:
-                return
-            for _seq, customer_id, segment, recipient, attempts, context in rows:
-                yield {
-                    "customer_id": customer_id,
-                    "segment": segment,
-                    "recipient": recipient,
-                    "attempts": attempts,
-                    "context": json.loads(context),
-                }
-            last = rows[-1][0]
+        """Yield pending rows in file order, for sending."""
+        columns = ("customer_id", "segment", "recipient", "attempts", "context")
+        for values in self._paged(columns, "status = ? AND", (PENDING,), page):
+            row = dict(zip(columns, values, strict=True))
+            row["context"] = json.loads(row["context"])
+            yield row
 
     def claim(self, customer_id: str) -> bool:
         """Move a pending row in flight; False if it is not pending (never send it then)."""
@@ -167,26 +165,22 @@ class Ledger:
 
     def rows(self, page: int = 5000) -> Iterator[dict]:
         """Yield every row in file order, for the result file."""
-        columns = (
-            "customer_id",
-            "segment",
-            "recipient",
-            "status",
-            "provider_message_id",
-            "attempts",
-            "error",
-            "sent_at",
-        )
+        for values in self._paged(RESULT_COLUMNS, "", (), page):
+            yield dict(zip(RESULT_COLUMNS, values, strict=True))
+
+    def _paged(self, columns: tuple, where: str, params: tuple, page: int) -> Iterator[tuple]:
+        # Pages by key rather than one open cursor, so that the sending threads can write
+        # to the same connection while the rows are read.
         last = 0
         while True:
             with self._lock:
                 rows = self._db.execute(
                     f"SELECT seq, {', '.join(columns)} FROM deliveries"
-                    " WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (last, page),
+                    f" WHERE {where} seq > ? ORDER BY seq LIMIT ?",
+                    (*params, last, page),
                 ).fetchall()
             if not rows:
                 return
             for row in rows:
-                yield dict(zip(columns, row[1:], strict=False))
+                yield row[1:]
             last = rows[-1][0]

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import backoff
 import jinja2
@@ -48,6 +48,11 @@ class Settings:
     timeout_seconds: float
     retry_attempts: int
     retry_delay_seconds: float
+
+    @classmethod
+    def from_config(cls, section) -> Settings:
+        """Take the sending settings from a provider's ``luigi.Config`` section."""
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
 
 
 class Throttle:

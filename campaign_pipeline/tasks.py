@@ -21,7 +21,7 @@ from . import ledger as states
 from . import safecsv, segments
 from .config import campaign as campaign_config
 from .config import email_api, push_api, sms_api
-from .ledger import Ledger
+from .ledger import RESULT_COLUMNS, Ledger
 from .providers.email import EmailProvider
 from .providers.push import PushProvider
 from .providers.sms import SmsProvider
@@ -30,16 +30,6 @@ from .templates import MessageTemplate
 
 log = logging.getLogger("campaign_pipeline")
 
-RESULT_COLUMNS = (
-    "customer_id",
-    "segment",
-    "recipient",
-    "status",
-    "provider_message_id",
-    "attempts",
-    "error",
-    "sent_at",
-)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -149,14 +139,7 @@ class ChannelTask(CampaignTask):
             provider,
             template,
             ledger,
-            Settings(
-                rate_per_second=config.rate_per_second,
-                burst=config.burst,
-                concurrency=config.concurrency,
-                timeout_seconds=config.timeout_seconds,
-                retry_attempts=config.retry_attempts,
-                retry_delay_seconds=config.retry_delay_seconds,
-            ),
+            Settings.from_config(config),
             campaign=self.campaign,
         )
         try:
