@@ -145,9 +145,7 @@ class ChannelTask(CampaignTask):
         try:
             sender.run()
         except ChannelStopped as exc:
-            raise RuntimeError(
-                f"{self.channel} channel stopped: {exc}. Check {provider.credentials_hint}."
-            ) from None
+            raise RuntimeError(f"{self.channel} channel stopped: {exc}") from None
         waiting = ledger.counts().get(states.PENDING, 0)
         if waiting:
             raise RuntimeError(

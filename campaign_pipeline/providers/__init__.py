@@ -99,9 +99,12 @@ class Provider:
         label = f"{self.channel} provider answered {response.status_code}"
         if code:
             label += f" {code}"
+        error = f"{label}: {message}" if message else label
+        if kind == STOP:
+            error += f"; check {self.credentials_hint}"
         return Outcome(
             kind,
-            error=f"{label}: {message}" if message else label,
+            error=error,
             retry_after=retry_after(response) if kind in (RATE_LIMITED, RETRY) else None,
         )
 
