@@ -7,8 +7,15 @@ SANDBOX_PORT ?= 8765
 SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)
 # pytest arguments, e.g. make test PYTEST_ARGS='-k ledger -x'
 PYTEST_ARGS ?=
+# the central scheduler (luigid) of `make scheduler`, and the one `make daily` looks for
+SCHEDULER_HOST ?= 127.0.0.1
+SCHEDULER_PORT ?= 8082
+export SCHEDULER_HOST SCHEDULER_PORT
+LOG_DIR ?= var/log
+export LOG_DIR
+LUIGID_DIR := var/luigid
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean scheduler scheduler-stop daily backfill browser
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +36,42 @@ run: $(STAMP)
 	status=$$?; echo; $(BIN)/campaign-report; exit $$status
 
 ## test: the whole suite (real HTTP on 127.0.0.1, real luigi runs)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The visualiser test drives headless Chromium (Debian's package); install it when absent.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium for the visualiser test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+## scheduler: start luigid in the background; scheduler-stop stops it
+scheduler: $(STAMP)
+	@mkdir -p $(LUIGID_DIR)
+	@if [ -f $(LUIGID_DIR)/luigid.pid ] && kill -0 $$(cat $(LUIGID_DIR)/luigid.pid) 2>/dev/null; then \
+	  echo "luigid already running (pid $$(cat $(LUIGID_DIR)/luigid.pid))"; \
+	else \
+	  LUIGI_CONFIG_PATH=config/luigid.cfg nohup $(BIN)/luigid --address $(SCHEDULER_HOST) \
+	    --port $(SCHEDULER_PORT) --logdir $(LUIGID_DIR) --state-path $(LUIGID_DIR)/state.pickle \
+	    >> $(LUIGID_DIR)/luigid.out 2>&1 & echo $$! > $(LUIGID_DIR)/luigid.pid; \
+	fi
+	@$(BIN)/campaign-run ping --wait 20 || { echo "luigid did not start; see $(LUIGID_DIR)/luigid.out"; exit 1; }
+	@echo "visualiser: http://$(SCHEDULER_HOST):$(SCHEDULER_PORT)/static/visualiser/index.html"
+
+scheduler-stop:
+	@if [ -f $(LUIGID_DIR)/luigid.pid ] && kill $$(cat $(LUIGID_DIR)/luigid.pid) 2>/dev/null; then \
+	  echo "luigid stopped"; else echo "luigid was not running"; fi
+	@rm -f $(LUIGID_DIR)/luigid.pid
+
+## daily: the cron entry point: today's campaign (or DATE=YYYY-MM-DD)
+daily: $(STAMP)
+	@$(BIN)/campaign-run daily $(if $(DATE),--date $(DATE)) $(if $(CAMPAIGN),--campaign $(CAMPAIGN))
+
+## backfill: every date from START to END, through luigi's RangeDaily
+backfill: $(STAMP)
+	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD"; exit 2; }
+	@$(BIN)/campaign-run backfill --start $(START) --end $(END) $(if $(CAMPAIGN),--campaign $(CAMPAIGN))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

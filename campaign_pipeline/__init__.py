@@ -7,6 +7,7 @@ The tasks are imported here so that ``--module campaign_pipeline`` finds them.
 
 from .tasks import (
     CustomerFile,
+    DailyCampaign,
     LoadSegments,
     RunCampaign,
     SendEmailCampaign,
@@ -16,6 +17,7 @@ from .tasks import (
 
 __all__ = [
     "CustomerFile",
+    "DailyCampaign",
     "LoadSegments",
     "RunCampaign",
     "SendEmailCampaign",

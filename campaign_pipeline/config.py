@@ -7,6 +7,7 @@ holds one, and :func:`secret` reads it when a task runs.
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import luigi
@@ -27,18 +28,66 @@ def secret(env_name: str, section: str, key: str) -> str:
     return value
 
 
-class campaign(luigi.Config):  # noqa: N801 - luigi maps the class name to the section
-    name = luigi.Parameter(default="demo", description="Campaign name, part of the run folder")
+def _in_campaign(key: str) -> dict:
+    return {"section": "campaign", "name": key}
+
+
+class pipeline(luigi.Config):  # noqa: N801
+    """The ``[campaign]`` section.
+
+    The class has another name because luigi turns a Config class into command-line flags
+    named after it, and ``--campaign-*`` flags would make the tasks' ``--campaign`` an
+    ambiguous abbreviation.
+    """
+
+    name = luigi.Parameter(
+        default="demo", config_path=_in_campaign("name"), description="Campaign name"
+    )
     input_path = luigi.Parameter(
         default="data/sample/customers.csv",
+        config_path=_in_campaign("input_path"),
         description="Customer CSV; may contain {date}, formatted YYYY-MM-DD",
     )
-    output_dir = luigi.Parameter(default="var/campaigns", description="Root of the run folders")
-    templates_dir = luigi.Parameter(default="config/templates")
-    segments = luigi.ListParameter(default=["premium", "regular", "new"])
-    default_region = luigi.Parameter(
-        default="US", description="Region for phone numbers written without +country code"
+    output_dir = luigi.Parameter(
+        default="var/campaigns", config_path=_in_campaign("output_dir"), description="Run folders"
     )
+    templates_dir = luigi.Parameter(
+        default="config/templates", config_path=_in_campaign("templates_dir")
+    )
+    segments = luigi.ListParameter(
+        default=["premium", "regular", "new"], config_path=_in_campaign("segments")
+    )
+    default_region = luigi.Parameter(
+        default="US",
+        config_path=_in_campaign("default_region"),
+        description="Region for phone numbers written without +country code",
+    )
+    timeout_seconds = luigi.FloatParameter(
+        default=0.0,
+        config_path=_in_campaign("timeout_seconds"),
+        description="Each task's worker_timeout; 0 means no limit",
+    )
+
+
+class schedule(luigi.Config):  # noqa: N801
+    start_date = luigi.DateParameter(
+        default=datetime.date(1970, 1, 1), description="First date the campaign may run for"
+    )
+    end_date = luigi.DateParameter(
+        default=datetime.date(9999, 12, 31), description="Last date the campaign may run for"
+    )
+    catchup = luigi.BoolParameter(
+        default=False, description="make daily also runs missed dates since the last complete one"
+    )
+    depends_on_past = luigi.BoolParameter(
+        default=False, description="A date's campaign requires the previous date's to be complete"
+    )
+
+
+class notifications(luigi.Config):  # noqa: N801
+    owner = luigi.Parameter(default="", description="Email address told about failures")
+    email_on_failure = luigi.BoolParameter(default=True)
+    email_on_retry = luigi.BoolParameter(default=False)
 
 
 class _provider(luigi.Config):

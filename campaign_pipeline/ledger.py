@@ -13,6 +13,7 @@ limit's timing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -64,11 +65,25 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+class LedgerBusy(RuntimeError):
+    """Another process is sending this channel of this campaign and date."""
+
+
 class Ledger:
-    """A channel's ledger file, safe to share between the channel's sending threads."""
+    """A channel's ledger file, safe to share between the channel's sending threads.
+
+    One process at a time: a second one would take the first one's requests in flight for
+    those of a dead run.
+    """
 
     def __init__(self, path: str):
         self.path = path
+        self._owner = open(f"{path}.lock", "w")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._owner.close()
+            raise LedgerBusy(f"{path} is in use by another run of this channel") from None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -78,6 +93,7 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._owner.close()  # releases the lock
 
     def add(self, rows: Iterable[dict]) -> int:
         """Insert recipients not yet in the ledger; return how many were new."""

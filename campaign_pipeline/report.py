@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .config import campaign as campaign_config
+from .config import pipeline as campaign_config
 from .tasks import run_dir
 
 CHANNELS = ("email", "sms", "push")

@@ -96,14 +96,12 @@ class ChannelSender:
         ledger: Ledger,
         settings: Settings,
         campaign: str,
-        on_progress: Callable[[Counter], None] | None = None,
     ):
         self.provider = provider
         self.template = template
         self.ledger = ledger
         self.settings = settings
         self.campaign = campaign
-        self.on_progress = on_progress
         self.redact = redactor(provider.secrets)
         self.throttle = Throttle(settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
@@ -272,8 +270,15 @@ class ChannelSender:
     def _count(self, kind: str) -> None:
         with self._changed:
             self.counts[kind] += 1
-        if self.on_progress:
-            self.on_progress(self.counts)
+
+    def snapshot(self) -> Counter:
+        """The outcomes so far in this run, by kind (sent, failed, retry, ...)."""
+        with self._changed:
+            return Counter(self.counts)
+
+    def stop(self, reason: str) -> None:
+        """Send nothing more; requests already in flight finish and are recorded."""
+        self._stop(reason)
 
     def _log_rate_limited(self, details: dict) -> None:
         log.info(

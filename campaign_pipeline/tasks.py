@@ -7,10 +7,13 @@ Everything a run writes lives in ``{[campaign] output_dir}/{campaign}/{date}/``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import re
+import signal
+import threading
 from pathlib import Path
 
 import luigi
@@ -18,10 +21,11 @@ import luigi.format
 import pandas as pd
 
 from . import ledger as states
-from . import safecsv, segments
-from .config import campaign as campaign_config
-from .config import email_api, push_api, sms_api
+from . import notify, safecsv, segments
+from .config import email_api, push_api, schedule, sms_api
+from .config import pipeline as campaign_config
 from .ledger import RESULT_COLUMNS, Ledger
+from .progress import ProgressReporter
 from .providers.email import EmailProvider
 from .providers.push import PushProvider
 from .providers.sms import SmsProvider
@@ -48,6 +52,22 @@ class CampaignTask(luigi.Task):
 
     def run_dir(self) -> Path:
         return run_dir(self.campaign, self.date)
+
+    @property
+    def worker_timeout(self) -> float | None:
+        """``[campaign] timeout_seconds``: luigi terminates a task that runs longer."""
+        return campaign_config().timeout_seconds or None
+
+
+@CampaignTask.event_handler(luigi.Event.FAILURE)
+def _on_failure(task: CampaignTask, exception: BaseException) -> None:
+    notify.failed(task, f"{type(exception).__name__}: {exception}")
+
+
+@CampaignTask.event_handler(luigi.Event.TIMEOUT)
+@CampaignTask.event_handler(luigi.Event.PROCESS_FAILURE)
+def _on_process_end(task: CampaignTask, message: str) -> None:
+    notify.failed(task, message)
 
 
 class CustomerFile(luigi.ExternalTask):
@@ -142,8 +162,10 @@ class ChannelTask(CampaignTask):
             Settings.from_config(config),
             campaign=self.campaign,
         )
+        baseline = ledger.counts()
         try:
-            sender.run()
+            with ProgressReporter(self, baseline, sender.snapshot), stop_on_sigterm(sender):
+                sender.run()
         except ChannelStopped as exc:
             raise RuntimeError(f"{self.channel} channel stopped: {exc}") from None
         waiting = ledger.counts().get(states.PENDING, 0)
@@ -181,6 +203,23 @@ class ChannelTask(CampaignTask):
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)
 
 
+@contextlib.contextmanager
+def stop_on_sigterm(sender: ChannelSender):
+    """On SIGTERM (luigi's worker_timeout), stop sending but record what is in flight."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        sender.stop(f"terminated by signal {signum} (worker_timeout or an operator)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class SendEmailCampaign(ChannelTask):
     channel = "email"
     provider_class = EmailProvider
@@ -203,7 +242,33 @@ class RunCampaign(CampaignTask, luigi.WrapperTask):
     """The whole campaign: every channel for one date."""
 
     def requires(self):
-        return [
+        channels = [
             task(date=self.date, campaign=self.campaign)
             for task in (SendEmailCampaign, SendSmsCampaign, SendPushNotification)
         ]
+        settings = schedule()
+        previous = self.date - datetime.timedelta(days=1)
+        if settings.depends_on_past and previous >= settings.start_date:
+            return [*channels, RunCampaign(date=previous, campaign=self.campaign)]
+        return channels
+
+
+class DailyCampaign(CampaignTask, luigi.WrapperTask):
+    """What ``make daily`` runs: the date's campaign and, with ``[schedule] catchup``, every
+    date missed since the last complete one (never before ``start_date``)."""
+
+    def requires(self):
+        return [RunCampaign(date=d, campaign=self.campaign) for d in self.dates()]
+
+    def dates(self) -> list[datetime.date]:
+        settings = schedule()
+        if not settings.catchup:
+            return [self.date]
+        day, missed = self.date - datetime.timedelta(days=1), []
+        while (
+            day >= settings.start_date
+            and not RunCampaign(date=day, campaign=self.campaign).complete()
+        ):
+            missed.append(day)
+            day -= datetime.timedelta(days=1)
+        return [*reversed(missed), self.date]

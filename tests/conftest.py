@@ -114,8 +114,8 @@ class Campaign:
         env.update(overrides)
         return env
 
-    def command(self, *args: str, task: str = "RunCampaign") -> list[str]:
-        flags = ["--local-scheduler", "--no-lock", "--date", DATE]
+    def command(self, *args: str, task: str = "RunCampaign", date: str = DATE) -> list[str]:
+        flags = ["--local-scheduler", "--no-lock", "--date", date]
         return [LUIGI, "--module", "campaign_pipeline", task, *flags, *args]
 
     def run(self, *args: str, env: dict | None = None, timeout: float = 120, **kw):

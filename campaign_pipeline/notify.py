@@ -1,0 +1,93 @@
+"""Failure and retry emails to the campaign's owner.
+
+Luigi emails every failed attempt alike and has no retry event, so its own failure emails
+are switched off (``[worker] send_failure_email = false``) and these handlers decide: a
+failure is a *retry* while the worker stays alive and the task has failed fewer times in
+this run than ``[scheduler] retry_count`` allows, and *final* otherwise. Mail goes through
+luigi's ``[email]`` and ``[smtp]`` settings. The message names the task, campaign, date and
+error, and never a credential.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import multiprocessing
+import os
+import socket
+from pathlib import Path
+
+import luigi
+import luigi.notifications
+import luigi.worker
+
+from .config import email_api, notifications, push_api, sms_api
+
+log = logging.getLogger("campaign_pipeline.notify")
+UNLIMITED_RETRIES = 999999999  # luigi's own default for [scheduler] retry_count
+
+
+def failed(task: luigi.Task, error: str) -> None:
+    """Count this failure of *task* and email the owner if the settings ask for it."""
+    settings = notifications()
+    if not settings.owner:
+        return
+    attempt = _count_failure(task)
+    allowed = luigi.configuration.get_config().getint("scheduler", "retry_count", UNLIMITED_RETRIES)
+    will_retry = luigi.worker.worker().keep_alive and attempt < allowed
+    if not (settings.email_on_retry if will_retry else settings.email_on_failure):
+        return
+    subject, body = _message(task, _redact(error), attempt, allowed, will_retry)
+    sender = luigi.notifications.email().sender
+    luigi.notifications.send_email(subject, body, sender, (settings.owner,))
+
+
+def _message(task, error: str, attempt: int, allowed: int, will_retry: bool) -> tuple[str, str]:
+    state = "failed, will retry" if will_retry else "FAILED"
+    subject = f"campaign {task.campaign} {task.date}: {task.task_family} {state}"
+    of = f" of {allowed}" if allowed != UNLIMITED_RETRIES else ""
+    after = "luigi retries it after [scheduler] retry_delay" if will_retry else "fix and rerun"
+    lines = [
+        f"Task:     {task.task_family}",
+        f"Campaign: {task.campaign}",
+        f"Date:     {task.date}",
+        f"Host:     {socket.gethostname()}",
+        f"Attempt:  {attempt}{of} in this run",
+        f"Next:     {after}",
+        "",
+        "Error:",
+        error,
+    ]
+    return subject, "\n".join(lines)
+
+
+def _count_failure(task: luigi.Task) -> int:
+    """Failures of *task* so far in this luigi run (one worker process), this one included."""
+    run = os.getpid() if multiprocessing.parent_process() is None else os.getppid()
+    path = Path(task.run_dir()) / ".failures.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # the channel tasks fail in parallel processes
+        handle.seek(0)
+        counts = json.loads(handle.read() or "{}")
+        mine = counts.get(task.task_id, {})
+        attempt = mine.get("count", 0) + 1 if mine.get("run") == run else 1
+        counts[task.task_id] = {"run": run, "count": attempt}
+        handle.seek(0)
+        handle.truncate()
+        json.dump(counts, handle)
+    return attempt
+
+
+def _redact(text: str) -> str:
+    """Mask the credential values of all three providers, wherever they came from."""
+    names = [
+        email_api().token_env,
+        sms_api().account_sid_env,
+        sms_api().auth_token_env,
+        push_api().token_env,
+    ]
+    for value in filter(None, (os.environ.get(name) for name in names)):
+        text = text.replace(value, "***")
+    return text
