@@ -13,7 +13,7 @@ SCHEDULER_PORT ?= 8082
 export SCHEDULER_HOST SCHEDULER_PORT
 LOG_DIR ?= var/log
 export LOG_DIR
-LUIGID_DIR := var/luigid
+LUIGID_DIR ?= var/luigid
 
 .PHONY: run test lint format clean scheduler scheduler-stop daily backfill browser
 
