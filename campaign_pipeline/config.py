@@ -62,6 +62,11 @@ class pipeline(luigi.Config):  # noqa: N801
         config_path=_in_campaign("default_region"),
         description="Region for phone numbers written without +country code",
     )
+    preview_requests = luigi.IntParameter(
+        default=20,
+        config_path=_in_campaign("preview_requests"),
+        description="How many requests a dry run's preview shows in full",
+    )
     timeout_seconds = luigi.FloatParameter(
         default=0.0,
         config_path=_in_campaign("timeout_seconds"),
@@ -107,6 +112,10 @@ class email_api(_provider):  # noqa: N801
     token_env = luigi.Parameter(default="EMAIL_API_TOKEN")
     from_email = luigi.Parameter(default="")
     from_name = luigi.Parameter(default="")
+    custom_args = luigi.ListParameter(
+        default=["campaign", "customer_id"],
+        description="Fields sent as SendGrid custom_args (tracked in its event webhook)",
+    )
     rate_per_second = luigi.FloatParameter(default=10.0)
     burst = luigi.IntParameter(default=50)
     concurrency = luigi.IntParameter(default=8)
@@ -127,6 +136,10 @@ class push_api(_provider):  # noqa: N801
     base_url = luigi.Parameter(default="http://127.0.0.1:8765")
     project_id = luigi.Parameter(default="")
     token_env = luigi.Parameter(default="PUSH_API_TOKEN")
+    data = luigi.ListParameter(
+        default=["campaign", "customer_id"],
+        description="Fields sent in the FCM message's data (empty: notification only)",
+    )
     rate_per_second = luigi.FloatParameter(default=2.0)
     burst = luigi.IntParameter(default=10)
     concurrency = luigi.IntParameter(default=4)

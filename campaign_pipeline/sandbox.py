@@ -18,6 +18,7 @@ CLI (console script ``campaign-sandbox``)::
     campaign-sandbox [--port 8765] [--latency-ms 0] [--latency-jitter 0] [--error-rate 0]
                      [--hang-rate 0] [--hang-seconds 30] [--fail-first 0] [--hang-first 0]
                      [--record PATH] [--seed 0] [--no-rate-limit] [--demo-credentials]
+                     [--error-rule CHANNEL:REGEX:STATUS[:CODE[:TIMES]] ...]
                      [--email-rate 10 --email-burst 50 --sms-rate 5 --sms-burst 20
                       --push-rate 2 --push-burst 10] [-- COMMAND ...]
 
@@ -73,6 +74,29 @@ def default_limits() -> dict[str, ChannelLimit | None]:
 
 
 @dataclass
+class ErrorRule:
+    """Answer requests for recipients matching *pattern* with a provider error, on demand.
+
+    ``code`` is the provider's own code (Twilio's number, FCM's errorCode; SendGrid has
+    none). ``times`` > 0 answers so only that many times per recipient, then lets the
+    request through, like a transient failure that clears.
+    """
+
+    channel: str
+    pattern: str
+    status: int
+    code: str = ""
+    times: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorRule:
+        """``CHANNEL:REGEX:STATUS[:CODE[:TIMES]]``, e.g. ``sms:^\\+1415:400:21211``."""
+        channel, pattern, status, *rest = text.split(":")
+        code = rest[0] if rest else ""
+        return cls(channel, pattern, int(status), code, int(rest[1]) if len(rest) > 1 else 0)
+
+
+@dataclass
 class SandboxConfig:
     email_token: str
     sms_account_sid: str
@@ -89,6 +113,7 @@ class SandboxConfig:
     hang_first: int = 0
     record_path: str | None = None
     seed: int = 0
+    error_rules: list[ErrorRule] = field(default_factory=list)
 
 
 class TokenBucket:
@@ -195,6 +220,10 @@ class Endpoint:
     def unavailable(self) -> Reply:
         raise NotImplementedError
 
+    def error(self, status: int, code: str) -> Reply:
+        """The provider's answer for an error rule: its body shape, and a wait where due."""
+        raise NotImplementedError
+
     def unsupported_media(self) -> Reply:
         raise NotImplementedError
 
@@ -239,6 +268,11 @@ class EmailEndpoint(Endpoint):
 
     def unavailable(self) -> Reply:
         return sendgrid_error(503, "service unavailable")
+
+    def error(self, status: int, code: str) -> Reply:
+        if status == 429:
+            return self.rate_limited(1.0, 0)
+        return sendgrid_error(status, f"sandbox error rule: {status}")
 
     def unsupported_media(self) -> Reply:
         return sendgrid_error(415, "Content-Type should be application/json.")
@@ -426,6 +460,10 @@ class SmsEndpoint(Endpoint):
     def unavailable(self) -> Reply:
         return twilio_error(503, 20500, "Internal Server Error")
 
+    def error(self, status: int, code: str) -> Reply:
+        headers = {"Retry-After": "1"} if status == 429 or status >= 500 else {}
+        return twilio_error(status, int(code or 0), f"sandbox error rule: {code}", **headers)
+
     def unsupported_media(self) -> Reply:
         # Twilio documents no code for this; the sandbox uses 20415 to keep the error shape.
         return twilio_error(415, 20415, "Unsupported Media Type")
@@ -501,6 +539,18 @@ FCM_MESSAGE_KEYS = {
 }  # fmt: skip
 
 
+# google.rpc status names of the HTTP statuses FCM answers with.
+FCM_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
 def fcm_error(status: int, state: str, message: str, code: str | None, **headers: str) -> Reply:
     error: dict[str, Any] = {"code": status, "message": message, "status": state}
     if code:
@@ -531,6 +581,11 @@ class PushEndpoint(Endpoint):
 
     def unavailable(self) -> Reply:
         return fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE")
+
+    def error(self, status: int, code: str) -> Reply:
+        headers = {"Retry-After": "1"} if status == 429 or status >= 500 else {}
+        state = FCM_STATUS.get(status, "UNKNOWN")
+        return fcm_error(status, state, f"sandbox error rule: {code}", code or None, **headers)
 
     def unsupported_media(self) -> Reply:
         message = "Invalid Content-Type: expected application/json."
@@ -625,6 +680,7 @@ class Sandbox:
         self.random = random.Random(config.seed)
         self.stopping = threading.Event()
         self.seen: dict[tuple[str, str], int] = {}
+        self.rule_hits: dict[tuple[int, str], int] = {}
         self.records: list[dict] = []
         self.counters = {c: {"requests": 0, "accepted": 0, "rate_limited": 0} for c in CHANNELS}
         self.statuses: dict[str, dict[str, int]] = {c: {} for c in CHANNELS}
@@ -698,6 +754,8 @@ class Sandbox:
             self.stopping.wait(self.config.hang_seconds)
         if fault:
             return endpoint.unavailable()
+        if rule := self.matching_rule(endpoint, body):
+            return endpoint.error(rule.status, rule.code)
         try:
             messages = endpoint.messages(headers, body, params)
         except Rejected as rejected:
@@ -720,6 +778,20 @@ class Sandbox:
             return "hang"
         if done < config.fail_first or fail:
             return "fail"
+        return None
+
+    def matching_rule(self, endpoint: Endpoint, body: bytes) -> ErrorRule | None:
+        """The first error rule for one of the request's recipients that still applies."""
+        rules = [r for r in self.config.error_rules if r.channel == endpoint.channel]
+        for recipient in endpoint.recipients(body) if rules else []:
+            for rule in rules:
+                if not re.search(rule.pattern, recipient):
+                    continue
+                with self.lock:
+                    key = (id(rule), recipient)
+                    self.rule_hits[key] = hits = self.rule_hits.get(key, 0) + 1
+                if not rule.times or hits <= rule.times:
+                    return rule
         return None
 
     def latency(self) -> float:
@@ -866,6 +938,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-rate-limit", action="store_true")
     parser.add_argument(
+        "--error-rule",
+        action="append",
+        default=[],
+        type=ErrorRule.parse,
+        metavar="CHANNEL:REGEX:STATUS[:CODE[:TIMES]]",
+        help="answer matching recipients with this provider error (repeatable)",
+    )
+    parser.add_argument(
         "--demo-credentials",
         action="store_true",
         help="make up random credentials and pass them to COMMAND in the usual variables",
@@ -899,6 +979,7 @@ def config_from(args: argparse.Namespace, env: dict[str, str]) -> SandboxConfig:
         hang_first=args.hang_first,
         record_path=args.record,
         seed=args.seed,
+        error_rules=args.error_rule,
     )
 
 

@@ -95,14 +95,12 @@ class ChannelSender:
         template: MessageTemplate,
         ledger: Ledger,
         settings: Settings,
-        campaign: str,
     ):
         self.provider = provider
         self.template = template
         self.ledger = ledger
         self.settings = settings
-        self.campaign = campaign
-        self.redact = redactor(provider.secrets)
+        self.redact = redactor(list(provider.secrets.values()))
         self.throttle = Throttle(settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
         self.stop_reason = ""
@@ -193,9 +191,8 @@ class ChannelSender:
 
     def _deliver(self, item: dict) -> None:
         try:
-            meta = {"campaign": self.campaign, "customer_id": item["customer_id"]}
             parts = self.template.render(item["context"])
-            request = self.provider.request(item["recipient"], parts, meta)
+            request = self.provider.request(item["recipient"], parts, item["context"])
         except (ValueError, jinja2.TemplateError) as exc:
             self.ledger.fail_pending(item["customer_id"], self.redact(f"not sent: {exc}"))
             self._count(FAILED)
@@ -224,14 +221,8 @@ class ChannelSender:
 
     def _post(self, request) -> Outcome:
         try:
-            response = self._session().post(
-                request.url,
-                headers=request.headers,
-                json=request.json,
-                data=request.data,
-                auth=request.auth,
-                timeout=self.settings.timeout_seconds,
-            )
+            session = self._session()
+            response = session.send(request.prepare(session), timeout=self.settings.timeout_seconds)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             return Outcome(STOP, error=self.redact(f"bad base_url: {exc}"))
         except requests.RequestException as exc:

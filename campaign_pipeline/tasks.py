@@ -25,6 +25,7 @@ from . import notify, safecsv, segments
 from .config import email_api, push_api, schedule, sms_api
 from .config import pipeline as campaign_config
 from .ledger import RESULT_COLUMNS, Ledger
+from .preview import preview
 from .progress import ProgressReporter
 from .providers.email import EmailProvider
 from .providers.push import PushProvider
@@ -49,9 +50,14 @@ class CampaignTask(luigi.Task):
 
     date = luigi.DateParameter(default=datetime.date.today())
     campaign = luigi.Parameter(default="demo", config_path={"section": "campaign", "name": "name"})
+    dry_run = luigi.BoolParameter(
+        default=False, description="Validate, render and build every request; send nothing"
+    )
 
     def run_dir(self) -> Path:
-        return run_dir(self.campaign, self.date)
+        """The run folder; a dry run keeps to a ``dry-run`` folder inside it."""
+        folder = run_dir(self.campaign, self.date)
+        return folder / "dry-run" if self.dry_run else folder
 
     @property
     def worker_timeout(self) -> float | None:
@@ -130,18 +136,25 @@ class ChannelTask(CampaignTask):
     )
 
     def requires(self):
-        return LoadSegments(date=self.date, campaign=self.campaign)
+        return LoadSegments(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
 
     def output(self):
-        return luigi.LocalTarget(self.run_dir() / f"{self.channel}_results.csv")
+        name = f"{self.channel}_preview.json" if self.dry_run else f"{self.channel}_results.csv"
+        return luigi.LocalTarget(self.run_dir() / name)
 
     def run(self):
         config = self.config_class()
-        provider = self.provider_class(config)
+        provider = self.provider_class(config, preview=self.dry_run)
         provider.check()
         customers = pd.read_parquet(self.input()["customers"].path).fillna("")
         template = MessageTemplate(campaign_config().templates_dir, self.channel, self.template)
-        template.check(set(customers.columns) | {"campaign", "date"})
+        fields = set(customers.columns) | {"campaign", "date"}
+        template.check(fields)
+        if unknown := sorted(set(provider.fields) - fields):
+            raise ValueError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
+        if self.dry_run:
+            self._write_preview(provider, template, customers)
+            return
 
         ledger = Ledger(str(self.run_dir() / f"{self.channel}_ledger.sqlite"))
         try:
@@ -160,7 +173,6 @@ class ChannelTask(CampaignTask):
             template,
             ledger,
             Settings.from_config(config),
-            campaign=self.campaign,
         )
         baseline = ledger.counts()
         try:
@@ -192,6 +204,18 @@ class ChannelTask(CampaignTask):
                 "error": error,
                 "context": {**customer, **context_extra},
             }
+
+    def _write_preview(self, provider, template, customers: pd.DataFrame) -> None:
+        recipients = self._recipients(customers, provider.contact_field)
+        document = preview(provider, template, recipients, campaign_config().preview_requests)
+        document.update(campaign=self.campaign, date=self.date.isoformat(), dry_run=True)
+        with self.output().open("w") as handle:
+            json.dump(document, handle, indent=2, ensure_ascii=False)
+        counts = document["counts"]["by_status"]
+        message = "dry run: " + " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
+        self.set_status_message(message)
+        self.set_progress_percentage(100)
+        log.info("%s %s -> %s", self.channel, message, self.output().path)
 
     def _write_results(self, ledger: Ledger) -> None:
         with self.output().open("w") as handle:
@@ -243,13 +267,13 @@ class RunCampaign(CampaignTask, luigi.WrapperTask):
 
     def requires(self):
         channels = [
-            task(date=self.date, campaign=self.campaign)
+            task(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
             for task in (SendEmailCampaign, SendSmsCampaign, SendPushNotification)
         ]
         settings = schedule()
         previous = self.date - datetime.timedelta(days=1)
         if settings.depends_on_past and previous >= settings.start_date:
-            return [*channels, RunCampaign(date=previous, campaign=self.campaign)]
+            return [*channels, RunCampaign(date=previous, campaign=self.campaign)]  # a real run
         return channels
 
 

@@ -12,7 +12,9 @@ import csv
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -188,3 +190,73 @@ def wait_for(condition, timeout: float, what: str) -> None:
 def kill_group(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+
+
+PRISM_VERSION = "5.16.0"
+PRISM_DIR = REPO / "var" / "prism"
+SPECS = REPO.parent / "shared" / "provider-specs"
+SPEC_FILES = {
+    "email": "tsg_mail_v3.json",
+    "sms": "twilio_api_v2010.json",
+    "push": "fcm_v1_messages_send.yaml",
+}
+
+
+def install_prism() -> Path:
+    """Stoplight Prism from the npm registry, pinned, in a git-ignored folder."""
+    binary = PRISM_DIR / "node_modules" / ".bin" / "prism"
+    if binary.exists():
+        return binary
+    npm = shutil.which("npm")
+    if not npm:
+        pytest.fail("contract tests need Node.js and npm to install @stoplight/prism-cli")
+    done = subprocess.run(
+        [npm, "install", "--prefix", str(PRISM_DIR), "--no-audit", "--no-fund",
+         f"@stoplight/prism-cli@{PRISM_VERSION}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode != 0 or not binary.exists():
+        pytest.fail(f"could not install @stoplight/prism-cli@{PRISM_VERSION}:\n{done.stderr}")
+    return binary
+
+
+class PrismServer:
+    """`prism mock SPEC` on a free loopback port; its log tells what it validated."""
+
+    def __init__(self, binary: Path, spec: Path, log: Path):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process = subprocess.Popen(
+            [str(binary), "mock", str(spec), "-h", "127.0.0.1", "-p", str(self.port)],
+            stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(lambda: "Prism is listening" in log.read_text(), 60, f"Prism on {spec.name}")
+
+    def mark(self) -> int:
+        return len(self.log.read_text())
+
+    def report_since(self, mark: int) -> tuple[int, list[str]]:
+        """(requests that passed validation, error lines) logged after *mark*."""
+        text = self.log.read_text()[mark:]
+        passed = text.count("The request passed the validation rules")
+        errors = [line for line in text.splitlines() if "✖" in line]
+        return passed, errors
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def prism(tmp_path_factory):
+    if not SPECS.is_dir():
+        pytest.fail(f"the providers' OpenAPI specs are missing: {SPECS}")
+    binary = install_prism()
+    logs = tmp_path_factory.mktemp("prism")
+    servers = {c: PrismServer(binary, SPECS / f, logs / f"{c}.log") for c, f in SPEC_FILES.items()}
+    yield servers
+    for server in servers.values():
+        server.stop()

@@ -1,9 +1,8 @@
 """The three providers' wire formats: how to ask, and what their answers mean.
 
 A provider builds one HTTP request per recipient and turns the response into an
-:class:`Outcome`. What an error means (retry it, fail the recipient, stop the channel) is a
-table per provider, keyed by the provider's own error code where it has one and by the HTTP
-status otherwise.
+:class:`Outcome`. What an error means (retry it, fail the recipient, stop the channel) is the
+one table in :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -14,11 +13,21 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-SENT = "sent"  # accepted by the provider
-FAILED = "failed"  # permanent for this recipient: never retried
-RETRY = "retry"  # transient, and the provider did not take the message: send again later
-RATE_LIMITED = "rate_limited"  # 429: wait as told, send again; does not use up an attempt
-STOP = "stop"  # credentials or permissions: nothing else on this channel can succeed
+from ..config import MissingSecret, secret
+from .errors import FAILED, RATE_LIMITED, RETRY, SENT, STOP, action
+
+__all__ = [
+    "FAILED",
+    "RATE_LIMITED",
+    "RETRY",
+    "SENT",
+    "STOP",
+    "Outcome",
+    "Provider",
+    "Request",
+    "json_body",
+    "retry_after",
+]
 
 MAX_RATE_LIMIT_WAIT = 300.0
 
@@ -33,7 +42,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Request:
-    """What to send for one recipient, in the terms of ``requests.Session.request``."""
+    """What to send for one recipient, in the terms of ``requests.Request``."""
 
     url: str
     headers: dict
@@ -41,16 +50,12 @@ class Request:
     data: dict | None = None
     auth: tuple[str, str] | None = None
 
-
-def by_status(status: int) -> str:
-    """What an HTTP status means when the provider's body says nothing more specific."""
-    if status in (401, 403):
-        return STOP
-    if status == 429:
-        return RATE_LIMITED
-    if status >= 500 or status == 408:
-        return RETRY
-    return FAILED
+    def prepare(self, session: requests.Session) -> requests.PreparedRequest:
+        """The bytes that go on the wire, the same for a real send and a preview."""
+        request = requests.Request(
+            "POST", self.url, headers=self.headers, json=self.json, data=self.data, auth=self.auth
+        )
+        return session.prepare_request(request)
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -74,28 +79,46 @@ def retry_after(response: requests.Response) -> float | None:
 
 
 class Provider:
-    """One provider endpoint. Subclasses set the class attributes and the three hooks."""
+    """One provider endpoint. Subclasses set the class attributes and the hooks."""
 
     channel = ""
     contact_field = ""
     success_status = 200
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, preview: bool = False):
         self.base_url = base_url.rstrip("/")
-        self.secrets: list[str] = []
+        self.preview = preview
+        self.secrets: dict[str, str] = {}  # environment variable name -> value
+        self.fields: list[str] = []  # the customer fields the request carries besides content
         self.credentials_hint = "the provider's credentials"
+
+    def secret(self, env_name: str, section: str, key: str, stand_in: str) -> str:
+        """Read a credential; a preview goes on with *stand_in* when it is not set."""
+        try:
+            value = secret(env_name, section, key)
+        except MissingSecret:
+            if not self.preview:
+                raise
+            value = stand_in
+        self.secrets[env_name] = value
+        return value
 
     def check(self) -> None:
         """Raise ValueError when the configuration cannot send anything."""
 
-    def request(self, recipient: str, parts: dict[str, str], meta: dict[str, str]) -> Request:
+    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
+        """Build the request for one recipient from the rendered *parts* of the template."""
         raise NotImplementedError
+
+    def picked(self, context: dict[str, str]) -> dict[str, str]:
+        """The :attr:`fields` of *context*, as strings (both providers want strings)."""
+        return {key: str(context[key]) for key in self.fields}
 
     def interpret(self, response: requests.Response) -> Outcome:
         if response.status_code == self.success_status:
             return Outcome(SENT, message_id=self.message_id(response))
         code, message = self.error_of(response)
-        kind = self.classify(response.status_code, code)
+        kind = action(self.channel, response.status_code, code)
         label = f"{self.channel} provider answered {response.status_code}"
         if code:
             label += f" {code}"
@@ -114,9 +137,6 @@ class Provider:
     def error_of(self, response: requests.Response) -> tuple[str, str]:
         """Return (provider error code or "", message) from an error response."""
         raise NotImplementedError
-
-    def classify(self, status: int, code: str) -> str:
-        return by_status(status)
 
 
 def json_body(response: requests.Response) -> dict:

@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import requests
 
-from ..config import email_api, secret
-from . import FAILED, RATE_LIMITED, RETRY, STOP, Provider, Request, json_body
-
-# SendGrid answers with HTTP statuses only; its error bodies carry no code of their own.
-ERRORS = {
-    400: FAILED,  # a bad address or body: that recipient only
-    401: STOP,  # the API key is wrong or revoked
-    403: STOP,  # the key lacks mail.send, or the sender is not verified
-    413: FAILED,  # the message is too large
-    429: RATE_LIMITED,
-    500: RETRY,
-    502: RETRY,
-    503: RETRY,
-    504: RETRY,
-}
+from ..config import email_api
+from . import Provider, Request, json_body
 
 
 class EmailProvider(Provider):
@@ -26,19 +13,19 @@ class EmailProvider(Provider):
     contact_field = "email"
     success_status = 202
 
-    def __init__(self, config: email_api):
-        super().__init__(config.base_url)
+    def __init__(self, config: email_api, preview: bool = False):
+        super().__init__(config.base_url, preview)
         self.from_email = config.from_email
         self.from_name = config.from_name
-        self.token = secret(config.token_env, "email_api", "token_env")
-        self.secrets = [self.token]
+        self.token = self.secret(config.token_env, "email_api", "token_env", "preview-token")
+        self.fields = list(config.custom_args)
         self.credentials_hint = f"the token in ${config.token_env} ([email_api] token_env)"
 
     def check(self) -> None:
         if not self.from_email:
             raise ValueError("[email_api] from_email is not set: SendGrid needs a verified sender")
 
-    def request(self, recipient: str, parts: dict[str, str], meta: dict[str, str]) -> Request:
+    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         if not parts["subject.txt"]:
             raise ValueError("the email subject rendered empty")
         sender = {"email": self.from_email}
@@ -49,8 +36,11 @@ class EmailProvider(Provider):
             for part, kind in (("body.txt", "text/plain"), ("body.html", "text/html"))
             if parts.get(part)
         ]
+        personalization: dict = {"to": [{"email": recipient}]}
+        if self.fields:
+            personalization["custom_args"] = self.picked(context)
         body = {
-            "personalizations": [{"to": [{"email": recipient}], "custom_args": dict(meta)}],
+            "personalizations": [personalization],
             "from": sender,
             "subject": parts["subject.txt"],
             "content": content,
@@ -72,6 +62,3 @@ class EmailProvider(Provider):
             if isinstance(e, dict)
         ]
         return "", "; ".join(messages) or response.reason or ""
-
-    def classify(self, status: int, code: str) -> str:
-        return ERRORS.get(status, RETRY if status >= 500 else FAILED)

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from ..config import push_api, secret
-from . import FAILED, RATE_LIMITED, RETRY, STOP, Provider, Request, by_status, json_body
+from ..config import push_api
+from . import Provider, Request, json_body
 
-# FCM's errorCode values (firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode).
-ERRORS = {
-    "UNREGISTERED": FAILED,  # the app was uninstalled or the token expired
-    "INVALID_ARGUMENT": FAILED,  # a malformed token or message
-    "SENDER_ID_MISMATCH": FAILED,  # the token belongs to another Firebase project
-    "QUOTA_EXCEEDED": RATE_LIMITED,
-    "UNAVAILABLE": RETRY,
-    "INTERNAL": RETRY,
-    "THIRD_PARTY_AUTH_ERROR": STOP,  # the APNs or web-push credentials are wrong
-}
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
@@ -25,23 +15,24 @@ class PushProvider(Provider):
     contact_field = "device_token"
     success_status = 200
 
-    def __init__(self, config: push_api):
-        super().__init__(config.base_url)
+    def __init__(self, config: push_api, preview: bool = False):
+        super().__init__(config.base_url, preview)
         self.project_id = config.project_id
-        self.token = secret(config.token_env, "push_api", "token_env")
-        self.secrets = [self.token]
+        self.token = self.secret(config.token_env, "push_api", "token_env", "preview-token")
+        self.fields = list(config.data)
         self.credentials_hint = f"the token in ${config.token_env} ([push_api] token_env)"
 
     def check(self) -> None:
         if not self.project_id:
             raise ValueError("[push_api] project_id is not set")
 
-    def request(self, recipient: str, parts: dict[str, str], meta: dict[str, str]) -> Request:
-        message = {
+    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
+        message: dict = {
             "token": recipient,
             "notification": {"title": parts["title.txt"], "body": parts["body.txt"]},
-            "data": {key: str(value) for key, value in meta.items()},
         }
+        if self.fields:
+            message["data"] = self.picked(context)
         return Request(
             url=f"{self.base_url}/v1/projects/{self.project_id}/messages:send",
             headers={"Authorization": f"Bearer {self.token}"},
@@ -64,6 +55,3 @@ class PushProvider(Provider):
             "",
         )
         return code or str(error.get("status") or ""), str(error.get("message") or "")
-
-    def classify(self, status: int, code: str) -> str:
-        return ERRORS.get(code) or by_status(status)

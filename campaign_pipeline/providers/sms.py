@@ -6,27 +6,12 @@ import re
 
 import requests
 
-from ..config import secret, sms_api
-from . import FAILED, RATE_LIMITED, RETRY, STOP, Provider, Request, by_status, json_body
+from ..config import sms_api
+from . import Provider, Request, json_body
 
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 MAX_BODY = 1600  # Twilio refuses longer bodies with 21617
-
-# Twilio error codes (https://www.twilio.com/docs/api/errors) and what they mean here.
-ERRORS = {
-    "20003": STOP,  # authentication failed
-    "20005": STOP,  # account not active
-    "20429": RATE_LIMITED,  # too many requests: never processed
-    "21211": FAILED,  # invalid To number
-    "21408": FAILED,  # region not enabled for this account
-    "21602": FAILED,  # body missing
-    "21610": FAILED,  # recipient replied STOP
-    "21612": FAILED,  # cannot route to this number
-    "21614": FAILED,  # not a mobile number
-    "21617": FAILED,  # body over 1600 characters
-    "30001": RETRY,  # queue overflow
-}
 
 
 class SmsProvider(Provider):
@@ -34,13 +19,16 @@ class SmsProvider(Provider):
     contact_field = "phone"
     success_status = 201
 
-    def __init__(self, config: sms_api):
-        super().__init__(config.base_url)
-        self.account_sid = secret(config.account_sid_env, "sms_api", "account_sid_env")
-        self.auth_token = secret(config.auth_token_env, "sms_api", "auth_token_env")
+    def __init__(self, config: sms_api, preview: bool = False):
+        super().__init__(config.base_url, preview)
+        self.account_sid = self.secret(
+            config.account_sid_env, "sms_api", "account_sid_env", "AC" + "0" * 32
+        )
+        self.auth_token = self.secret(
+            config.auth_token_env, "sms_api", "auth_token_env", "preview-token"
+        )
         self.from_number = config.from_number
         self.messaging_service_sid = config.messaging_service_sid
-        self.secrets = [self.account_sid, self.auth_token]
         self.credentials_hint = (
             f"${config.account_sid_env} and ${config.auth_token_env} "
             "([sms_api] account_sid_env, auth_token_env)"
@@ -58,7 +46,7 @@ class SmsProvider(Provider):
         elif not self.from_number:
             raise ValueError("[sms_api] needs from_number or messaging_service_sid")
 
-    def request(self, recipient: str, parts: dict[str, str], meta: dict[str, str]) -> Request:
+    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         body = parts["body.txt"]
         if not body or len(body) > MAX_BODY:
             raise ValueError(f"SMS body has {len(body)} characters; Twilio takes 1 to {MAX_BODY}")
@@ -80,10 +68,3 @@ class SmsProvider(Provider):
     def error_of(self, response: requests.Response) -> tuple[str, str]:
         body = json_body(response)
         return str(body.get("code") or ""), str(body.get("message") or response.reason or "")
-
-    def classify(self, status: int, code: str) -> str:
-        if code in ERRORS:
-            return ERRORS[code]
-        if code.startswith("30"):
-            return FAILED  # 30xxx are delivery failures for that handset
-        return by_status(status)

@@ -1,0 +1,73 @@
+"""Dry runs: every request built exactly as it would be sent, none sent.
+
+The preview holds the first requests in full (credentials shown as the names of their
+environment variables), the recipients not sent to and why, and counts per status and
+per segment. It keeps no ledger, so a later real run starts from scratch.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+import jinja2
+import requests
+
+from .ledger import PENDING
+from .providers import Provider, Request
+from .templates import MessageTemplate
+
+WOULD_SEND = "would_send"
+
+
+def preview(
+    provider: Provider, template: MessageTemplate, recipients: Iterable[dict], keep: int
+) -> dict:
+    """Render and build the request of every recipient; return the preview document."""
+    session = requests.Session()
+    by_status: Counter = Counter()
+    by_segment: dict[str, Counter] = defaultdict(Counter)
+    shown: list[dict] = []
+    not_sent: list[dict] = []
+    for row in recipients:
+        status, reason = row["status"], row["error"]
+        if status == PENDING:
+            try:
+                parts = template.render(row["context"])
+                request = provider.request(row["recipient"], parts, row["context"])
+                status = WOULD_SEND
+            except (ValueError, jinja2.TemplateError) as exc:
+                status, reason = "failed", f"not sent: {exc}"
+        by_status[status] += 1
+        by_segment[row["segment"]][status] += 1
+        entry = {"customer_id": row["customer_id"], "segment": row["segment"]}
+        if status == WOULD_SEND and len(shown) < keep:
+            shown.append({**entry, **describe(request, provider, session)})
+        elif status != WOULD_SEND and len(not_sent) < keep:
+            not_sent.append({**entry, "status": status, "reason": reason})
+    return {
+        "channel": provider.channel,
+        "counts": {
+            "by_status": dict(by_status),
+            "by_segment": {segment: dict(c) for segment, c in sorted(by_segment.items())},
+        },
+        "requests": shown,
+        "not_sent": not_sent,
+    }
+
+
+def describe(request: Request, provider: Provider, session: requests.Session) -> dict:
+    """One request as it goes on the wire, credentials replaced by their variable names."""
+    prepared = request.prepare(session)
+    headers = dict(prepared.headers)
+    if headers.get("Authorization", "").startswith("Basic "):
+        user_password = base64.b64decode(headers["Authorization"][6:]).decode()
+        headers["Authorization"] = f"Basic base64({user_password})"
+    body = request.json if request.json is not None else request.data
+    shown = {"method": prepared.method, "url": prepared.url, "headers": headers, "body": body}
+    text = json.dumps(shown)
+    for name, value in provider.secrets.items():
+        text = text.replace(value, f"<${name}>")
+    return json.loads(text)

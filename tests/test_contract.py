@@ -1,0 +1,127 @@
+"""Every request variant the pipeline sends, checked against the providers' official OpenAPI
+descriptions by Stoplight Prism, plus the rules Prism does not check."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from conftest import REPO, RETCODE, TASKS
+
+ALL = ["premium", "regular", "new"]
+MESSAGING_SERVICE_SID = "MG" + "0123456789abcdef" * 2
+
+
+def templates_without(tmp_path, *removed: str):
+    folder = tmp_path / "templates"
+    shutil.copytree(REPO / "config" / "templates", folder)
+    for part in removed:
+        (folder / part).unlink()
+    return folder
+
+
+VARIANTS = {
+    "email text and html, custom_args": ("email", {}, ()),
+    "email text only": ("email", {}, ("email/spring_sale/body.html",)),
+    "email html only": ("email", {}, ("email/spring_sale/body.txt",)),
+    "email without custom_args": ("email", {"email_api": {"custom_args": []}}, ()),
+    "sms with From": ("sms", {}, ()),
+    "sms with MessagingServiceSid": (
+        "sms", {"sms_api": {"messaging_service_sid": MESSAGING_SERVICE_SID}}, ()
+    ),
+    "push with notification and data": ("push", {}, ()),
+    "push with notification only": ("push", {"push_api": {"data": []}}, ()),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_requests_are_valid_against_the_official_spec(campaign, prism, tmp_path, variant):
+    channel, settings, removed = VARIANTS[variant]
+    server = prism[channel]
+    campaign.write_customers(rows=6)
+    campaign.start_sandbox()  # for the layout only: this channel goes to Prism
+    campaign.configure(
+        campaign={"templates_dir": str(templates_without(tmp_path, *removed))},
+        **{f"{channel}_api": {"base_url": server.base_url}},
+        **{TASKS[channel]: {"target_segments": ALL}},
+    )
+    campaign.configure(**settings)
+    mark = server.mark()
+
+    done = campaign.run(task=TASKS[channel])
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    passed, errors = server.report_since(mark)
+    assert errors == [], f"Prism found the requests invalid: {errors}"
+    assert passed == 6
+    assert [r["status"] for r in campaign.results(channel)] == ["sent"] * 6
+
+
+def preview(campaign, channel: str) -> dict:
+    path = campaign.folder / "dry-run" / f"{channel}_preview.json"
+    return json.loads(path.read_text())
+
+
+def test_what_prism_does_not_check_holds_for_every_request(campaign):
+    """E.164 To, SMS body length, string FCM data, sid patterns: on every built request."""
+    campaign.write_customers(rows=80, dirty=True)
+    campaign.start_sandbox()
+    campaign.configure(
+        campaign={"preview_requests": 1000},
+        **{TASKS[c]: {"target_segments": ALL} for c in TASKS},
+    )
+
+    done = campaign.run("--dry-run")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    sms = preview(campaign, "sms")["requests"]
+    assert len(sms) == preview(campaign, "sms")["counts"]["by_status"]["would_send"]
+    for request in sms:
+        assert re.fullmatch(r"\+[1-9]\d{1,14}", request["body"]["To"])
+        assert 1 <= len(request["body"]["Body"]) <= 1600
+        assert "/Accounts/<$SMS_API_ACCOUNT_SID>/Messages.json" in request["url"]
+    for request in preview(campaign, "push")["requests"]:
+        assert all(isinstance(v, str) for v in request["body"]["message"]["data"].values())
+
+
+def test_an_sms_text_over_1600_characters_fails_that_recipient_unsent(campaign, tmp_path):
+    templates = templates_without(tmp_path)
+    (templates / "sms" / "spring_sale" / "body.txt").write_text(
+        "{{ first_name }}{% if segment == 'premium' %}{{ 'x' * 1600 }}{% endif %}"
+    )
+    campaign.write_customers(rows=30)
+    campaign.start_sandbox()
+    campaign.configure(
+        campaign={"templates_dir": str(templates)}, SendSmsCampaign={"target_segments": ALL}
+    )
+
+    done = campaign.run(task="SendSmsCampaign")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = campaign.results("sms")
+    long = [r for r in rows if r["segment"] == "premium"]
+    assert long and all(r["status"] == "failed" and r["attempts"] == "0" for r in long)
+    assert all("Twilio takes 1 to 1600" in r["error"] for r in long)
+    assert campaign.requests("sms") == len(rows) - len(long)
+
+
+@pytest.mark.parametrize(
+    "settings, env, message",
+    [
+        ({}, {"SMS_API_ACCOUNT_SID": "AC-not-hex"}, "does not look like AC followed by 32 hex"),
+        ({"messaging_service_sid": "MG123"}, {}, "messaging_service_sid must be MG + 32 hex"),
+        ({"from_number": ""}, {}, "needs from_number or messaging_service_sid"),
+    ],
+)
+def test_twilio_identifiers_are_checked_before_sending(campaign, settings, env, message):
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    campaign.configure(sms_api=settings)
+
+    done = campaign.run(task="SendSmsCampaign", env=campaign.env(**env))
+
+    assert done.returncode == RETCODE["task_failed"]
+    assert message in done.stderr
+    assert campaign.requests("sms") == 0
