@@ -15,7 +15,7 @@ LOG_DIR ?= var/log
 export LOG_DIR
 LUIGID_DIR ?= var/luigid
 
-.PHONY: run test lint format clean scheduler scheduler-stop daily backfill browser
+.PHONY: run preview test lint format clean scheduler scheduler-stop daily backfill browser
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ run: $(STAMP)
 	    --email-api-base-url $(SANDBOX_URL) --sms-api-base-url $(SANDBOX_URL) \
 	    --push-api-base-url $(SANDBOX_URL); \
 	status=$$?; echo; $(BIN)/campaign-report; exit $$status
+
+## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing
+preview: $(STAMP)
+	@$(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler --dry-run \
+	    $(if $(DATE),--date $(DATE)) $(if $(CAMPAIGN),--campaign $(CAMPAIGN)); \
+	status=$$?; echo; $(BIN)/campaign-report --dry-run $(if $(DATE),--date $(DATE)) \
+	    $(if $(CAMPAIGN),--campaign $(CAMPAIGN)); exit $$status
 
 ## test: the whole suite (real HTTP on 127.0.0.1, real luigi runs)
 test: $(STAMP) browser

@@ -18,6 +18,7 @@ from .tasks import run_dir
 
 CHANNELS = ("email", "sms", "push")
 STATUSES = ("sent", "failed", "unknown", "skipped")
+PREVIEW_STATUSES = ("would_send", "failed", "skipped")
 
 
 def summarise(folder: Path) -> str:
@@ -30,24 +31,37 @@ def summarise(folder: Path) -> str:
             f"Customers: {load['records_read']:,} read, {load['valid']:,} valid, "
             f"{load['rejected']:,} rejected -> {folder / 'rejected.csv'}"
         )
-    lines.append(f"{'channel':<8}" + "".join(f"{s:>9}" for s in STATUSES) + "  result file")
+    dry_run = folder.name == "dry-run"
+    statuses = PREVIEW_STATUSES if dry_run else STATUSES
+    lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
     for channel in CHANNELS:
-        path = folder / f"{channel}_results.csv"
+        path = folder / (f"{channel}_preview.json" if dry_run else f"{channel}_results.csv")
         if not path.exists():
-            lines.append(f"{channel:<8}  (no result file: the channel has not finished)")
+            lines.append(f"{channel:<8}  (no {path.name}: the channel has not finished)")
             continue
-        with path.open(newline="") as handle:
-            counts = Counter(row["status"] for row in csv.DictReader(handle))
-        lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>9,}" for s in STATUSES) + f"  {path}")
+        counts = _preview_counts(path) if dry_run else _result_counts(path)
+        lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
     return "\n".join(lines)
+
+
+def _result_counts(path: Path) -> Counter:
+    with path.open(newline="") as handle:
+        return Counter(row["status"] for row in csv.DictReader(handle))
+
+
+def _preview_counts(path: Path) -> Counter:
+    return Counter(json.loads(path.read_text())["counts"]["by_status"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Summarise a campaign run.")
     parser.add_argument("--date", type=datetime.date.fromisoformat, default=datetime.date.today())
     parser.add_argument("--campaign", default=None)
+    parser.add_argument("--dry-run", action="store_true", help="summarise the dry run's previews")
     args = parser.parse_args(argv)
     folder = run_dir(args.campaign or campaign_config().name, args.date)
+    if args.dry_run:
+        folder = folder / "dry-run"
     if not folder.exists():
         print(f"no run folder {folder}", file=sys.stderr)
         return 1

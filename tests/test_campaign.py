@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import pandas as pd
 from conftest import CHANNELS, DATE, TASKS
 
@@ -112,3 +115,49 @@ def test_result_cells_cannot_run_as_spreadsheet_formulas(campaign):
     assert [r["recipient"] for r in campaign.results("sms")] == ["+12125550100", "+12125550101"]
     rejected = (campaign.folder / "rejected.csv").read_text()
     assert "'-2+3" in rejected and "\n-2+3" not in rejected
+
+
+def test_dry_run_builds_every_request_sends_none_and_leaves_the_real_run_untouched(campaign):
+    campaign.write_customers(rows=60, dirty=True, seed=9)
+    campaign.start_sandbox()
+    campaign.configure(**{TASKS[c]: {"target_segments": TARGETS[c]} for c in CHANNELS})
+    env = {k: v for k, v in campaign.env().items() if k not in campaign.credentials}
+
+    dry = campaign.run("--dry-run", env=env)
+
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert all(campaign.requests(c) == 0 for c in CHANNELS)
+    assert sorted(p.name for p in campaign.folder.iterdir()) == ["dry-run"]
+    previews = {}
+    for channel in CHANNELS:
+        previews[channel] = json.loads(
+            (campaign.folder / "dry-run" / f"{channel}_preview.json").read_text()
+        )
+        counts = previews[channel]["counts"]
+        assert sum(counts["by_status"].values()) == len(targeted_in(campaign, channel))
+        assert sum(sum(c.values()) for c in counts["by_segment"].values()) == sum(
+            counts["by_status"].values()
+        )
+        assert len(previews[channel]["requests"]) == min(20, counts["by_status"]["would_send"])
+    email = previews["email"]["requests"][0]
+    assert email["headers"]["Authorization"] == "Bearer <$EMAIL_API_TOKEN>"
+    assert email["body"]["personalizations"][0]["custom_args"]["campaign"] == "test"
+    sms = previews["sms"]["requests"][0]
+    assert "/Accounts/<$SMS_API_ACCOUNT_SID>/" in sms["url"]
+    assert sms["headers"]["Authorization"] == (
+        "Basic base64(<$SMS_API_ACCOUNT_SID>:<$SMS_API_AUTH_TOKEN>)"
+    )
+
+    real = campaign.run()
+
+    assert real.returncode == 0, real.stderr[-3000:]
+    for channel in CHANNELS:
+        statuses = Counter(r["status"] for r in campaign.results(channel))
+        would = previews[channel]["counts"]["by_status"]
+        assert statuses["sent"] + statuses["failed"] == would["would_send"]
+        assert statuses["skipped"] == would.get("skipped", 0)
+
+
+def targeted_in(campaign, channel: str) -> pd.DataFrame:
+    customers = pd.read_parquet(campaign.folder / "dry-run" / "segments.parquet")
+    return customers[customers["segment"].isin(TARGETS[channel])]
