@@ -194,7 +194,8 @@ def kill_group(process: subprocess.Popen) -> None:
 
 PRISM_VERSION = "5.16.0"
 PRISM_DIR = REPO / "var" / "prism"
-SPECS = REPO.parent / "shared" / "provider-specs"
+# the providers' official OpenAPI descriptions: ../shared/provider-specs beside the clone
+SPECS = Path(os.environ.get("PROVIDER_SPECS", REPO.parent / "shared" / "provider-specs"))
 SPEC_FILES = {
     "email": "tsg_mail_v3.json",
     "sms": "twilio_api_v2010.json",
