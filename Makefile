@@ -15,7 +15,7 @@ LOG_DIR ?= var/log
 export LOG_DIR
 LUIGID_DIR ?= var/luigid
 
-.PHONY: run preview test lint format clean scheduler scheduler-stop daily backfill browser
+.PHONY: run preview bench test lint format clean scheduler scheduler-stop daily backfill browser
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ daily: $(STAMP)
 backfill: $(STAMP)
 	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD"; exit 2; }
 	@$(BIN)/campaign-run backfill --start $(START) --end $(END) $(if $(CAMPAIGN),--campaign $(CAMPAIGN))
+
+## bench: the benchmark table (BENCH_ARGS=--quick for a one-minute check)
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/campaign-bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

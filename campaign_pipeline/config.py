@@ -112,6 +112,10 @@ class email_api(_provider):  # noqa: N801
     token_env = luigi.Parameter(default="EMAIL_API_TOKEN")
     from_email = luigi.Parameter(default="")
     from_name = luigi.Parameter(default="")
+    batch_size = luigi.IntParameter(
+        default=100,
+        description="Recipients per request, 1 to 1000 (SendGrid personalizations)",
+    )
     custom_args = luigi.ListParameter(
         default=["campaign", "customer_id"],
         description="Fields sent as SendGrid custom_args (tracked in its event webhook)",

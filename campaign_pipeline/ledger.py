@@ -89,6 +89,7 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
     def close(self) -> None:
         with self._lock:
@@ -120,6 +121,17 @@ class Ledger:
             self._db.execute("COMMIT")
             return self._db.total_changes - before
 
+    def loaded(self, selection: str) -> bool:
+        """Whether :meth:`add` already saw every recipient of *selection* (say, the target
+        segments), so that a resumed run can skip it."""
+        with self._lock:
+            found = self._db.execute("SELECT value FROM meta WHERE key = 'loaded'").fetchone()
+        return found is not None and found[0] == selection
+
+    def mark_loaded(self, selection: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('loaded', ?)", (selection,))
+
     def recover(self, resend_unknown: bool) -> int:
         """Mark rows left in flight by a dead run ``unknown``; return how many there were."""
         with self._lock:
@@ -141,30 +153,39 @@ class Ledger:
             row["context"] = json.loads(row["context"])
             yield row
 
-    def claim(self, customer_id: str) -> bool:
-        """Move a pending row in flight; False if it is not pending (never send it then)."""
+    def claim(self, customer_ids: list[str]) -> bool:
+        """Move pending rows in flight, all or none; False if any is not pending (never
+        send them then)."""
         with self._lock:
-            return (
-                self._db.execute(
-                    "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
-                    " WHERE customer_id = ? AND status = ?",
-                    (IN_FLIGHT, utc_now(), customer_id, PENDING),
-                ).rowcount
-                == 1
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
+                " WHERE customer_id = ? AND status = ?",
+                [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
             )
+            if self._db.total_changes - before != len(customer_ids):
+                self._db.execute("ROLLBACK")
+                return False
+            self._db.execute("COMMIT")
+            return True
 
-    def finish(self, customer_id: str, status: str, message_id: str = "", error: str = "") -> None:
-        """Record the outcome of the request in flight for *customer_id*.
+    def finish(
+        self, customer_ids: list[str], status: str, message_id: str = "", error: str = ""
+    ) -> None:
+        """Record the outcome of the request in flight for *customer_ids*.
 
         ``PENDING`` means the provider certainly did not take the message (a 429, a 5xx, a
         refused connection): it may be sent again.
         """
         with self._lock:
-            self._db.execute(
+            self._db.execute("BEGIN")
+            self._db.executemany(
                 "UPDATE deliveries SET status = ?, provider_message_id = ?, error = ?"
                 " WHERE customer_id = ? AND status = ?",
-                (status, message_id, error, customer_id, IN_FLIGHT),
+                [(status, message_id, error, cid, IN_FLIGHT) for cid in customer_ids],
             )
+            self._db.execute("COMMIT")
 
     def fail_pending(self, customer_id: str, error: str) -> None:
         """Fail a row that could not even be built (a template or body error); nothing was sent."""

@@ -114,6 +114,7 @@ class SandboxConfig:
     record_path: str | None = None
     seed: int = 0
     error_rules: list[ErrorRule] = field(default_factory=list)
+    keep_messages: bool = True  # False: count accepted messages only (million-message runs)
 
 
 class TokenBucket:
@@ -736,8 +737,9 @@ class Sandbox:
         for endpoint in self.endpoints:
             params = endpoint.match(method, path)
             if params is not None:
+                arrived = time.time()
                 reply = self.decide(endpoint, params, headers, body)
-                self.count(endpoint.channel, reply.status)
+                self.count(endpoint.channel, reply.status, arrived)
                 self.stopping.wait(self.latency())
                 return reply
         return Reply(404, {"error": "not found"})
@@ -814,15 +816,19 @@ class Sandbox:
                     "customer_id": m.customer_id,
                     "request": m.request,
                 }
-                self.records.append(record)
+                if self.config.keep_messages:
+                    self.records.append(record)
                 self.counters[channel]["accepted"] += 1
                 if self.record_file is not None:
                     self.record_file.write(json.dumps(record) + "\n")
                     self.record_file.flush()
 
-    def count(self, channel: str, status: int) -> None:
+    def count(self, channel: str, status: int, arrived: float) -> None:
         with self.lock:
-            self.counters[channel]["requests"] += 1
+            counters = self.counters[channel]
+            counters["requests"] += 1
+            counters.setdefault("first_request_at", arrived)
+            counters["last_request_at"] = arrived
             if status == 429:
                 self.counters[channel]["rate_limited"] += 1
             statuses = self.statuses[channel]

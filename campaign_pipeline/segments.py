@@ -4,18 +4,34 @@ A file-level problem (missing, empty, not UTF-8, a required column absent) raise
 :class:`InputError` so that nothing is sent. A row-level problem quarantines the row with
 its line number and reason. A bad contact field keeps the customer but removes them from
 that one channel, with the reason kept beside the field.
+
+:func:`load` is built for files of a million rows: pyarrow reads the file, the row checks are
+column operations, and each distinct email address and phone number is validated once, by two
+processes when there are many. :func:`load_one_by_one` is the plain reference it must match
+exactly: the csv module and one value at a time. Both share the header, row and value checks.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
+import multiprocessing
+import os
 import re
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from email_validator import EmailNotValidError, validate_email
 
 REQUIRED_COLUMNS = ("customer_id", "segment", "email", "phone", "device_token")
@@ -24,8 +40,26 @@ CONTACT_FIELDS = {"email": "email", "sms": "phone", "push": "device_token"}
 ERROR_COLUMN = {channel: f"{channel}_error" for channel in CONTACT_FIELDS}
 REJECTED_COLUMNS = ("row", "reason", "detail", "customer_id", "segment", "raw")
 
+# The module holding validate_email (the package's own validate_email name is the function).
+_EMAIL_VALIDATOR = importlib.import_module("email_validator.validate_email")
 # FCM registration tokens are long URL-safe strings (about 150-200 characters today).
 _DEVICE_TOKEN = re.compile(r"^[A-Za-z0-9_:.\-]{32,4096}$")
+
+# More distinct emails and phones than this are validated by WORKERS processes, each taking
+# CHUNK values at a time; fewer are faster inline than the pickling is worth.
+PARALLEL_MIN_VALUES = 20_000
+WORKERS = 2
+CHUNK = 20_000
+# The processes are started before the file is read (see _pool), so the choice is made on the
+# file size: a row with the five required columns filled in is hardly ever shorter than this.
+_MIN_ROW_BYTES = 32
+# Exactly the characters str.strip() removes (tests/test_segments.py checks it), so that
+# pyarrow's utf8_trim gives the same values as the csv path.
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_BATCH = 65_536
 
 
 class InputError(ValueError):
@@ -34,33 +68,95 @@ class InputError(ValueError):
 
 @dataclass
 class Segments:
-    """The result of loading one customer file."""
+    """The result of loading one customer file.
 
-    customers: list[dict[str, str]] = field(default_factory=list)
-    rejected: list[dict[str, object]] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
+    ``customers`` has the columns ``columns`` (all strings, empty rather than missing), and
+    ``rejected`` the columns :data:`REJECTED_COLUMNS` (``row`` an integer), both in file order.
+    """
+
+    customers: pd.DataFrame
+    rejected: pd.DataFrame
+    columns: list[str]
     records_read: int = 0
 
     def summary(self) -> dict:
         contact_issues = {
-            channel: dict(Counter(c[column].split(":")[0] for c in self.customers if c[column]))
+            channel: _reason_counts(self.customers[column])
             for channel, column in ERROR_COLUMN.items()
         }
         return {
             "records_read": self.records_read,
             "valid": len(self.customers),
             "rejected": len(self.rejected),
-            "rejected_by_reason": dict(Counter(r["reason"] for r in self.rejected)),
+            "rejected_by_reason": _counts(self.rejected["reason"]),
             "contact_issues": contact_issues,
-            "segments": dict(Counter(c["segment"] for c in self.customers)),
+            "segments": _counts(self.customers["segment"]),
         }
 
 
+def _counts(values: pd.Series) -> dict[str, int]:
+    """Count each value, keys in order of first appearance (as collections.Counter has them)."""
+    codes, uniques = pd.factorize(values, sort=False)
+    return dict(
+        zip(uniques.tolist(), np.bincount(codes, minlength=len(uniques)).tolist(), strict=True)
+    )
+
+
+def _reason_counts(errors: pd.Series) -> dict[str, int]:
+    """Count the non-empty error texts by the word before their first colon."""
+    counts: dict[str, int] = {}
+    for text, count in _counts(errors[errors != ""]).items():
+        reason = text.split(":")[0]
+        counts[reason] = counts.get(reason, 0) + count
+    return counts
+
+
+# File level: shared by both loaders.
+
+
 def load(path: str, segments: list[str], default_region: str) -> Segments:
-    """Read and validate the customer file at *path*."""
+    """Read and validate the customer file at *path*, fast enough for a million rows."""
+    folded = [s.casefold() for s in segments]
+    with _input_errors(path), _pool(path) as pool:
+        table = _read_with_pyarrow(path) or _read_with_csv(path)
+        checked = _check_rows(table, folded)
+        del table  # free the raw cells before the contact values are checked
+        return _check_values(checked, default_region, pool)
+
+
+def load_one_by_one(path: str, segments: list[str], default_region: str) -> Segments:
+    """Read and validate *path* one row and one value at a time: the reference for :func:`load`.
+
+    This is the original algorithm (csv module, no cache, no processes). It is kept to check
+    that :func:`load` gives identical results.
+    """
+    folded = [s.casefold() for s in segments]
+    with _input_errors(path), open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        columns = _header_columns(next(reader, None), path)
+        customers: list[dict[str, str]] = []
+        rejected: list[dict[str, object]] = []
+        first_row: dict[str, int] = {}
+        records_read = 0
+        for row, record in _records(reader):
+            records_read += 1
+            problem = _row_problem(record, columns, folded, first_row, row)
+            if problem:
+                rejected.append(_rejected(row, record, columns, *problem))
+                continue
+            customer = _customer(record, columns, default_region, row)
+            first_row[customer["customer_id"]] = row
+            customers.append(customer)
+    output = _output_columns(columns)
+    frame = _frame({name: [c[name] for c in customers] for name in output})
+    return Segments(frame, _rejected_frame(rejected), output, records_read)
+
+
+@contextmanager
+def _input_errors(path: str) -> Iterator[None]:
+    """Turn the ways a file cannot be read into an :class:`InputError` naming the file."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            return _parse(handle, path, [s.casefold() for s in segments], default_region)
+        yield
     except FileNotFoundError:
         raise InputError(f"customer file {path}: no such file") from None
     except UnicodeDecodeError as exc:
@@ -72,9 +168,7 @@ def load(path: str, segments: list[str], default_region: str) -> Segments:
         raise InputError(f"customer file {path}: unreadable CSV: {exc}") from None
 
 
-def _parse(handle: io.TextIOBase, path: str, segments: list[str], region: str) -> Segments:
-    reader = csv.reader(handle)
-    header = next(reader, None)
+def _header_columns(header: list[str] | None, path: str) -> list[str]:
     if header is None or not any(h.strip() for h in header):
         raise InputError(f"customer file {path}: the file is empty (no header row)")
     columns = [h.strip().casefold() for h in header]
@@ -84,27 +178,41 @@ def _parse(handle: io.TextIOBase, path: str, segments: list[str], region: str) -
             f"customer file {path}: missing required column(s) {', '.join(missing)} "
             f"(found: {', '.join(columns)})"
         )
-    result = Segments(columns=_output_columns(columns))
-    first_row: dict[str, int] = {}
+    return columns
+
+
+def _records(reader) -> Iterator[tuple[int, list[str]]]:
+    """Yield (row number, record) for each record that is not blank.
+
+    The row number is the line the record starts on (the header is line 1); blank lines are
+    skipped but still counted, and a quoted field may span lines.
+    """
     line = reader.line_num
     for record in reader:
         row, line = line + 1, reader.line_num
-        if not any(cell.strip() for cell in record):
-            continue
-        result.records_read += 1
-        problem = _row_problem(record, columns, segments, first_row, row)
-        if problem:
-            result.rejected.append(_rejected(row, record, columns, *problem))
-            continue
-        customer = _customer(record, columns, region, row)
-        first_row[customer["customer_id"]] = row
-        result.customers.append(customer)
-    return result
+        if any(cell.strip() for cell in record):
+            yield row, record
 
 
 def _output_columns(columns: list[str]) -> list[str]:
     extras = [c for c in dict.fromkeys(columns) if c and c not in REQUIRED_COLUMNS]
     return ["row", *REQUIRED_COLUMNS, *ERROR_COLUMN.values(), *extras]
+
+
+def _frame(columns: dict) -> pd.DataFrame:
+    """The customers frame: every column a pandas string column (from lists or arrow arrays)."""
+    return pd.DataFrame(
+        {name: pd.array(values, dtype="string") for name, values in columns.items()}
+    )
+
+
+def _rejected_frame(rejected: list[dict[str, object]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS))
+    types = {name: "string" for name in REJECTED_COLUMNS}
+    return frame.astype({**types, "row": "int64"})
+
+
+# Row level: the one-by-one checks, also used by load() for the few rows it rejects.
 
 
 def _row_problem(
@@ -150,9 +258,12 @@ def _customer(record: list[str], columns: list[str], region: str, row: int) -> d
     customer["segment"] = customer["segment"].casefold()
     customer["row"] = str(row)
     customer["email"], customer["email_error"] = check_email(customer["email"])
-    customer["phone"], customer["sms_error"] = check_phone(customer["phone"], region)
+    customer["phone"], customer["sms_error"] = check_phone.__wrapped__(customer["phone"], region)
     customer["device_token"], customer["push_error"] = check_device_token(customer["device_token"])
     return customer
+
+
+# Value level: shared by both loaders.
 
 
 def check_email(value: str) -> tuple[str, str]:
@@ -189,3 +300,352 @@ def check_device_token(value: str) -> tuple[str, str]:
             "(32 or more of A-Z a-z 0-9 _ : . -)"
         )
     return value, ""
+
+
+def _check_many(field: str, values: list[str], region: str) -> tuple[list[str], list[str]]:
+    """Check each of *values* of one contact field; return the normalised values and errors.
+
+    The worker processes run this, so it takes and returns plain lists.
+    """
+    if field == "phone":
+        checked = [check_phone.__wrapped__(value, region) for value in values]
+    elif field == "email":
+        with _email_domains_cached():
+            checked = [check_email(value) for value in values]
+    else:
+        checked = [check_device_token(value) for value in values]
+    return [c[0] for c in checked], [c[1] for c in checked]
+
+
+@contextmanager
+def _email_domains_cached() -> Iterator[None]:
+    """Let email-validator check each domain once rather than once per address.
+
+    The domain check is two thirds of validate_email's time, and a file has few domains. The
+    cache is exact: validate_email_domain_name depends on its arguments only, validate_email
+    only reads two keys of the dict it returns, and a domain that fails raises again each
+    time (lru_cache keeps no exceptions). Without that function (another email-validator
+    version) nothing is cached.
+    """
+    original = getattr(_EMAIL_VALIDATOR, "validate_email_domain_name", None)
+    if original is None:
+        yield
+        return
+    _EMAIL_VALIDATOR.validate_email_domain_name = lru_cache(maxsize=4096)(original)
+    try:
+        yield
+    finally:
+        _EMAIL_VALIDATOR.validate_email_domain_name = original
+
+
+# load(), reading: pyarrow when that is sure to read the file as the csv module does.
+
+
+@dataclass
+class _Table:
+    """The records of a file as columns of raw (unstripped) strings.
+
+    ``cells`` holds one arrow string array per column of the file for the records with the
+    right number of fields, ``rows`` their row numbers; ``malformed`` the other records.
+    """
+
+    columns: list[str]
+    rows: np.ndarray
+    cells: list[pa.ChunkedArray]
+    malformed: list[tuple[int, list[str]]]
+
+
+def _read_with_pyarrow(path: str) -> _Table | None:
+    """Read *path* with pyarrow's CSV reader, or return None if it might read it differently.
+
+    Without quotes, carriage returns, NULs and blank lines every line is one record, so the
+    row number is the line number. A record with the wrong number of fields or a field longer
+    than the csv module takes also sends the file to the csv path, which handles both.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if not data.isascii():
+        data.decode("utf-8-sig")  # raises UnicodeDecodeError with the offset _input_errors shows
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    if any(data.find(mark, start) >= 0 for mark in (b'"', b"\r", b"\x00", b"\n\n")):
+        return None
+    end = data.find(b"\n", start)
+    end = len(data) if end < 0 else end
+    header = next(csv.reader([data[start:end].decode("utf-8")]), None)
+    columns = _header_columns(header, path)
+    if data.startswith(b"\xef\xbb\xbf", end + 1):
+        return None  # pyarrow would drop a byte-order mark at the start of the first record
+    cells = _arrow_columns(pa.py_buffer(data).slice(min(end + 1, len(data))), len(columns))
+    del data
+    if cells is None or any(_longest(column) >= csv.field_size_limit() for column in cells):
+        return None
+    return _Table(columns, np.arange(2, len(cells[0]) + 2), cells, [])
+
+
+def _arrow_columns(body: pa.Buffer, count: int) -> list[pa.ChunkedArray] | None:
+    """Parse *body* (the file after its header) into *count* string columns, or None."""
+    if not body.size:
+        return [pa.chunked_array([], pa.large_string()) for _ in range(count)]
+    names = [f"f{i}" for i in range(count)]
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(body),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.large_string()), strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    return table.columns
+
+
+def _longest(column: pa.ChunkedArray) -> int:
+    return pc.max(pc.binary_length(column)).as_py() or 0
+
+
+def _read_with_csv(path: str) -> _Table:
+    """Read *path* with the csv module, as load_one_by_one does, into arrow columns."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        columns = _header_columns(next(reader, None), path)
+        rows: list[int] = []
+        chunks: list[list[pa.Array]] = []
+        malformed: list[tuple[int, list[str]]] = []
+        batch: list[list[str]] = []
+        for row, record in _records(reader):
+            if len(record) != len(columns):
+                malformed.append((row, record))
+                continue
+            rows.append(row)
+            batch.append(record)
+            if len(batch) == _BATCH:
+                chunks.append(_transpose(batch, len(columns)))
+                batch = []
+        chunks.append(_transpose(batch, len(columns)))
+    cells = [
+        pa.chunked_array([c[i] for c in chunks], pa.large_string()) for i in range(len(columns))
+    ]
+    return _Table(columns, np.array(rows, dtype=np.int64), cells, malformed)
+
+
+def _transpose(records: list[list[str]], count: int) -> list[pa.Array]:
+    if not records:
+        return [pa.array([], pa.large_string()) for _ in range(count)]
+    return [pa.array(column, pa.large_string()) for column in zip(*records, strict=True)]
+
+
+# load(), row checks: load_one_by_one's checks on whole columns.
+
+
+@dataclass
+class _Rows:
+    """The records that passed the row checks, and the rejected ones."""
+
+    columns: list[str]
+    rows: np.ndarray
+    customers: dict[str, pa.ChunkedArray]
+    rejected: list[dict]
+    records_read: int
+
+
+def _check_rows(table: _Table, segments: list[str]) -> _Rows:
+    """Strip every cell, skip blank records, and reject what load_one_by_one rejects."""
+    cells, rows = table.cells, table.rows
+    stripped = [_strip(column) for column in cells]
+    keep = np.asarray(_any([pc.not_equal(column, "") for column in stripped]), dtype=bool)
+    if not keep.all():
+        rows = rows[keep]
+        cells = [column.filter(keep) for column in cells]
+        stripped = [column.filter(keep) for column in stripped]
+    first = {name: stripped[table.columns.index(name)] for name in dict.fromkeys(table.columns)}
+    folded = _casefold(first["segment"])
+    good, first_row = _duplicates(first["customer_id"], folded, rows, segments)
+    rejected = _rejected_rows(table, cells, rows, ~good, first_row, segments)
+    customers = {name: column.filter(good) for name, column in first.items() if name}
+    customers["segment"] = folded.filter(good)
+    records_read = len(rows) + len(table.malformed)
+    return _Rows(table.columns, rows[good], customers, rejected, records_read)
+
+
+def _strip(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """str.strip() of each cell; the column itself when nothing is stripped (saves a copy)."""
+    stripped = pc.utf8_trim(column, _WHITESPACE)
+    unchanged = (
+        pc.sum(pc.binary_length(stripped)).as_py() == pc.sum(pc.binary_length(column)).as_py()
+    )
+    return column if unchanged else stripped
+
+
+def _any(masks: list[pa.ChunkedArray]) -> pa.ChunkedArray:
+    result = masks[0]
+    for mask in masks[1:]:
+        result = pc.or_(result, mask)
+    return result
+
+
+def _distinct(values: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """The distinct values, and for each value its index among them."""
+    encoded = pc.dictionary_encode(values.combine_chunks())  # one dictionary for all chunks
+    return encoded.dictionary, encoded.indices
+
+
+def _casefold(segments: pa.ChunkedArray) -> pa.ChunkedArray:
+    """str.casefold() of each value, computed once per distinct value."""
+    distinct, indices = _distinct(segments)
+    folded = pa.array([s.casefold() for s in distinct.to_pylist()], pa.large_string())
+    return folded.take(indices)
+
+
+def _duplicates(
+    ids: pa.ChunkedArray, segments: pa.ChunkedArray, rows: np.ndarray, allowed: list[str]
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Which records are customers, and the first row of each id that comes again.
+
+    A record with an empty id or an unknown segment is rejected before its id counts as seen,
+    as in load_one_by_one; of the others, every record after the first with an id is a
+    duplicate of that first one.
+    """
+    allowed_segment = pc.is_in(segments, value_set=pa.array(allowed, pa.large_string()))
+    candidate = np.asarray(pc.and_(pc.not_equal(ids, ""), allowed_segment), dtype=bool)
+    candidate_ids = pd.Series(pd.array(ids.filter(candidate), dtype="string"))
+    repeated = candidate_ids.duplicated(keep="first").to_numpy()
+    good = candidate.copy()
+    good[np.flatnonzero(candidate)[repeated]] = False
+    again = set(candidate_ids[repeated].tolist())
+    firsts = zip(
+        candidate_ids[~repeated].tolist(), rows[candidate][~repeated].tolist(), strict=True
+    )
+    return good, {cid: row for cid, row in firsts if cid in again}
+
+
+def _rejected_rows(
+    table: _Table,
+    cells: list[pa.ChunkedArray],
+    rows: np.ndarray,
+    bad: np.ndarray,
+    first_row: dict[str, int],
+    segments: list[str],
+) -> list[dict]:
+    """The rejected records in file order, their reasons given by load_one_by_one's check."""
+    records = [
+        list(r) for r in zip(*(column.filter(bad).to_pylist() for column in cells), strict=True)
+    ]
+    found = sorted(
+        [*zip(rows[bad].tolist(), records, strict=True), *table.malformed], key=lambda f: f[0]
+    )
+    rejected = []
+    for row, record in found:
+        problem = _row_problem(record, table.columns, segments, first_row, row)
+        rejected.append(_rejected(row, record, table.columns, *problem))
+    return rejected
+
+
+# load(), value checks: each distinct value once, in worker processes when there are many.
+
+
+def _check_values(checked: _Rows, region: str, pool: ProcessPoolExecutor | None) -> Segments:
+    """Normalise the contact fields of the customers, with the reason beside a bad one."""
+    columns = dict(checked.customers)
+    columns["row"] = pc.cast(pa.array(checked.rows, pa.int64()), pa.large_string())
+    tokens = _check_tokens(columns["device_token"])
+    contacts = _check_distinct({name: columns[name] for name in ("email", "phone")}, region, pool)
+    columns["email"], columns["email_error"] = contacts["email"]
+    columns["phone"], columns["sms_error"] = contacts["phone"]
+    columns["device_token"], columns["push_error"] = tokens
+    output = _output_columns(checked.columns)
+    frame = _frame({name: columns[name] for name in output})
+    return Segments(frame, _rejected_frame(checked.rejected), output, checked.records_read)
+
+
+def _check_tokens(tokens: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """check_device_token() on a whole column, calling it only for the implausible tokens.
+
+    ``_DEVICE_TOKEN`` matches exactly the values of 32 to 4096 characters from its class: its
+    ``$`` would also allow a final newline, but the cells are stripped. RE2 takes no
+    repetition count above 1000, so the length is checked apart.
+    """
+    length = pc.utf8_length(tokens)
+    plausible = pc.and_(
+        pc.match_substring_regex(tokens, r"^[A-Za-z0-9_:.\-]*$"),
+        pc.and_(pc.greater_equal(length, 32), pc.less_equal(length, 4096)),
+    )
+    implausible = pc.invert(plausible)
+    errors = [check_device_token(value)[1] for value in tokens.filter(implausible).to_pylist()]
+    empty = pa.scalar("", pa.large_string())
+    if isinstance(implausible, pa.ChunkedArray):
+        implausible = implausible.combine_chunks()  # replace_with_mask takes a plain mask
+    reasons = pc.replace_with_mask(
+        pa.repeat(empty, len(tokens)), implausible, pa.array(errors, pa.large_string())
+    )
+    return pc.if_else(plausible, tokens, empty), reasons
+
+
+def _check_distinct(
+    fields: dict[str, pa.ChunkedArray], region: str, pool: ProcessPoolExecutor | None
+) -> dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]]:
+    """Check each distinct value of each field once; in the pool if there are many."""
+    distinct = {name: _distinct(values) for name, values in fields.items()}
+    values = {name: d[0] for name, d in distinct.items()}
+    if pool is not None and sum(len(v) for v in values.values()) > PARALLEL_MIN_VALUES:
+        results = _check_in_pool(pool, values, region)
+    else:
+        results = {name: _check_chunk(name, v, region) for name, v in values.items()}
+    return {
+        name: tuple(result.take(distinct[name][1]) for result in results[name]) for name in fields
+    }
+
+
+def _check_chunk(field: str, values: pa.Array, region: str) -> tuple[pa.Array, pa.Array]:
+    normalised, errors = _check_many(field, values.to_pylist(), region)
+    return pa.array(normalised, pa.large_string()), pa.array(errors, pa.large_string())
+
+
+def _check_in_pool(
+    pool: ProcessPoolExecutor, fields: dict[str, pa.Array], region: str
+) -> dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]]:
+    """Check the values in chunks of CHUNK, a few chunks queued at a time.
+
+    Bounding the queue keeps only those chunks' strings in this process, and the results are
+    turned into arrow arrays as they arrive.
+    """
+    parts: dict[str, list[tuple[pa.Array, pa.Array]]] = {name: [] for name in fields}
+    pending: deque = deque()
+    for name, values in fields.items():
+        for start in range(0, len(values), CHUNK):
+            if len(pending) >= 2 * WORKERS:
+                _collect(pending.popleft(), parts)
+            chunk = values.slice(start, CHUNK).to_pylist()
+            pending.append((name, pool.submit(_check_many, name, chunk, region)))
+    while pending:
+        _collect(pending.popleft(), parts)
+    return {
+        name: tuple(pa.chunked_array([p[i] for p in done], pa.large_string()) for i in (0, 1))
+        for name, done in parts.items()
+    }
+
+
+def _collect(item: tuple[str, Future], parts: dict[str, list]) -> None:
+    name, future = item
+    normalised, errors = future.result()
+    parts[name].append(
+        (pa.array(normalised, pa.large_string()), pa.array(errors, pa.large_string()))
+    )
+
+
+@contextmanager
+def _pool(path: str) -> Iterator[ProcessPoolExecutor | None]:
+    """Start the worker processes if the file may hold enough values to need them.
+
+    They are forked before the file is read: a fork gives the workers this process's memory
+    at that moment, so forking later would make them look as big as the loaded file.
+    """
+    if os.path.getsize(path) < PARALLEL_MIN_VALUES * _MIN_ROW_BYTES:
+        yield None
+        return
+    check_phone.__wrapped__("+12125550100", "US")  # load the metadata once, before the fork
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
+        pool.submit(int).result()  # with "fork", the first task starts every worker
+        yield pool

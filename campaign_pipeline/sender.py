@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 
 import backoff
@@ -26,7 +26,7 @@ from requests.adapters import HTTPAdapter
 
 from . import ledger as states
 from .ledger import Ledger
-from .providers import FAILED, RATE_LIMITED, RETRY, SENT, STOP, Outcome, Provider
+from .providers import FAILED, RATE_LIMITED, RETRY, SENT, STOP, Outcome, Provider, Request
 from .templates import MessageTemplate
 
 log = logging.getLogger("campaign_pipeline.sender")
@@ -48,11 +48,13 @@ class Settings:
     timeout_seconds: float
     retry_attempts: int
     retry_delay_seconds: float
+    batch_size: int = 1
 
     @classmethod
     def from_config(cls, section) -> Settings:
         """Take the sending settings from a provider's ``luigi.Config`` section."""
-        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
+        values = {f.name: getattr(section, f.name, f.default) for f in fields(cls)}
+        return cls(**values)
 
 
 class Throttle:
@@ -72,6 +74,18 @@ class Throttle:
 
 class ChannelStopped(RuntimeError):
     """The provider refused the channel as a whole (credentials, permissions)."""
+
+
+def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """Group *rows* into lists of at most *size*."""
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def redactor(secrets: list[str]) -> Callable[[str], str]:
@@ -133,11 +147,11 @@ class ChannelSender:
         for thread in threads:
             thread.start()
         try:
-            for row in self.ledger.pending():
+            for rows in batched(self.ledger.pending(), self.settings.batch_size):
                 if self._stopped.is_set():
                     break
                 self._release_due()
-                self._submit(dict(row, tries=0))
+                self._submit({"rows": rows, "tries": 0})
             self._drain()
         finally:
             for _ in threads:
@@ -190,33 +204,79 @@ class ChannelSender:
                     self._changed.notify_all()
 
     def _deliver(self, item: dict) -> None:
-        try:
-            parts = self.template.render(item["context"])
-            request = self.provider.request(item["recipient"], parts, item["context"])
-        except (ValueError, jinja2.TemplateError) as exc:
-            self.ledger.fail_pending(item["customer_id"], self.redact(f"not sent: {exc}"))
-            self._count(FAILED)
+        """Send one work item: one recipient, or a batch of them (email)."""
+        singles = self._together(self._build(item["rows"]), item["tries"])
+        if not singles:
             return
-        outcome = self._send_admitted(item, request)
+        rows = [row for row, _ in singles]
+        request = self.provider.combine([request for _, request in singles])
+        outcome = self._send_admitted(rows, request)
         if outcome.kind == RATE_LIMITED:
             outcome = Outcome(RETRY, error=outcome.error, retry_after=outcome.retry_after)
+        if outcome.kind == FAILED and len(rows) > 1:
+            self._split(rows, item["tries"], outcome)
+            return
         if outcome.kind == RETRY:
-            self._retry_later(item, outcome)
+            self._retry_later({"rows": rows, "tries": item["tries"]}, outcome)
         elif outcome.kind == STOP:
             self._stop(outcome.error)
-        self._count(outcome.kind)
+        self._count(outcome.kind, len(rows))
 
-    def _send_once(self, item: dict, request) -> Outcome:
+    def _build(self, rows: list[dict]) -> list[tuple[dict, Request]]:
+        """Render and build each row's own request; fail, unsent, the rows that cannot be."""
+        built = []
+        for row in rows:
+            try:
+                parts = self.template.render(row["context"])
+                built.append((row, self.provider.request(row["recipient"], parts, row["context"])))
+            except (ValueError, jinja2.TemplateError) as exc:
+                self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
+                self._count(FAILED)
+        return built
+
+    def _together(self, singles: list[tuple[dict, Request]], tries: int) -> list:
+        """Keep the requests that can travel with the first; send the others on their own."""
+        if len(singles) < 2:
+            return singles
+        key = self.provider.batch_key(singles[0][1])
+        if key is None:
+            together = singles[:1]
+        else:
+            together = [s for s in singles if self.provider.batch_key(s[1]) == key]
+        for row, request in singles:
+            if not any(request is kept for _, kept in together):
+                self._schedule({"rows": [row], "tries": tries})
+        return together
+
+    def _split(self, rows: list[dict], tries: int, outcome: Outcome) -> None:
+        """A batch was refused as a whole for some of its recipients: nothing of it was
+        taken. Fail the recipient the provider named and send the others again; without a
+        name, halve the batch until each bad recipient stands alone."""
+        if outcome.culprit is not None and 0 <= outcome.culprit < len(rows):
+            bad = rows[outcome.culprit]
+            self.ledger.fail_pending(bad["customer_id"], self.redact(outcome.error))
+            self._count(FAILED)
+            parts = [[row for row in rows if row is not bad]]
+        else:
+            half = len(rows) // 2
+            parts = [rows[:half], rows[half:]]
+        for part in parts:
+            if part:
+                self._schedule({"rows": part, "tries": tries})
+
+    def _send_once(self, rows: list[dict], request: Request) -> Outcome:
         if self._stopped.is_set():
             return Outcome(STOP, error=self.stop_reason)
+        ids = [row["customer_id"] for row in rows]
         self.throttle.take()
-        if not self.ledger.claim(item["customer_id"]):
-            raise RuntimeError(f"ledger row {item['customer_id']} was not pending; not sent")
+        if not self.ledger.claim(ids):
+            raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
         outcome = self._post(request)
-        status = {SENT: states.SENT, FAILED: states.FAILED}.get(outcome.kind, states.PENDING)
-        self.ledger.finish(
-            item["customer_id"], status, outcome.message_id, self.redact(outcome.error)
-        )
+        if outcome.kind == FAILED and len(ids) > 1:
+            status = states.PENDING  # refused as a whole: nobody in it got the message
+        else:
+            status = {SENT: states.SENT, FAILED: states.FAILED}.get(outcome.kind, states.PENDING)
+        self.ledger.finish(ids, status, outcome.message_id, self.redact(outcome.error))
         return outcome
 
     def _post(self, request) -> Outcome:
@@ -244,9 +304,13 @@ class ChannelSender:
         self.last_transient_error = outcome.error
         item["tries"] += 1
         if item["tries"] >= self.settings.retry_attempts:
-            self._count("exhausted")
+            self._count("exhausted", len(item["rows"]))
             return
-        delay = max(self.settings.retry_delay_seconds, outcome.retry_after or 0.0)
+        self._schedule(item, max(self.settings.retry_delay_seconds, outcome.retry_after or 0.0))
+
+    def _schedule(self, item: dict, delay: float = 0.0) -> None:
+        """Queue *item* for the dispatcher to hand out again; a sending thread must not put
+        to the bounded work queue itself, or all of them could block on it at once."""
         with self._changed:
             heapq.heappush(self._delayed, (time.monotonic() + delay, id(item), item))
             self._changed.notify_all()
@@ -258,9 +322,9 @@ class ChannelSender:
             self._stopped.set()
             self._changed.notify_all()
 
-    def _count(self, kind: str) -> None:
+    def _count(self, kind: str, recipients: int = 1) -> None:
         with self._changed:
-            self.counts[kind] += 1
+            self.counts[kind] += recipients
 
     def snapshot(self) -> Counter:
         """The outcomes so far in this run, by kind (sent, failed, retry, ...)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import luigi
 import luigi.format
 import pandas as pd
+import pyarrow.parquet as pq
 
 from . import ledger as states
 from . import notify, safecsv, segments
@@ -104,11 +105,11 @@ class LoadSegments(CampaignTask):
         path = self.input().path
         loaded = segments.load(path, list(config.segments), config.default_region)
         outputs = self.output()
-        frame = pd.DataFrame(loaded.customers, columns=loaded.columns, dtype="string")
         with outputs["customers"].open("w") as handle:
-            frame.to_parquet(handle, index=False)
+            loaded.customers.to_parquet(handle, index=False)
         with outputs["rejected"].open("w") as handle:
-            safecsv.write_rows(handle, segments.REJECTED_COLUMNS, loaded.rejected)
+            rows = loaded.rejected.to_dict("records")
+            safecsv.write_rows(handle, segments.REJECTED_COLUMNS, rows)
         summary = {"file": path, **loaded.summary()}
         with outputs["summary"].open("w") as handle:
             json.dump(summary, handle, indent=2)
@@ -146,28 +147,33 @@ class ChannelTask(CampaignTask):
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
         provider.check()
-        customers = pd.read_parquet(self.input()["customers"].path).fillna("")
         template = MessageTemplate(campaign_config().templates_dir, self.channel, self.template)
-        fields = set(customers.columns) | {"campaign", "date"}
+        fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
         template.check(fields)
         if unknown := sorted(set(provider.fields) - fields):
             raise ValueError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
         if self.dry_run:
-            self._write_preview(provider, template, customers)
+            self._write_preview(provider, template)
             return
 
         ledger = Ledger(str(self.run_dir() / f"{self.channel}_ledger.sqlite"))
         try:
-            self._send(provider, template, ledger, config, customers)
+            self._send(provider, template, ledger, config)
             self._write_results(ledger)
         finally:
             ledger.close()
 
-    def _send(self, provider, template, ledger, config, customers) -> None:
+    def customers_path(self) -> str:
+        return self.input()["customers"].path
+
+    def _send(self, provider, template, ledger, config) -> None:
         unknown = ledger.recover(self.resend_unknown)
         if unknown:
             log.warning("%s: %d request(s) were in flight when a run died", self.channel, unknown)
-        ledger.add(self._recipients(customers, provider.contact_field))
+        selection = json.dumps(sorted(s.casefold() for s in self.target_segments))
+        if not ledger.loaded(selection):  # a resumed run has them all already
+            ledger.add(self._recipients(provider.contact_field))
+            ledger.mark_loaded(selection)
         sender = ChannelSender(
             provider,
             template,
@@ -188,25 +194,26 @@ class ChannelTask(CampaignTask):
                 f"Last error: {sender.last_transient_error}"
             )
 
-    def _recipients(self, customers: pd.DataFrame, contact: str):
+    def _recipients(self, contact: str):
         segments_wanted = {s.casefold() for s in self.target_segments}
         error_column = segments.ERROR_COLUMN[self.channel]
         context_extra = {"campaign": self.campaign, "date": self.date.isoformat()}
-        for customer in customers.to_dict("records"):
-            if customer["segment"] not in segments_wanted:
-                continue
-            error = customer[error_column]
-            yield {
-                "customer_id": customer["customer_id"],
-                "segment": customer["segment"],
-                "recipient": customer[contact],
-                "status": states.SKIPPED if error else states.PENDING,
-                "error": error,
-                "context": {**customer, **context_extra},
-            }
+        customers = pd.read_parquet(self.customers_path(), dtype_backend="pyarrow").fillna("")
+        wanted = customers[customers["segment"].isin(segments_wanted)]
+        for start in range(0, len(wanted), 10_000):  # a chunk at a time: 1M dicts need GBs
+            for customer in wanted.iloc[start : start + 10_000].to_dict("records"):
+                error = customer[error_column]
+                yield {
+                    "customer_id": customer["customer_id"],
+                    "segment": customer["segment"],
+                    "recipient": customer[contact],
+                    "status": states.SKIPPED if error else states.PENDING,
+                    "error": error,
+                    "context": {**customer, **context_extra},
+                }
 
-    def _write_preview(self, provider, template, customers: pd.DataFrame) -> None:
-        recipients = self._recipients(customers, provider.contact_field)
+    def _write_preview(self, provider, template) -> None:
+        recipients = self._recipients(provider.contact_field)
         document = preview(provider, template, recipients, campaign_config().preview_requests)
         document.update(campaign=self.campaign, date=self.date.isoformat(), dry_run=True)
         with self.output().open("w") as handle:

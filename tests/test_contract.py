@@ -27,6 +27,10 @@ VARIANTS = {
     "email text only": ("email", {}, ("email/spring_sale/body.html",)),
     "email html only": ("email", {}, ("email/spring_sale/body.txt",)),
     "email without custom_args": ("email", {"email_api": {"custom_args": []}}, ()),
+    "email batched, text and html": ("email", {"email_api": {"batch_size": 3}}, ()),
+    "email batched, text only": (
+        "email", {"email_api": {"batch_size": 3}}, ("email/spring_sale/body.html",)
+    ),
     "sms with From": ("sms", {}, ()),
     "sms with MessagingServiceSid": (
         "sms", {"sms_api": {"messaging_service_sid": MESSAGING_SERVICE_SID}}, ()
@@ -55,7 +59,7 @@ def test_requests_are_valid_against_the_official_spec(campaign, prism, tmp_path,
     assert done.returncode == 0, done.stderr[-3000:]
     passed, errors = server.report_since(mark)
     assert errors == [], f"Prism found the requests invalid: {errors}"
-    assert passed == 6
+    assert passed == 6 // settings.get("email_api", {}).get("batch_size", 1)
     assert [r["status"] for r in campaign.results(channel)] == ["sent"] * 6
 
 

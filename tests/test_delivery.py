@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from conftest import CHANNELS, RETCODE, TASKS, kill_group, wait_for
 
 from campaign_pipeline.sandbox import ChannelLimit
@@ -163,13 +164,14 @@ def ledger_statuses(campaign, channel: str) -> dict[str, int]:
         return dict(db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
 
 
-def crash_mid_send(campaign, rows: int) -> None:
+def crash_mid_send(campaign, rows: int, email_batch: int = 1) -> None:
     """Start the campaign and SIGKILL its whole process tree while every channel is sending."""
     campaign.write_customers(rows=rows)
     campaign.start_sandbox(latency_ms=300)
     target_everyone(campaign)
     for channel in CHANNELS:
         campaign.configure(**{f"{channel}_api": {"concurrency": 4}})
+    campaign.configure(email_api={"batch_size": email_batch, "rate_per_second": 10, "burst": 3})
     running = campaign.start()
     wait_for(
         lambda: all(campaign.sandbox.stats()[c]["accepted"] >= 12 for c in CHANNELS),
@@ -181,8 +183,9 @@ def crash_mid_send(campaign, rows: int) -> None:
         assert campaign.sandbox.stats()[channel]["accepted"] < rows, "killed too late"
 
 
-def test_sigkill_mid_send_then_rerun_sends_every_recipient_exactly_once(campaign):
-    crash_mid_send(campaign, rows=90)
+@pytest.mark.parametrize("email_batch", [1, 5])
+def test_sigkill_mid_send_then_rerun_sends_every_recipient_exactly_once(campaign, email_batch):
+    crash_mid_send(campaign, rows=90, email_batch=email_batch)
     in_flight = sum(ledger_statuses(campaign, c).get("in_flight", 0) for c in CHANNELS)
     assert in_flight > 0, "the kill should catch requests in flight"
 

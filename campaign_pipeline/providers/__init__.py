@@ -38,6 +38,7 @@ class Outcome:
     message_id: str = ""
     error: str = ""
     retry_after: float | None = None
+    culprit: int | None = None  # in a refused batch, the recipient the provider blamed
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,16 @@ class Provider:
         """Build the request for one recipient from the rendered *parts* of the template."""
         raise NotImplementedError
 
+    def batch_key(self, request: Request) -> object | None:
+        """Requests with equal keys can travel as one; None means this one goes alone."""
+        return None
+
+    def combine(self, requests: list[Request]) -> Request:
+        """One request carrying the recipients of *requests* (all with one batch key)."""
+        if len(requests) != 1:
+            raise ValueError(f"{self.channel} sends one recipient per request")
+        return requests[0]
+
     def picked(self, context: dict[str, str]) -> dict[str, str]:
         """The :attr:`fields` of *context*, as strings (both providers want strings)."""
         return {key: str(context[key]) for key in self.fields}
@@ -129,7 +140,12 @@ class Provider:
             kind,
             error=error,
             retry_after=retry_after(response) if kind in (RATE_LIMITED, RETRY) else None,
+            culprit=self.culprit(response),
         )
+
+    def culprit(self, response: requests.Response) -> int | None:
+        """Which recipient of a batch an error answer names, if it names one."""
+        return None
 
     def message_id(self, response: requests.Response) -> str:
         raise NotImplementedError

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import requests
 
 from ..config import email_api
 from . import Provider, Request, json_body
+
+# A batch shares one content template whose tags each personalization fills in.
+TAGS = {"text/plain": "%campaign_text%", "text/html": "%campaign_html%"}
+MAX_SUBSTITUTIONS = 10_000  # bytes per personalization, SendGrid's limit
+_PERSONALIZATION = re.compile(r"^personalizations\.(\d+)\b")
 
 
 class EmailProvider(Provider):
@@ -50,6 +57,41 @@ class EmailProvider(Provider):
             headers={"Authorization": f"Bearer {self.token}"},
             json=body,
         )
+
+    def batch_key(self, request: Request) -> object | None:
+        content = request.json["content"]
+        size = sum(len(c["value"].encode()) + len(TAGS[c["type"]]) for c in content)
+        return tuple(c["type"] for c in content) if size <= MAX_SUBSTITUTIONS else None
+
+    def combine(self, requests: list[Request]) -> Request:
+        """Up to 1000 recipients in one request, each personalization with its own subject
+        and its rendered bodies as substitutions of one shared content template."""
+        if len(requests) == 1:
+            return requests[0]
+        first = requests[0].json
+        personalizations = []
+        for request in requests:
+            body = request.json
+            personalizations.append(
+                {
+                    **body["personalizations"][0],
+                    "subject": body["subject"],
+                    "substitutions": {TAGS[c["type"]]: c["value"] for c in body["content"]},
+                }
+            )
+        merged = {
+            "personalizations": personalizations,
+            "from": first["from"],
+            "content": [{"type": c["type"], "value": TAGS[c["type"]]} for c in first["content"]],
+        }
+        return Request(url=requests[0].url, headers=requests[0].headers, json=merged)
+
+    def culprit(self, response: requests.Response) -> int | None:
+        for error in json_body(response).get("errors") or []:
+            field = error.get("field") if isinstance(error, dict) else None
+            if found := _PERSONALIZATION.match(str(field or "")):
+                return int(found.group(1))
+        return None
 
     def message_id(self, response: requests.Response) -> str:
         return response.headers.get("X-Message-Id", "")

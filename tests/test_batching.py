@@ -1,0 +1,87 @@
+"""Email batching: many recipients per SendGrid request, still one ledger row each."""
+
+from __future__ import annotations
+
+from conftest import CHANNELS, TASKS
+
+from campaign_pipeline.sandbox import ErrorRule
+
+ALL = ["premium", "regular", "new"]
+HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
+
+
+def write(campaign, emails: list[str]) -> None:
+    lines = [f"B{n},Name{n},premium,{email},," for n, email in enumerate(emails)]
+    campaign.customers_path.write_text(HEADER + "\n".join(lines) + "\n")
+
+
+def test_a_batch_is_one_request_with_a_result_line_per_recipient(campaign):
+    campaign.write_customers(rows=250)
+    campaign.start_sandbox()
+    campaign.configure(email_api={"batch_size": 100}, SendEmailCampaign={"target_segments": ALL})
+
+    done = campaign.run(task="SendEmailCampaign")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = campaign.results("email")
+    assert [r["status"] for r in rows] == ["sent"] * 250
+    assert campaign.requests("email") == 3
+    assert len({r["provider_message_id"] for r in rows}) == 3
+    assert (
+        set(campaign.accepted("email").values()) == {1} and len(campaign.accepted("email")) == 250
+    )
+    first = campaign.sandbox.accepted()[0]["request"]
+    assert first["subject"].endswith("your spring offer is here")
+    assert "%campaign_text%" in {c["value"] for c in first["content"]}
+
+
+def test_a_bad_address_named_by_the_provider_fails_alone_and_the_rest_go_once(campaign):
+    emails = [f"ok{n}@example.com" for n in range(10)]
+    emails[4] = "bounce.4@example.com"  # the sandbox refuses it: 400 personalizations.4...
+    write(campaign, emails)
+    campaign.start_sandbox()
+    campaign.configure(email_api={"batch_size": 10})
+
+    done = campaign.run(task="SendEmailCampaign")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["customer_id"]: r for r in campaign.results("email")}
+    assert (rows["B4"]["status"], rows["B4"]["attempts"]) == ("failed", "1")
+    assert "personalizations.4.to.0.email" in rows["B4"]["error"]
+    assert all(rows[f"B{n}"]["status"] == "sent" for n in range(10) if n != 4)
+    assert campaign.requests("email") == 2
+    accepted = campaign.accepted("email")
+    assert set(accepted.values()) == {1} and "bounce.4@example.com" not in accepted
+    assert len(accepted) == 9
+
+
+def test_a_refused_batch_that_names_nobody_is_halved_until_the_bad_one_stands_alone(campaign):
+    emails = [f"ok{n}@example.com" for n in range(8)]
+    write(campaign, emails)
+    campaign.start_sandbox(error_rules=[ErrorRule("email", "^ok6@", 400)])
+    campaign.configure(email_api={"batch_size": 8})
+
+    done = campaign.run(task="SendEmailCampaign")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["customer_id"]: r for r in campaign.results("email")}
+    assert rows["B6"]["status"] == "failed"
+    assert all(rows[f"B{n}"]["status"] == "sent" for n in range(8) if n != 6)
+    accepted = campaign.accepted("email")
+    assert set(accepted.values()) == {1} and len(accepted) == 7
+    # 8 -> 4+4 -> (4 sent) 2+2 -> (2 sent) 1+1 -> (1 sent, 1 failed)
+    assert campaign.requests("email") == 7
+
+
+def test_other_channels_are_not_batched(campaign):
+    campaign.write_customers(rows=12)
+    campaign.start_sandbox()
+    for channel in CHANNELS:
+        campaign.configure(**{TASKS[channel]: {"target_segments": ALL}})
+    campaign.configure(email_api={"batch_size": 5})
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert campaign.requests("email") == 3
+    assert campaign.requests("sms") == 12 and campaign.requests("push") == 12
