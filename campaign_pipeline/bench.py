@@ -308,11 +308,12 @@ def load_segments_child(path: str) -> None:
     )
 
 
-def million(bench: Bench, customers: Path, rows: int) -> list[Figure]:
+def million(bench: Bench, customers: Path) -> list[Figure]:
     """5. a big email channel, no limits; 6. its no-op rerun; 7. resuming it half sent."""
     sandbox = bench.sandbox(limits={c: None for c in CHANNELS}, keep_messages=False)
     unlimited = {"rate_per_second": "1000000", "burst": "1000"}  # the loop itself, no limit
     config = bench.configure("million", customers, sandbox, email_api=unlimited)
+    loaded = bench.run(config, task="LoadSegments")  # on its own: its RSS is not the loop's
     done = bench.run(config, task="SendEmailCampaign")
     stats = sandbox.stats()["email"]
     span = stats["last_request_at"] - stats["first_request_at"]
@@ -325,7 +326,8 @@ def million(bench: Bench, customers: Path, rows: int) -> list[Figure]:
             None,
             "",
             None,
-            f"{stats['requests']:,} requests in {span:.0f} s; run {done['wall']:.0f} s in all",
+            f"{stats['requests']:,} requests in {span:.0f} s; the task took {done['wall']:.0f} s;"
+            f" LoadSegments before it {loaded['wall']:.0f} s, {loaded['peak_rss_mb']:.0f} MB",
         ),
         Figure(
             "send loop peak RSS",
@@ -334,7 +336,7 @@ def million(bench: Bench, customers: Path, rows: int) -> list[Figure]:
             None,
             "<= 1,024 MB",
             done["peak_rss_mb"] <= 1024,
-            "largest process of the luigi run",
+            "largest process of the luigi run of the channel task",
         ),
     ]
     before = stats["requests"]
@@ -427,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         big = bench.root / "big.csv"
         sample_data.write_large(big, rows, seed=7, dirty=0.02)
         figures += load_segments(bench, big)
-        figures += million(bench, big, rows)
+        figures += million(bench, big)
         elapsed = time.monotonic() - started
     print(table(figures))
     print(
