@@ -6,9 +6,8 @@ import json
 import shutil
 import socket
 
-from conftest import CHANNELS, REPO, RETCODE, TASKS
+from conftest import CHANNELS, EDGE_CASE_CSV, REPO, RETCODE, TASKS
 
-TOKEN = "dGVzdHRva2Vu:APA91b" + "Q" * 60
 HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
 
 
@@ -62,20 +61,7 @@ def test_missing_columns_fail_naming_them(campaign):
 
 
 def test_bad_rows_are_quarantined_and_bad_contacts_only_skip_their_channel(campaign):
-    campaign.customers_path.write_bytes(
-        (
-            "\ufeff Customer_ID ,First_Name,SEGMENT,Email,Phone,Device_Token,notes\n"
-            f"A1,Ann,premium,ann@example.com,+12125550100,{TOKEN},x\n"
-            f"A1,Dup,premium,dup@example.com,+12125550101,{TOKEN},x\n"
-            f",NoId,regular,noid@example.com,+12125550102,{TOKEN},x\n"
-            f"A2,Vip,VIP,vip@example.com,+12125550103,{TOKEN},x\n"
-            f"A3,Bob,  Regular , BOB@Example.COM ,(212) 555-0104,{TOKEN},x\n"
-            "A4,Bad,new,not-an-email,555-12,short,x\n"
-            f"A5,Extra,new,a5@example.com,+12125550105,{TOKEN},x,surplus\n"
-            "\n"
-            f"A6,Last,new,a6@example.com,2125550106,{TOKEN},x\n"
-        ).encode()
-    )
+    campaign.customers_path.write_bytes(EDGE_CASE_CSV.encode())
     campaign.start_sandbox()
     campaign.configure(
         **{TASKS[c]: {"target_segments": ["premium", "regular", "new"]} for c in CHANNELS}

@@ -7,25 +7,15 @@ import sys
 
 import pandas.testing as pdt
 import pytest
+from conftest import EDGE_CASE_CSV, TOKEN
 
 from campaign_pipeline import sample_data, segments
 
 SEGMENTS = ["premium", "regular", "new"]
-TOKEN = "dGVzdHRva2Vu:APA91b" + "Q" * 60
 
 # Everything the csv module copes with: quoted commas, a quoted newline, a blank line, a BOM,
 # records with too many and too few fields. pyarrow cannot read this one the same way.
-QUOTED_FILE = (
-    "\ufeff Customer_ID ,First_Name,SEGMENT,Email,Phone,Device_Token,notes\n"
-    f"A1,Ann,premium,ann@example.com,+12125550100,{TOKEN},x\n"
-    f"A1,Dup,premium,dup@example.com,+12125550101,{TOKEN},x\n"
-    f",NoId,regular,noid@example.com,+12125550102,{TOKEN},x\n"
-    f"A2,Vip,VIP,vip@example.com,+12125550103,{TOKEN},x\n"
-    f"A3,Bob,  Regular , BOB@Example.COM ,(212) 555-0104,{TOKEN},x\n"
-    "A4,Bad,new,not-an-email,555-12,short,x\n"
-    f"A5,Extra,new,a5@example.com,+12125550105,{TOKEN},x,surplus\n"
-    "\n"
-    f"A6,Last,new,a6@example.com,2125550106,{TOKEN},x\n"
+QUOTED_FILE = EDGE_CASE_CSV + (
     f'A7,"Quoted, Name",new,a7@example.com,+12125550107,{TOKEN},"two\nlines"\n'
     f"A8,After,new,a8@example.com,+12125550108,{TOKEN},row 13\n"
     ",,,,, ,\n"
