@@ -295,3 +295,21 @@ def test_dates_in_the_future_of_the_schedule_are_not_run(campaign):
     assert code == 0
     assert "nothing to run: 2026-11-25 outside the campaign's schedule" in output
     assert datetime.date.fromisoformat(DATE) > datetime.date(2026, 11, 1)
+
+
+def test_a_channel_being_sent_by_another_process_is_left_alone(campaign):
+    """Two hand-typed luigi commands cannot send one channel of one date at the same time."""
+    from campaign_pipeline.ledger import Ledger
+
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    campaign.folder.mkdir(parents=True)
+    held = Ledger(str(campaign.folder / "email_ledger.sqlite"))  # as another process would
+    try:
+        done = campaign.run(task="SendEmailCampaign")
+    finally:
+        held.close()
+
+    assert done.returncode == RETCODE["task_failed"]
+    assert "email_ledger.sqlite is in use by another run of this channel" in done.stderr
+    assert campaign.requests("email") == 0
