@@ -26,7 +26,17 @@ from requests.adapters import HTTPAdapter
 
 from . import ledger as states
 from .ledger import Ledger
-from .providers import FAILED, RATE_LIMITED, RETRY, SENT, STOP, Outcome, Provider, Request
+from .providers import (
+    FAILED,
+    RATE_LIMITED,
+    RETRY,
+    SENT,
+    STOP,
+    UNKNOWN,
+    Outcome,
+    Provider,
+    Request,
+)
 from .templates import MessageTemplate
 
 log = logging.getLogger("campaign_pipeline.sender")
@@ -36,6 +46,8 @@ log = logging.getLogger("campaign_pipeline.sender")
 # with equal buckets, none with two tokens of margin).
 BURST_MARGIN = 2
 MAX_RATE_LIMITED_TRIES = 20
+# Outcomes that settle a ledger row for good; any other puts it back to pending.
+TERMINAL = {SENT: states.SENT, FAILED: states.FAILED, UNKNOWN: states.UNKNOWN}
 
 
 @dataclass
@@ -48,6 +60,7 @@ class Settings:
     timeout_seconds: float
     retry_attempts: int
     retry_delay_seconds: float
+    retry_read_timeouts: bool = True
     batch_size: int = 1
 
     @classmethod
@@ -275,7 +288,7 @@ class ChannelSender:
         if outcome.kind == FAILED and len(ids) > 1:
             status = states.PENDING  # refused as a whole: nobody in it got the message
         else:
-            status = {SENT: states.SENT, FAILED: states.FAILED}.get(outcome.kind, states.PENDING)
+            status = TERMINAL.get(outcome.kind, states.PENDING)
         self.ledger.finish(ids, status, outcome.message_id, self.redact(outcome.error))
         return outcome
 
@@ -285,6 +298,10 @@ class ChannelSender:
             response = session.send(request.prepare(session), timeout=self.settings.timeout_seconds)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             return Outcome(STOP, error=self.redact(f"bad base_url: {exc}"))
+        except requests.exceptions.ReadTimeout as exc:
+            # The request left; the provider may have taken it and not answered in time.
+            kind = RETRY if self.settings.retry_read_timeouts else UNKNOWN
+            return Outcome(kind, error=self.redact(f"ReadTimeout: {exc}"))
         except requests.RequestException as exc:
             return Outcome(RETRY, error=self.redact(f"{type(exc).__name__}: {exc}"))
         return self.provider.interpret(response)

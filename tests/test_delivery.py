@@ -48,6 +48,24 @@ def test_timeout_is_retried_and_sent_once(campaign):
         assert set(campaign.accepted(channel).values()) == {1}
 
 
+def test_read_timeouts_can_be_recorded_unknown_instead_of_retried(campaign):
+    campaign.write_customers(rows=6)
+    campaign.start_sandbox(hang_first=1, hang_seconds=5)
+    target_everyone(campaign)
+    for channel in CHANNELS:
+        campaign.configure(
+            **{f"{channel}_api": {"timeout_seconds": 0.3, "retry_read_timeouts": "false"}}
+        )
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    for channel in CHANNELS:
+        rows = campaign.results(channel)
+        assert [(r["status"], r["attempts"]) for r in rows] == [("unknown", "1")] * 6
+        assert all(r["error"].startswith("ReadTimeout") for r in rows)
+
+
 def test_transient_failures_left_after_retries_fail_the_task_and_the_next_run_resends_them(
     campaign,
 ):

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 import requests
 
 from ..config import MissingSecret, secret
-from .errors import FAILED, RATE_LIMITED, RETRY, SENT, STOP, action
+from .errors import FAILED, RATE_LIMITED, RETRY, SENT, STOP, UNKNOWN, action
 
 __all__ = [
     "FAILED",
@@ -22,6 +22,7 @@ __all__ = [
     "RETRY",
     "SENT",
     "STOP",
+    "UNKNOWN",
     "Outcome",
     "Provider",
     "Request",

@@ -21,6 +21,7 @@ FAILED = "failed"
 RETRY = "retry"
 RATE_LIMITED = "rate_limited"
 STOP = "stop"
+UNKNOWN = "unknown"  # no answer after the request left: it may have been delivered
 
 
 @dataclass(frozen=True)
