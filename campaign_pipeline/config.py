@@ -105,10 +105,10 @@ class _provider(luigi.Config):
     timeout_seconds = luigi.FloatParameter(default=10.0)
     retry_attempts = luigi.IntParameter(default=2)
     retry_delay_seconds = luigi.FloatParameter(default=300.0)
-    retry_read_timeouts = luigi.BoolParameter(
+    retry_unanswered = luigi.BoolParameter(
         default=True,
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-        description="Send again after a read timeout (false: record it unknown, not resent)",
+        description="Send again when a request got no answer (false: record it unknown)",
     )
 
 

@@ -23,6 +23,7 @@ import jinja2
 import requests
 from pyrate_limiter import Duration, Limiter, Rate, StateBucket, TokenBucket
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError
 
 from . import ledger as states
 from .ledger import Ledger
@@ -60,7 +61,7 @@ class Settings:
     timeout_seconds: float
     retry_attempts: int
     retry_delay_seconds: float
-    retry_read_timeouts: bool = True
+    retry_unanswered: bool = True
     batch_size: int = 1
 
     @classmethod
@@ -87,6 +88,16 @@ class Throttle:
 
 class ChannelStopped(RuntimeError):
     """The provider refused the channel as a whole (credentials, permissions)."""
+
+
+def unanswered(exc: requests.RequestException) -> bool:
+    """Whether the request left and no answer came: a read timeout, or the connection
+    dropped while waiting. The provider may have taken the message. (A refused or timed-out
+    connection sent nothing.)"""
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(cause, ProtocolError)
 
 
 def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
@@ -298,12 +309,10 @@ class ChannelSender:
             response = session.send(request.prepare(session), timeout=self.settings.timeout_seconds)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             return Outcome(STOP, error=self.redact(f"bad base_url: {exc}"))
-        except requests.exceptions.ReadTimeout as exc:
-            # The request left; the provider may have taken it and not answered in time.
-            kind = RETRY if self.settings.retry_read_timeouts else UNKNOWN
-            return Outcome(kind, error=self.redact(f"ReadTimeout: {exc}"))
         except requests.RequestException as exc:
-            return Outcome(RETRY, error=self.redact(f"{type(exc).__name__}: {exc}"))
+            unsure = unanswered(exc) and not self.settings.retry_unanswered
+            kind = UNKNOWN if unsure else RETRY
+            return Outcome(kind, error=self.redact(f"{type(exc).__name__}: {exc}"))
         return self.provider.interpret(response)
 
     def _session(self) -> requests.Session:

@@ -54,7 +54,7 @@ def test_read_timeouts_can_be_recorded_unknown_instead_of_retried(campaign):
     target_everyone(campaign)
     for channel in CHANNELS:
         campaign.configure(
-            **{f"{channel}_api": {"timeout_seconds": 0.3, "retry_read_timeouts": "false"}}
+            **{f"{channel}_api": {"timeout_seconds": 0.3, "retry_unanswered": "false"}}
         )
 
     done = campaign.run()
