@@ -23,6 +23,7 @@ import luigi.notifications
 import luigi.worker
 
 from .config import email_api, notifications, push_api, sms_api
+from .sender import redactor
 
 log = logging.getLogger("campaign_pipeline.notify")
 UNLIMITED_RETRIES = 999999999  # luigi's own default for [scheduler] retry_count
@@ -88,6 +89,4 @@ def _redact(text: str) -> str:
         sms_api().auth_token_env,
         push_api().token_env,
     ]
-    for value in filter(None, (os.environ.get(name) for name in names)):
-        text = text.replace(value, "***")
-    return text
+    return redactor([os.environ.get(name, "") for name in names])(text)

@@ -194,6 +194,13 @@ def campaign(tmp_path, credentials):
         sandbox.stop()
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (bound and released at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     """Poll *condition* until it holds; fail the test after *timeout* seconds."""
     deadline = time.monotonic() + timeout
@@ -241,9 +248,7 @@ class PrismServer:
     """`prism mock SPEC` on a free loopback port; its log tells what it validated."""
 
     def __init__(self, binary: Path, spec: Path, log: Path):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process = subprocess.Popen(

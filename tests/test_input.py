@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 
-from conftest import CHANNELS, EDGE_CASE_CSV, REPO, RETCODE, TASKS
+from conftest import CHANNELS, EDGE_CASE_CSV, REPO, RETCODE, TASKS, free_port
 
 HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
 
@@ -140,17 +139,11 @@ def test_template_errors_fail_before_sending(campaign, tmp_path):
     assert {r["status"] for r in campaign.results("sms")} == {"sent"}, "SMS is unaffected"
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_no_secret_in_logs_results_ledgers_or_errors(campaign):
     campaign.write_customers(rows=20, dirty=True)
     campaign.start_sandbox(fail_first=1)
     # SMS goes to a closed port: the connection errors quote the URL, AccountSid included.
-    campaign.configure(sms_api={"base_url": f"http://127.0.0.1:{closed_port()}"})
+    campaign.configure(sms_api={"base_url": f"http://127.0.0.1:{free_port()}"})
     wrong_email_token = "wrong-email-token-" + "f" * 16
 
     done = campaign.run(env=campaign.env(EMAIL_API_TOKEN=wrong_email_token))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import email
-import socket
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import DATE, RETCODE
+from conftest import DATE, RETCODE, free_port
 
 WRONG_TOKEN = "wrong-email-token-" + "e" * 20
 
@@ -25,9 +24,7 @@ class Inbox:
 
 @pytest.fixture
 def inbox():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     handler = Inbox()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CHANNELS, DATE, REPO, RETCODE, TASKS, wait_for
+from conftest import CHANNELS, DATE, REPO, RETCODE, TASKS, free_port, wait_for
 
 from campaign_pipeline.runner import scheduler_answers
 
@@ -23,14 +23,6 @@ ALL = ["premium", "regular", "new"]
 ALREADY_RUNNING = 10
 MAKE_FAILED = 2  # GNU make's own status when a recipe fails, whatever the recipe returned
 ARTIFACTS = REPO / "var" / "test-artifacts"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
