@@ -13,12 +13,15 @@ limit's timing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED = (
     "pending",
@@ -61,6 +64,68 @@ CREATE TABLE IF NOT EXISTS deliveries (
 """
 
 
+# What a row that was never sent becomes when its customer is no longer selected.
+NOT_IN_FILE = "no longer in the customer file"
+NOT_TARGETED = "segment no longer targeted"
+
+# The current file's customers, for Ledger.follow (a temporary table of this connection).
+_CURRENT_SCHEMA = """
+CREATE TEMP TABLE IF NOT EXISTS current (
+    customer_id TEXT PRIMARY KEY,
+    targeted INTEGER NOT NULL,
+    segment TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT NOT NULL,
+    context TEXT NOT NULL
+)
+"""
+_UNSENT = f"deliveries.status IN ('{PENDING}', '{SKIPPED}')"
+# (name, statement) in order: the counts Ledger.follow returns are named after them.
+_FOLLOW = (
+    (
+        "updated",
+        "UPDATE deliveries SET segment = c.segment, recipient = c.recipient, status = c.status,"
+        " error = c.error, context = c.context FROM current AS c"
+        f" WHERE c.customer_id = deliveries.customer_id AND c.targeted AND {_UNSENT}"
+        " AND (deliveries.segment, deliveries.recipient, deliveries.status, deliveries.error,"
+        " deliveries.context) IS NOT (c.segment, c.recipient, c.status, c.error, c.context)",
+    ),
+    (
+        "no_longer_targeted",
+        f"UPDATE deliveries SET status = '{SKIPPED}', error = '{NOT_TARGETED}'"
+        f" WHERE {_UNSENT} AND error != '{NOT_TARGETED}' AND customer_id IN"
+        " (SELECT customer_id FROM current WHERE NOT targeted)",
+    ),
+    (
+        "no_longer_in_file",
+        f"UPDATE deliveries SET status = '{SKIPPED}', error = '{NOT_IN_FILE}'"
+        f" WHERE {_UNSENT} AND error != '{NOT_IN_FILE}' AND customer_id NOT IN"
+        " (SELECT customer_id FROM current)",
+    ),
+    (
+        "added",
+        "INSERT OR IGNORE INTO deliveries (customer_id, segment, recipient, status, error, context)"
+        " SELECT customer_id, segment, recipient, status, error, context FROM current"
+        " WHERE targeted ORDER BY rowid",
+    ),
+)
+
+
+def _current_values(customer: dict) -> tuple:
+    if not customer["targeted"]:
+        return (customer["customer_id"], 0, "", "", "", "", "")
+    return (
+        customer["customer_id"],
+        1,
+        customer["segment"],
+        customer["recipient"],
+        customer["status"],
+        customer.get("error", ""),
+        json.dumps(customer.get("context", {})),
+    )
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -96,41 +161,62 @@ class Ledger:
             self._db.close()
         self._owner.close()  # releases the lock
 
-    def add(self, rows: Iterable[dict]) -> int:
-        """Insert recipients not yet in the ledger; return how many were new."""
-        values = (
-            (
-                r["customer_id"],
-                r["segment"],
-                r["recipient"],
-                r["status"],
-                r.get("error", ""),
-                json.dumps(r.get("context", {})),
-            )
-            for r in rows
-        )
+    @staticmethod
+    def recorded_selection(path: str) -> str | None:
+        """:meth:`selection` of the ledger at *path*, read without taking it (a running
+        channel may hold it); None when there is no such ledger."""
+        if not os.path.exists(path):
+            return None
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            try:
+                found = db.execute("SELECT value FROM meta WHERE key = 'selection'").fetchone()
+            except sqlite3.OperationalError:  # a ledger from before selections were kept
+                return None
+        return found[0] if found else None
+
+    def selection(self) -> str | None:
+        """The inputs the rows were last made to follow (see :meth:`follow`), or None."""
         with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN")
+            found = self._db.execute("SELECT value FROM meta WHERE key = 'selection'").fetchone()
+        return found[0] if found else None
+
+    def follow(self, customers: Iterable[dict], selection: str) -> dict[str, int]:
+        """Make the rows not yet sent follow *customers*, every customer of the current file.
+
+        A customer dict has ``customer_id`` and ``targeted``; a targeted one also has the
+        fields :meth:`add` takes. Rows already sent, failed or unknown are history and keep
+        what they were sent with. A pending or skipped row takes the current segment,
+        contact and context, or is skipped with the reason it is no longer selected; a
+        targeted customer new to the ledger is added. Returns the counts of each change.
+        """
+        with self._lock, self._transaction():
+            self._db.execute(_CURRENT_SCHEMA)
+            self._db.execute("DELETE FROM current")
             self._db.executemany(
-                "INSERT OR IGNORE INTO deliveries"
-                " (customer_id, segment, recipient, status, error, context)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                values,
+                "INSERT OR IGNORE INTO current VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_current_values(c) for c in customers),
             )
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before
+            changes = {name: self._changes(sql) for name, sql in _FOLLOW}
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('selection', ?)", (selection,))
+            self._db.execute("DELETE FROM current")
+        return changes
 
-    def loaded(self, selection: str) -> bool:
-        """Whether :meth:`add` already saw every recipient of *selection* (say, the target
-        segments), so that a resumed run can skip it."""
-        with self._lock:
-            found = self._db.execute("SELECT value FROM meta WHERE key = 'loaded'").fetchone()
-        return found is not None and found[0] == selection
+    def _changes(self, sql: str) -> int:
+        before = self._db.total_changes
+        self._db.execute(sql)
+        return self._db.total_changes - before
 
-    def mark_loaded(self, selection: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('loaded', ?)", (selection,))
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, rolled back if a statement fails (the connection stays usable)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def recover(self, resend_unknown: bool) -> int:
         """Mark rows left in flight by a dead run ``unknown``; return how many there were."""

@@ -14,6 +14,7 @@ exactly: the csv module and one value at a time. Both share the header, row and 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import io
 import multiprocessing
@@ -150,6 +151,22 @@ def load_one_by_one(path: str, segments: list[str], default_region: str) -> Segm
     output = _output_columns(columns)
     frame = _frame({name: [c[name] for c in customers] for name in output})
     return Segments(frame, _rejected_frame(rejected), output, records_read)
+
+
+def file_digest(path: str) -> str:
+    """The SHA-256 of the file at *path*: what tells an edited customer file from the one a
+    run loaded. Kept per (size, mtime, inode) so that one luigi process reads the file once."""
+    stat = os.stat(path)
+    return _digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -11,9 +11,11 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import re
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import luigi
@@ -87,10 +89,14 @@ class CustomerFile(luigi.ExternalTask):
 
 
 class LoadSegments(CampaignTask):
-    """Validate the customer file; keep the good rows, quarantine the bad ones."""
+    """Validate the customer file; keep the good rows, quarantine the bad ones.
+
+    Complete while the file is the one it loaded: an edited file is loaded again, and the
+    channels then follow it (see :meth:`ChannelTask.complete`).
+    """
 
     def requires(self):
-        return CustomerFile(campaign_config().input_path.format(date=self.date.isoformat()))
+        return CustomerFile(self.input_path())
 
     def output(self):
         folder = self.run_dir()
@@ -100,9 +106,42 @@ class LoadSegments(CampaignTask):
             "summary": luigi.LocalTarget(folder / "load_summary.json"),
         }
 
+    def complete(self):
+        if not super().complete():
+            return False
+        current = self.inputs()
+        return current is None or current == self.loaded_inputs()
+
+    def input_path(self) -> str:
+        return campaign_config().input_path.format(date=self.date.isoformat())
+
+    def inputs(self) -> dict | None:
+        """What a load depends on: the file's content and the settings that shape it.
+
+        None when the file is gone: nothing newer can be loaded, so what was loaded stands.
+        """
+        path = self.input_path()
+        if not os.path.isfile(path):
+            return None
+        config = campaign_config()
+        return {
+            "sha256": segments.file_digest(path),
+            "segments": [s.casefold() for s in config.segments],
+            "default_region": config.default_region,
+        }
+
+    def loaded_inputs(self) -> dict | None:
+        """The :meth:`inputs` of the load that wrote the outputs."""
+        try:
+            with self.output()["summary"].open("r") as handle:
+                return json.load(handle).get("inputs")
+        except (OSError, ValueError):
+            return None
+
     def run(self):
         config = campaign_config()
         path = self.input().path
+        inputs = self.inputs()  # before reading: a file edited meanwhile is loaded again later
         loaded = segments.load(path, list(config.segments), config.default_region)
         outputs = self.output()
         with outputs["customers"].open("w") as handle:
@@ -110,7 +149,7 @@ class LoadSegments(CampaignTask):
         with outputs["rejected"].open("w") as handle:
             rows = loaded.rejected.to_dict("records")
             safecsv.write_rows(handle, segments.REJECTED_COLUMNS, rows)
-        summary = {"file": path, **loaded.summary()}
+        summary = {"file": path, **loaded.summary(), "inputs": inputs}
         with outputs["summary"].open("w") as handle:
             json.dump(summary, handle, indent=2)
         message = (
@@ -143,6 +182,33 @@ class ChannelTask(CampaignTask):
         name = f"{self.channel}_preview.json" if self.dry_run else f"{self.channel}_results.csv"
         return luigi.LocalTarget(self.run_dir() / name)
 
+    def complete(self):
+        """The output exists and was made from the current customer file and targeting; when
+        either changed, the channel runs again and sends the difference."""
+        if not self.output().exists():
+            return False
+        current = self.requires().inputs()
+        if current is None or not (self.dry_run or os.path.exists(self._ledger_path())):
+            return True  # nothing to compare with: running again could only repeat sends
+        return self._recorded() == self._selection(current)
+
+    def _selection(self, loaded: dict | None) -> str:
+        """The inputs a channel's recipients follow, as recorded in its ledger or preview."""
+        targets = sorted({s.casefold() for s in self.target_segments})
+        return json.dumps({**(loaded or {}), "target_segments": targets}, sort_keys=True)
+
+    def _recorded(self) -> str | None:
+        try:
+            if self.dry_run:
+                with self.output().open("r") as handle:
+                    return json.load(handle).get("inputs")
+            return Ledger.recorded_selection(self._ledger_path())
+        except (OSError, ValueError):
+            return None
+
+    def _ledger_path(self) -> str:
+        return str(self.run_dir() / f"{self.channel}_ledger.sqlite")
+
     def run(self):
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
@@ -156,7 +222,7 @@ class ChannelTask(CampaignTask):
             self._write_preview(provider, template)
             return
 
-        ledger = Ledger(str(self.run_dir() / f"{self.channel}_ledger.sqlite"))
+        ledger = Ledger(self._ledger_path())
         try:
             self._send(provider, template, ledger, config)
             self._write_results(ledger)
@@ -170,10 +236,7 @@ class ChannelTask(CampaignTask):
         unknown = ledger.recover(self.resend_unknown)
         if unknown:
             log.warning("%s: %d request(s) were in flight when a run died", self.channel, unknown)
-        selection = json.dumps(sorted(s.casefold() for s in self.target_segments))
-        if not ledger.loaded(selection):  # a resumed run has them all already
-            ledger.add(self._recipients(provider.contact_field))
-            ledger.mark_loaded(selection)
+        self._follow_customers(ledger, provider.contact_field)
         sender = ChannelSender(
             provider,
             template,
@@ -194,18 +257,38 @@ class ChannelTask(CampaignTask):
                 f"Last error: {sender.last_transient_error}"
             )
 
-    def _recipients(self, contact: str):
+    def _follow_customers(self, ledger: Ledger, contact: str) -> None:
+        """Bring the ledger in line with the loaded file and the current targeting, unless a
+        resumed run finds it there already."""
+        selection = self._selection(self.requires().loaded_inputs())
+        previous = ledger.selection()
+        if previous == selection:
+            return
+        changes = ledger.follow(self._customers(contact), selection)
+        if previous is not None and any(changes.values()):
+            log.warning(
+                "%s: the customer file or the targeting changed since the last run; "
+                "unsent recipients follow it: %s",
+                self.channel,
+                ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items()),
+            )
+
+    def _customers(self, contact: str) -> Iterator[dict]:
+        """Every customer of the loaded file; the targeted ones with their recipient row."""
         segments_wanted = {s.casefold() for s in self.target_segments}
         error_column = segments.ERROR_COLUMN[self.channel]
         context_extra = {"campaign": self.campaign, "date": self.date.isoformat()}
         # LoadSegments writes empty strings, never nulls: no fillna copy of a 1M-row frame
         customers = pd.read_parquet(self.customers_path(), dtype_backend="pyarrow")
-        wanted = customers[customers["segment"].isin(segments_wanted)]
-        for start in range(0, len(wanted), 10_000):  # a chunk at a time: 1M dicts need GBs
-            for customer in wanted.iloc[start : start + 10_000].to_dict("records"):
+        for start in range(0, len(customers), 10_000):  # a chunk at a time: 1M dicts need GBs
+            for customer in customers.iloc[start : start + 10_000].to_dict("records"):
+                if customer["segment"] not in segments_wanted:
+                    yield {"customer_id": customer["customer_id"], "targeted": False}
+                    continue
                 error = customer[error_column]
                 yield {
                     "customer_id": customer["customer_id"],
+                    "targeted": True,
                     "segment": customer["segment"],
                     "recipient": customer[contact],
                     "status": states.SKIPPED if error else states.PENDING,
@@ -214,9 +297,11 @@ class ChannelTask(CampaignTask):
                 }
 
     def _write_preview(self, provider, template) -> None:
-        recipients = self._recipients(provider.contact_field)
+        customers = self._customers(provider.contact_field)
+        recipients = (c for c in customers if c["targeted"])
         document = preview(provider, template, recipients, campaign_config().preview_requests)
         document.update(campaign=self.campaign, date=self.date.isoformat(), dry_run=True)
+        document["inputs"] = self._selection(self.requires().loaded_inputs())
         with self.output().open("w") as handle:
             json.dump(document, handle, indent=2, ensure_ascii=False)
         counts = document["counts"]["by_status"]
