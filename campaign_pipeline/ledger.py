@@ -13,6 +13,7 @@ limit's timing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import sqlite3
@@ -69,6 +70,10 @@ class LedgerBusy(RuntimeError):
     """Another process is sending this channel of this campaign and date."""
 
 
+class _NotAllPending(Exception):
+    """Raised inside :meth:`Ledger.claim` to roll its transaction back."""
+
+
 class Ledger:
     """A channel's ledger file, safe to share between the channel's sending threads.
 
@@ -111,14 +116,13 @@ class Ledger:
         )
         with self._lock:
             before = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO deliveries"
-                " (customer_id, segment, recipient, status, error, context)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                values,
-            )
-            self._db.execute("COMMIT")
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO deliveries"
+                    " (customer_id, segment, recipient, status, error, context)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    values,
+                )
             return self._db.total_changes - before
 
     def loaded(self, selection: str) -> bool:
@@ -158,16 +162,17 @@ class Ledger:
         send them then)."""
         with self._lock:
             before = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
-                " WHERE customer_id = ? AND status = ?",
-                [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
-            )
-            if self._db.total_changes - before != len(customer_ids):
-                self._db.execute("ROLLBACK")
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
+                        " WHERE customer_id = ? AND status = ?",
+                        [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
+                    )
+                    if self._db.total_changes - before != len(customer_ids):
+                        raise _NotAllPending
+            except _NotAllPending:
                 return False
-            self._db.execute("COMMIT")
             return True
 
     def finish(
@@ -178,14 +183,26 @@ class Ledger:
         ``PENDING`` means the provider certainly did not take the message (a 429, a 5xx, a
         refused connection): it may be sent again.
         """
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             self._db.executemany(
                 "UPDATE deliveries SET status = ?, provider_message_id = ?, error = ?"
                 " WHERE customer_id = ? AND status = ?",
                 [(status, message_id, error, cid, IN_FLIGHT) for cid in customer_ids],
             )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN`` ... ``COMMIT``, rolled back if a statement (or the commit) fails, so that
+        one error never leaves the shared connection inside an open transaction, where every
+        later ``BEGIN`` would fail. The caller holds the lock."""
+        self._db.execute("BEGIN")
+        try:
+            yield
             self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite ends some failed transactions itself
+                self._db.execute("ROLLBACK")
+            raise
 
     def fail_pending(self, customer_id: str, error: str) -> None:
         """Fail a row that could not even be built (a template or body error); nothing was sent."""
