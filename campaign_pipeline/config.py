@@ -9,23 +9,56 @@ from __future__ import annotations
 
 import datetime
 import os
+import unicodedata
 
 import luigi
 
+from .exceptions import PermanentError
 
-class MissingSecret(RuntimeError):
+
+class MissingSecret(PermanentError):
     """A required credential's environment variable is unset or empty."""
 
 
+class InvalidSecret(PermanentError):
+    """A credential's value cannot be right (say, a line break pasted with it)."""
+
+
 def secret(env_name: str, section: str, key: str) -> str:
-    """Return the value of the environment variable *env_name*, or fail naming it."""
+    """Return the value of the environment variable *env_name*, or fail naming it.
+
+    Credentials never hold whitespace or control characters; one that does was pasted with
+    a line break or a space, and would fail every request (``requests`` would even quote the
+    value in its error). The error names the variable, never the value.
+    """
     value = os.environ.get(env_name, "")
     if not value:
         raise MissingSecret(
             f"environment variable {env_name} is not set (named by [{section}] {key}); "
             "export it before running the campaign"
         )
+    if flaw := _flaw(value):
+        raise InvalidSecret(
+            f"environment variable {env_name} (named by [{section}] {key}) has {flaw}; "
+            "a paste error? Export it again without it"
+        )
     return value
+
+
+def _flaw(value: str) -> str:
+    """The first whitespace or control character of *value* and where it is, in words."""
+    for index, char in enumerate(value):
+        if char in "\r\n":
+            kind = "a line break"
+        elif char.isspace():
+            kind = "whitespace"
+        elif unicodedata.category(char).startswith("C"):  # control, format (zero-width), ...
+            kind = "an invisible or control character"
+        else:
+            continue
+        where = {0: "at its start", len(value) - 1: "at its end"}.get(index, "inside it")
+        return f"{kind} {where}"
+    return ""
 
 
 def _in_campaign(key: str) -> dict:

@@ -134,6 +134,10 @@ class LedgerBusy(RuntimeError):
     """Another process is sending this channel of this campaign and date."""
 
 
+class _NotAllPending(Exception):
+    """Raised inside :meth:`Ledger.claim` to roll its transaction back."""
+
+
 class Ledger:
     """A channel's ledger file, safe to share between the channel's sending threads.
 
@@ -184,8 +188,9 @@ class Ledger:
     def follow(self, customers: Iterable[dict], selection: str) -> dict[str, int]:
         """Make the rows not yet sent follow *customers*, every customer of the current file.
 
-        A customer dict has ``customer_id`` and ``targeted``; a targeted one also has the
-        fields :meth:`add` takes. Rows already sent, failed or unknown are history and keep
+        A customer dict has ``customer_id`` and ``targeted``; a targeted one also has
+        ``segment``, ``recipient``, ``status`` (pending, or skipped for an unusable contact),
+        ``error`` and ``context``. Rows already sent, failed or unknown are history and keep
         what they were sent with. A pending or skipped row takes the current segment,
         contact and context, or is skipped with the reason it is no longer selected; a
         targeted customer new to the ledger is added. Returns the counts of each change.
@@ -206,17 +211,6 @@ class Ledger:
         before = self._db.total_changes
         self._db.execute(sql)
         return self._db.total_changes - before
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN ... COMMIT, rolled back if a statement fails (the connection stays usable)."""
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def recover(self, resend_unknown: bool) -> int:
         """Mark rows left in flight by a dead run ``unknown``; return how many there were."""
@@ -244,16 +238,17 @@ class Ledger:
         send them then)."""
         with self._lock:
             before = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
-                " WHERE customer_id = ? AND status = ?",
-                [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
-            )
-            if self._db.total_changes - before != len(customer_ids):
-                self._db.execute("ROLLBACK")
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
+                        " WHERE customer_id = ? AND status = ?",
+                        [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
+                    )
+                    if self._db.total_changes - before != len(customer_ids):
+                        raise _NotAllPending
+            except _NotAllPending:
                 return False
-            self._db.execute("COMMIT")
             return True
 
     def finish(
@@ -264,14 +259,26 @@ class Ledger:
         ``PENDING`` means the provider certainly did not take the message (a 429, a 5xx, a
         refused connection): it may be sent again.
         """
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             self._db.executemany(
                 "UPDATE deliveries SET status = ?, provider_message_id = ?, error = ?"
                 " WHERE customer_id = ? AND status = ?",
                 [(status, message_id, error, cid, IN_FLIGHT) for cid in customer_ids],
             )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN`` ... ``COMMIT``, rolled back if a statement (or the commit) fails, so that
+        one error never leaves the shared connection inside an open transaction, where every
+        later ``BEGIN`` would fail. The caller holds the lock."""
+        self._db.execute("BEGIN")
+        try:
+            yield
             self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite ends some failed transactions itself
+                self._db.execute("ROLLBACK")
+            raise
 
     def fail_pending(self, customer_id: str, error: str) -> None:
         """Fail a row that could not even be built (a template or body error); nothing was sent."""

@@ -18,6 +18,7 @@ CLI (console script ``campaign-sandbox``)::
     campaign-sandbox [--port 8765] [--latency-ms 0] [--latency-jitter 0] [--error-rate 0]
                      [--hang-rate 0] [--hang-seconds 30] [--fail-first 0] [--hang-first 0]
                      [--record PATH] [--seed 0] [--no-rate-limit] [--demo-credentials]
+                     [--echo-credentials]
                      [--error-rule CHANNEL:REGEX:STATUS[:CODE[:TIMES]] ...]
                      [--email-rate 10 --email-burst 50 --sms-rate 5 --sms-burst 20
                       --push-rate 2 --push-burst 10] [-- COMMAND ...]
@@ -114,6 +115,9 @@ class SandboxConfig:
     record_path: str | None = None
     seed: int = 0
     error_rules: list[ErrorRule] = field(default_factory=list)
+    # error answers quote the request's path and Authorization header, as a careless
+    # provider or proxy might: the client must mask what comes back
+    echo_credentials: bool = False
     keep_messages: bool = True  # False: count accepted messages only (million-message runs)
 
 
@@ -271,9 +275,10 @@ class EmailEndpoint(Endpoint):
         return sendgrid_error(503, "service unavailable")
 
     def error(self, status: int, code: str) -> Reply:
+        """SendGrid has no codes: *code* is the field the error names, e.g. ``from.email``."""
         if status == 429:
             return self.rate_limited(1.0, 0)
-        return sendgrid_error(status, f"sandbox error rule: {status}")
+        return sendgrid_error(status, f"sandbox error rule: {status}", code or None)
 
     def unsupported_media(self) -> Reply:
         return sendgrid_error(415, "Content-Type should be application/json.")
@@ -494,7 +499,7 @@ class SmsEndpoint(Endpoint):
             raise Rejected(twilio_error(400, 21212, message))
         if service and not re.fullmatch(r"MG[0-9a-fA-F]{32}", service):
             message = f"The Messaging Service Sid {service} is invalid."
-            raise Rejected(twilio_error(400, 21701, message))
+            raise Rejected(twilio_error(400, 21705, message))
         return [Message(to, None, None, form)]
 
     def check_permanent(self, messages: list[Message]) -> None:
@@ -739,6 +744,8 @@ class Sandbox:
             if params is not None:
                 arrived = time.time()
                 reply = self.decide(endpoint, params, headers, body)
+                if self.config.echo_credentials and reply.status >= 400:
+                    reply = echoed(reply, f"{method} {path} {headers.get('Authorization')}")
                 self.count(endpoint.channel, reply.status, arrived)
                 self.stopping.wait(self.latency())
                 return reply
@@ -833,6 +840,19 @@ class Sandbox:
                 self.counters[channel]["rate_limited"] += 1
             statuses = self.statuses[channel]
             statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+
+def echoed(reply: Reply, request: str) -> Reply:
+    """*reply* with *request* quoted in its error message, in each provider's body shape."""
+    body = json.loads(json.dumps(reply.body or {}))
+    if isinstance(body.get("errors"), list) and body["errors"]:  # SendGrid
+        slot = body["errors"][0]
+    elif isinstance(body.get("error"), dict):  # FCM
+        slot = body["error"]
+    else:  # Twilio, and the sandbox's own 404
+        slot = body
+    slot["message"] = f"{slot.get('message') or slot.get('error') or ''} (request: {request})"
+    return Reply(reply.status, body, reply.headers)
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -952,6 +972,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="answer matching recipients with this provider error (repeatable)",
     )
     parser.add_argument(
+        "--echo-credentials",
+        action="store_true",
+        help="error answers quote the request's path and Authorization header",
+    )
+    parser.add_argument(
         "--demo-credentials",
         action="store_true",
         help="make up random credentials and pass them to COMMAND in the usual variables",
@@ -986,6 +1011,7 @@ def config_from(args: argparse.Namespace, env: dict[str, str]) -> SandboxConfig:
         record_path=args.record,
         seed=args.seed,
         error_rules=args.error_rule,
+        echo_credentials=args.echo_credentials,
     )
 
 

@@ -9,23 +9,27 @@ failure goes to a delay queue so that the thread sends to others meanwhile.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import heapq
+import itertools
 import logging
 import queue
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from urllib.parse import quote, quote_plus
 
 import backoff
-import jinja2
 import requests
 from pyrate_limiter import Duration, Limiter, Rate, StateBucket, TokenBucket
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ProtocolError
 
 from . import ledger as states
+from .exceptions import CampaignError, PermanentError
 from .ledger import Ledger
 from .providers import (
     FAILED,
@@ -39,6 +43,7 @@ from .providers import (
     Request,
 )
 from .templates import MessageTemplate
+from .transport import NotSent, Session
 
 log = logging.getLogger("campaign_pipeline.sender")
 
@@ -86,8 +91,15 @@ class Throttle:
         self._limiter.try_acquire("send")
 
 
-class ChannelStopped(RuntimeError):
-    """The provider refused the channel as a whole (credentials, permissions)."""
+class ChannelStopped(PermanentError):
+    """The provider refused the channel as a whole, or its requests cannot be sent: the
+    credentials, the account or the configuration is wrong. Every recipient not yet sent
+    stays pending, for the run after the fix."""
+
+
+class SendingInterrupted(CampaignError):
+    """Sending stopped for a reason a rerun may not meet again: a signal (luigi's
+    worker_timeout, an operator) or an unexpected error."""
 
 
 def unanswered(exc: requests.RequestException) -> bool:
@@ -113,12 +125,29 @@ def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 def redactor(secrets: list[str]) -> Callable[[str], str]:
-    """Return a function that masks every secret in a text."""
-    secrets = [s for s in secrets if s]
+    """Return a function that masks every secret in a text, in each form it can take there:
+    as it is, escaped (as a ``repr`` shows it), URL-encoded, and any two of them as HTTP
+    Basic auth carries them (Base64 of ``user:password``)."""
+    values = [s for s in secrets if s]
+    forms = set()
+    for value in values:
+        forms |= {
+            value,
+            value.encode("unicode_escape").decode("ascii"),
+            repr(value)[1:-1],
+            repr(value.encode())[2:-1],
+            quote(value, safe=""),
+            quote_plus(value),
+        }
+    for user, password in itertools.permutations(values, 2):
+        for encoding in ("latin-1", "utf-8"):  # requests uses Latin-1
+            with contextlib.suppress(UnicodeEncodeError):
+                forms.add(base64.b64encode(f"{user}:{password}".encode(encoding)).decode())
+    longest_first = sorted(forms, key=len, reverse=True)  # no form leaves part of a longer one
 
     def redact(text: str) -> str:
-        for value in secrets:
-            text = text.replace(value, "***")
+        for form in longest_first:
+            text = text.replace(form, "***")
         return text
 
     return redact
@@ -142,6 +171,7 @@ class ChannelSender:
         self.throttle = Throttle(settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
         self.stop_reason = ""
+        self._stop_error: type[Exception] = ChannelStopped
         self.last_transient_error = ""
         self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
@@ -185,7 +215,7 @@ class ChannelSender:
             for session in self._sessions:
                 session.close()
         if self.stop_reason:
-            raise ChannelStopped(self.stop_reason)
+            raise self._stop_error(self.stop_reason)
         return self.counts
 
     def _submit(self, item: dict) -> None:
@@ -220,8 +250,7 @@ class ChannelSender:
                 if not self._stopped.is_set():
                     self._deliver(item)
             except Exception as exc:  # a bug must stop the channel, not hang it
-                log.exception("%s: unexpected error", self.provider.channel)
-                self._stop(self.redact(f"internal error: {type(exc).__name__}: {exc}"))
+                self._stop(self._unexpected("internal error", exc), SendingInterrupted)
             finally:
                 with self._changed:
                     self._active -= 1
@@ -247,13 +276,17 @@ class ChannelSender:
         self._count(outcome.kind, len(rows))
 
     def _build(self, rows: list[dict]) -> list[tuple[dict, Request]]:
-        """Render and build each row's own request; fail, unsent, the rows that cannot be."""
+        """Render and build each row's own request; fail, unsent, the rows that cannot be.
+
+        Whatever rendering raises is that customer's data meeting the template (the
+        template proves at start that it compiles and knows every variable), so it fails
+        that recipient alone; see :meth:`MessageTemplate.render`."""
         built = []
         for row in rows:
             try:
                 parts = self.template.render(row["context"])
                 built.append((row, self.provider.request(row["recipient"], parts, row["context"])))
-            except (ValueError, jinja2.TemplateError) as exc:
+            except ValueError as exc:  # TemplateError is one
                 self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
                 self._count(FAILED)
         return built
@@ -278,7 +311,7 @@ class ChannelSender:
         name, halve the batch until each bad recipient stands alone."""
         if outcome.culprit is not None and 0 <= outcome.culprit < len(rows):
             bad = rows[outcome.culprit]
-            self.ledger.fail_pending(bad["customer_id"], self.redact(outcome.error))
+            self.ledger.fail_pending(bad["customer_id"], outcome.error)
             self._count(FAILED)
             parts = [[row for row in rows if row is not bad]]
         else:
@@ -292,36 +325,73 @@ class ChannelSender:
         if self._stopped.is_set():
             return Outcome(STOP, error=self.stop_reason)
         ids = [row["customer_id"] for row in rows]
+        session = self._session()
+        try:  # before the claim: what fails here fails alike for every request
+            prepared = request.prepare(session)
+        except Exception as exc:
+            return Outcome(STOP, error=self._unsendable(exc))
         self.throttle.take()
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
-        outcome = self._post(request)
+        outcome = self._post(session, prepared)
         if outcome.kind == FAILED and len(ids) > 1:
             status = states.PENDING  # refused as a whole: nobody in it got the message
         else:
             status = TERMINAL.get(outcome.kind, states.PENDING)
-        self.ledger.finish(ids, status, outcome.message_id, self.redact(outcome.error))
+        self.ledger.finish(ids, status, outcome.message_id, outcome.error)
         return outcome
 
-    def _post(self, request) -> Outcome:
+    def _post(self, session: Session, prepared: requests.PreparedRequest) -> Outcome:
+        """Send one claimed request and say what became of it; its error text is masked
+        here, once, for the ledger, the logs and every message built from it."""
         try:
-            session = self._session()
-            response = session.send(request.prepare(session), timeout=self.settings.timeout_seconds)
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-            return Outcome(STOP, error=self.redact(f"bad base_url: {exc}"))
+            response = session.transmit(prepared, timeout=self.settings.timeout_seconds)
+        except NotSent as exc:
+            return Outcome(STOP, error=self._unsendable(exc.__cause__))
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+        ) as exc:
+            error = f"bad base_url: {exc}; check [{self.provider.section}] base_url"
+            return Outcome(STOP, error=self.redact(error))
         except requests.RequestException as exc:
             unsure = unanswered(exc) and not self.settings.retry_unanswered
             kind = UNKNOWN if unsure else RETRY
             return Outcome(kind, error=self.redact(f"{type(exc).__name__}: {exc}"))
-        return self.provider.interpret(response)
+        except Exception as exc:  # after the first byte left: it may have been delivered
+            return self._unsure(self._unexpected("unexpected error while sending", exc))
+        try:
+            outcome = self.provider.interpret(response)
+        except Exception as exc:  # the provider answered: it may have taken the message
+            what = f"cannot read the answer {response.status_code}"
+            return self._unsure(self._unexpected(what, exc))
+        return replace(outcome, error=self.redact(outcome.error))
 
-    def _session(self) -> requests.Session:
+    def _unsendable(self, exc: BaseException) -> str:
+        """The stop reason for a request that cannot be sent at all: nothing left."""
+        section = self.provider.section
+        return self.redact(
+            f"cannot send {self.provider.channel} requests ({type(exc).__name__}: {exc}); "
+            f"nothing was sent: {self.provider.hint('')} and the other [{section}] settings"
+        )
+
+    def _unsure(self, reason: str) -> Outcome:
+        """Record the request unknown (the provider may have it) and stop the channel: an
+        error that is not the provider's answer would likely meet every request."""
+        self._stop(reason, SendingInterrupted)
+        return Outcome(UNKNOWN, error=reason)
+
+    def _unexpected(self, what: str, exc: Exception) -> str:
+        """Log an unexpected error with its traceback, masked; return it as one line."""
+        trace = "".join(traceback.format_exception(exc))
+        log.error("%s: %s\n%s", self.provider.channel, what, self.redact(trace))
+        return self.redact(f"{what}: {type(exc).__name__}: {exc}")
+
+    def _session(self) -> Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.mount("http://", HTTPAdapter(pool_maxsize=1, max_retries=0))
-            session.mount("https://", HTTPAdapter(pool_maxsize=1, max_retries=0))
-            self._local.session = session
+            session = self._local.session = Session()
             with self._changed:
                 self._sessions.append(session)
         return session
@@ -341,10 +411,10 @@ class ChannelSender:
             heapq.heappush(self._delayed, (time.monotonic() + delay, id(item), item))
             self._changed.notify_all()
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, error: type[Exception] = ChannelStopped) -> None:
         with self._changed:
             if not self.stop_reason:
-                self.stop_reason = reason
+                self.stop_reason, self._stop_error = reason, error
             self._stopped.set()
             self._changed.notify_all()
 
@@ -359,7 +429,7 @@ class ChannelSender:
 
     def stop(self, reason: str) -> None:
         """Send nothing more; requests already in flight finish and are recorded."""
-        self._stop(reason)
+        self._stop(reason, SendingInterrupted)
 
     def _log_rate_limited(self, details: dict) -> None:
         log.info(

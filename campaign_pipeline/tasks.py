@@ -33,7 +33,7 @@ from .progress import ProgressReporter
 from .providers.email import EmailProvider
 from .providers.push import PushProvider
 from .providers.sms import SmsProvider
-from .sender import ChannelSender, ChannelStopped, Settings
+from .sender import ChannelSender, ChannelStopped, SendingInterrupted, Settings
 from .templates import MessageTemplate
 
 log = logging.getLogger("campaign_pipeline")
@@ -247,8 +247,12 @@ class ChannelTask(CampaignTask):
         try:
             with ProgressReporter(self, baseline, sender.snapshot), stop_on_sigterm(sender):
                 sender.run()
-        except ChannelStopped as exc:
-            raise RuntimeError(f"{self.channel} channel stopped: {exc}") from None
+        except (ChannelStopped, SendingInterrupted) as exc:  # the message is masked already
+            waiting = ledger.counts().get(states.PENDING, 0)
+            raise type(exc)(
+                f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
+                "for the next run"
+            ) from None
         waiting = ledger.counts().get(states.PENDING, 0)
         if waiting:
             raise RuntimeError(

@@ -13,6 +13,7 @@ is sent.
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import jinja2
@@ -72,5 +73,20 @@ class MessageTemplate:
             )
 
     def render(self, context: dict[str, str]) -> dict[str, str]:
-        """Return each part rendered for one customer, keyed by file name."""
-        return {part: template.render(context).strip() for part, template in self.parts.items()}
+        """Return each part rendered for one customer, keyed by file name.
+
+        Whatever a part raises (``{{ 1 / points }}`` with a zero, a filter on a value of the
+        wrong type) is raised as a :class:`TemplateError` naming the part and its line: it
+        is this customer's data meeting the template, not a fault of the run."""
+        rendered = {}
+        for part, template in self.parts.items():
+            try:
+                rendered[part] = template.render(context).strip()
+            except Exception as exc:
+                where = f"{self.folder.parent.name}/{self.folder.name}/{part}"
+                lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__)
+                         if f.filename == template.filename]  # fmt: skip
+                if lines:
+                    where += f" line {lines[-1]}"
+                raise TemplateError(f"template {where}: {type(exc).__name__}: {exc}") from None
+        return rendered

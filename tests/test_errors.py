@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import pytest
 from conftest import REPO, RETCODE, TASKS
@@ -86,7 +87,14 @@ def test_every_channel_level_row_stops_the_channel(campaign, row):
     assert done.returncode == RETCODE["task_failed"]
     expected = f"{row.channel} channel stopped: {row.channel} provider answered {row.status}"
     assert expected in done.stderr
+    key = row.check.split(",")[0]
+    assert f"[{row.channel}_api] {key}" in done.stderr, "names the key to check"
+    assert "2 recipient(s) stay pending" in done.stderr
     assert campaign.requests(row.channel) == 1, "stopped at the first answer"
+    ledger = campaign.folder / f"{row.channel}_ledger.sqlite"
+    with sqlite3.connect(ledger) as db:
+        statuses = [status for (status,) in db.execute("SELECT status FROM deliveries")]
+    assert statuses == ["pending", "pending"], "nobody failed for a channel-level answer"
 
 
 def test_the_readme_documents_exactly_the_table_in_the_code():
@@ -99,7 +107,7 @@ def test_the_readme_documents_exactly_the_table_in_the_code():
     ]
     documented = [row for row in cells if row[0] in ("email", "sms", "push")]
     in_code = [
-        (row.channel, str(row.status), row.code or "-", row.action, row.meaning)
+        (row.channel, str(row.status), row.code or "-", row.action, row.meaning, row.check or "-")
         for row in ERROR_TABLE
     ]
     assert documented == in_code

@@ -10,7 +10,6 @@ import json
 
 from conftest import CHANNELS, RETCODE, TASKS
 
-from campaign_pipeline.ledger import Ledger
 from campaign_pipeline.sandbox import ErrorRule
 
 HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
@@ -149,47 +148,3 @@ def test_a_dry_run_previews_the_current_file(campaign):
     preview = json.loads((campaign.folder / "dry-run" / "sms_preview.json").read_text())
     assert preview["counts"]["by_status"] == {"would_send": 2}
     assert all(campaign.requests(c) == 0 for c in CHANNELS)
-
-
-def test_follow_changes_only_what_was_never_sent(tmp_path):
-    ledger = Ledger(str(tmp_path / "ledger.sqlite"))
-    first = [target(cid, f"+1{n}") for n, cid in enumerate(["S", "F", "U", "P", "K", "Q"])]
-    assert ledger.follow(first, "v1") == {
-        "updated": 0,
-        "no_longer_targeted": 0,
-        "no_longer_in_file": 0,
-        "added": 6,
-    }
-    for cid, status in {"S": "sent", "F": "failed", "U": "unknown", "K": "skipped"}.items():
-        ledger._db.execute("UPDATE deliveries SET status = ? WHERE customer_id = ?", (status, cid))
-
-    # Every contact changes; Q leaves the targeting, P and K stay, N is new; S, F, U leave.
-    current = [target(cid, "+19") for cid in ["P", "K", "N"]]
-    changes = ledger.follow([*current, {"customer_id": "Q", "targeted": False}], "v2")
-
-    assert changes == {"updated": 2, "no_longer_targeted": 1, "no_longer_in_file": 0, "added": 1}
-    assert ledger.selection() == "v2"
-    rows = {r["customer_id"]: (r["status"], r["recipient"], r["error"]) for r in ledger.rows()}
-    assert rows == {
-        "S": ("sent", "+10", ""),
-        "F": ("failed", "+11", ""),
-        "U": ("unknown", "+12", ""),
-        "P": ("pending", "+19", ""),
-        "K": ("pending", "+19", ""),
-        "Q": ("skipped", "+15", "segment no longer targeted"),
-        "N": ("pending", "+19", ""),
-    }
-    assert ledger.follow(current, "v3")["no_longer_in_file"] == 1  # Q, now gone altogether
-    ledger.close()
-    assert Ledger.recorded_selection(str(tmp_path / "ledger.sqlite")) == "v3"
-
-
-def target(cid: str, phone: str) -> dict:
-    return {
-        "customer_id": cid,
-        "targeted": True,
-        "segment": "premium",
-        "recipient": phone,
-        "status": "pending",
-        "context": {"customer_id": cid},
-    }

@@ -7,14 +7,17 @@ one table in :mod:`.errors`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import requests
+from urllib3.util import parse_url
 
 from ..config import MissingSecret, secret
-from .errors import FAILED, RATE_LIMITED, RETRY, SENT, STOP, UNKNOWN, action
+from ..exceptions import PermanentError
+from .errors import FAILED, RATE_LIMITED, RETRY, SENT, STOP, UNKNOWN, lookup
 
 __all__ = [
     "FAILED",
@@ -84,15 +87,18 @@ class Provider:
     """One provider endpoint. Subclasses set the class attributes and the hooks."""
 
     channel = ""
+    section = ""  # the luigi config section, e.g. "email_api"
+    name = ""  # the provider, as an operator knows it
     contact_field = ""
     success_status = 200
 
     def __init__(self, base_url: str, preview: bool = False):
+        self.configured_url = base_url  # as written, for messages
         self.base_url = base_url.rstrip("/")
         self.preview = preview
         self.secrets: dict[str, str] = {}  # environment variable name -> value
+        self.env_keys: dict[str, str] = {}  # config key -> the environment variable it names
         self.fields: list[str] = []  # the customer fields the request carries besides content
-        self.credentials_hint = "the provider's credentials"
 
     def secret(self, env_name: str, section: str, key: str, stand_in: str) -> str:
         """Read a credential; a preview goes on with *stand_in* when it is not set."""
@@ -103,10 +109,31 @@ class Provider:
                 raise
             value = stand_in
         self.secrets[env_name] = value
+        self.env_keys[key] = env_name
         return value
 
     def check(self) -> None:
-        """Raise ValueError when the configuration cannot send anything."""
+        """Raise PermanentError when the configuration cannot send anything."""
+        url = None
+        with contextlib.suppress(ValueError):  # urllib3's parser, as requests uses it
+            url = parse_url(self.base_url)
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise PermanentError(
+                f"[{self.section}] base_url {self.configured_url!r} is not an http:// or https:// "
+                "URL with a host, e.g. https://api.example.com"
+            )
+
+    def hint(self, check: str) -> str:
+        """ "check ..." naming the config keys of *check* (comma-separated; empty: the
+        credentials) and the environment variables that they name."""
+        keys = [key.strip() for key in check.split(",") if key.strip()] or list(self.env_keys)
+        named = [
+            f"${self.env_keys[key]} ([{self.section}] {key})"
+            if key in self.env_keys
+            else f"[{self.section}] {key}"
+            for key in keys
+        ]
+        return "check " + " and ".join(named)
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         """Build the request for one recipient from the rendered *parts* of the template."""
@@ -130,19 +157,29 @@ class Provider:
         if response.status_code == self.success_status:
             return Outcome(SENT, message_id=self.message_id(response))
         code, message = self.error_of(response)
-        kind = action(self.channel, response.status_code, code)
+        row = lookup(self.channel, response.status_code, code)
+        kind, check = row.action, row.check
         label = f"{self.channel} provider answered {response.status_code}"
         if code:
             label += f" {code}"
         error = f"{label}: {message}" if message else label
+        if kind == FAILED and not self.speaks(response):
+            # a wrong server (say, an HTML error page): nothing about the recipient
+            kind, check = STOP, "base_url"
+            what = response.headers.get("Content-Type") or "no Content-Type"
+            error = f"{label} with a body that is not {self.name}'s ({what})"
         if kind == STOP:
-            error += f"; check {self.credentials_hint}"
+            error = f"{error.rstrip('.')}; {self.hint(check)}"
         return Outcome(
             kind,
             error=error,
             retry_after=retry_after(response) if kind in (RATE_LIMITED, RETRY) else None,
             culprit=self.culprit(response),
         )
+
+    def speaks(self, response: requests.Response) -> bool:
+        """Whether an error answer is in the provider's own format."""
+        raise NotImplementedError
 
     def culprit(self, response: requests.Response) -> int | None:
         """Which recipient of a batch an error answer names, if it names one."""

@@ -7,6 +7,7 @@ import re
 import requests
 
 from ..config import email_api
+from ..exceptions import PermanentError
 from . import Provider, Request, json_body
 
 # A batch shares one content template whose tags each personalization fills in.
@@ -17,6 +18,8 @@ _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)\b")
 
 class EmailProvider(Provider):
     channel = "email"
+    section = "email_api"
+    name = "SendGrid"
     contact_field = "email"
     success_status = 202
 
@@ -26,11 +29,13 @@ class EmailProvider(Provider):
         self.from_name = config.from_name
         self.token = self.secret(config.token_env, "email_api", "token_env", "preview-token")
         self.fields = list(config.custom_args)
-        self.credentials_hint = f"the token in ${config.token_env} ([email_api] token_env)"
 
     def check(self) -> None:
+        super().check()
         if not self.from_email:
-            raise ValueError("[email_api] from_email is not set: SendGrid needs a verified sender")
+            raise PermanentError(
+                "[email_api] from_email is not set: SendGrid needs a verified sender"
+            )
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         if not parts["subject.txt"]:
@@ -96,11 +101,17 @@ class EmailProvider(Provider):
     def message_id(self, response: requests.Response) -> str:
         return response.headers.get("X-Message-Id", "")
 
+    def speaks(self, response: requests.Response) -> bool:
+        return isinstance(json_body(response).get("errors"), list)
+
     def error_of(self, response: requests.Response) -> tuple[str, str]:
-        errors = json_body(response).get("errors") or []
+        """SendGrid has no error codes; "from" stands for an error about the sender (field
+        ``from`` or ``from.email``), which no recipient causes."""
+        errors = [e for e in json_body(response).get("errors") or [] if isinstance(e, dict)]
+        fields = [str(e.get("field") or "") for e in errors]
+        code = "from" if any(f == "from" or f.startswith("from.") for f in fields) else ""
         messages = [
-            f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
-            for e in errors
-            if isinstance(e, dict)
+            f"{field}: {e.get('message')}" if field else str(e.get("message"))
+            for field, e in zip(fields, errors, strict=True)
         ]
-        return "", "; ".join(messages) or response.reason or ""
+        return code, "; ".join(messages) or response.reason or ""

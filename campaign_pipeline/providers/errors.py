@@ -6,7 +6,9 @@ code: Twilio's number, FCM's ``errorCode``) and the action taken:
 - ``retry``: transient; the provider did not take the message, send again after the delay
 - ``rate_limited``: wait as the provider says and send again, without using an attempt
 - ``failed``: permanent for this recipient; recorded with the provider's code and message
-- ``stop``: credentials, permissions or the account; stop the whole channel at once
+- ``stop``: the credentials, the account or the configuration is wrong, not the recipient;
+  stop the whole channel at once, leaving every recipient not yet sent pending for the run
+  after the fix. ``check`` names the keys of the channel's config section to look at.
 
 An answer no row names falls back to its HTTP status (:func:`by_status`). The README's
 "Provider errors" table is this table, and a test keeps the two the same.
@@ -31,6 +33,7 @@ class ErrorRow:
     code: str  # "" where the provider has no code of its own; "30xxx" is a range
     action: str
     meaning: str
+    check: str = ""  # for stop: the config keys to look at ("" = the channel's credentials)
 
     def matches(self, status: int, code: str) -> bool:
         if not self.code:
@@ -41,18 +44,37 @@ class ErrorRow:
 
 
 ERROR_TABLE = (
+    ErrorRow("email", 400, "from", STOP, "invalid sender (field from)", "from_email"),
     ErrorRow("email", 400, "", FAILED, "bad address or message body"),
-    ErrorRow("email", 401, "", STOP, "API key missing, wrong or revoked"),
-    ErrorRow("email", 403, "", STOP, "no mail.send, unverified sender, or suspended"),
+    ErrorRow("email", 401, "", STOP, "API key missing, wrong or revoked", "token_env"),
+    ErrorRow(
+        "email", 403, "", STOP, "no mail.send, unverified sender, or suspended",
+        "token_env, from_email",
+    ),
+    ErrorRow("email", 404, "", STOP, "no such endpoint: not SendGrid's path", "base_url"),
+    ErrorRow("email", 405, "", STOP, "endpoint does not take POST", "base_url"),
     ErrorRow("email", 413, "", FAILED, "message too large"),
+    ErrorRow("email", 415, "", STOP, "endpoint does not take JSON", "base_url"),
     ErrorRow("email", 429, "", RATE_LIMITED, "rate limit; wait until X-RateLimit-Reset"),
     ErrorRow("email", 500, "", RETRY, "SendGrid internal error"),
     ErrorRow("email", 502, "", RETRY, "bad gateway"),
     ErrorRow("email", 503, "", RETRY, "service unavailable"),
     ErrorRow("email", 504, "", RETRY, "gateway timeout"),
-    ErrorRow("sms", 401, "20003", STOP, "authentication failed (AccountSid or auth token)"),
-    ErrorRow("sms", 401, "20005", STOP, "account not active (suspended or closed)"),
+    ErrorRow(
+        "sms", 401, "20003", STOP, "authentication failed (AccountSid or auth token)",
+        "account_sid_env, auth_token_env",
+    ),
+    ErrorRow("sms", 401, "20005", STOP, "account suspended or closed", "account_sid_env"),
+    ErrorRow("sms", 404, "", STOP, "no such resource: wrong path or AccountSid", "base_url"),
+    ErrorRow("sms", 405, "", STOP, "endpoint does not take POST", "base_url"),
+    ErrorRow("sms", 415, "", STOP, "endpoint does not take a form", "base_url"),
     ErrorRow("sms", 429, "20429", RATE_LIMITED, "too many requests; never processed"),
+    ErrorRow("sms", 400, "21212", STOP, "invalid From number", "from_number"),
+    ErrorRow("sms", 400, "21606", STOP, "From cannot send to this destination", "from_number"),
+    ErrorRow("sms", 400, "21659", STOP, "From is not a Twilio number", "from_number"),
+    ErrorRow("sms", 400, "21660", STOP, "From belongs to another account", "from_number"),
+    ErrorRow("sms", 400, "21661", STOP, "From is not SMS-capable", "from_number"),
+    ErrorRow("sms", 400, "21705", STOP, "invalid Messaging Service", "messaging_service_sid"),
     ErrorRow("sms", 400, "21211", FAILED, "invalid To number"),
     ErrorRow("sms", 400, "21408", FAILED, "sending to this region is not enabled"),
     ErrorRow("sms", 400, "21610", FAILED, "recipient unsubscribed (replied STOP)"),
@@ -64,19 +86,31 @@ ERROR_TABLE = (
     ErrorRow("sms", 503, "20503", RETRY, "service unavailable"),
     ErrorRow("push", 400, "INVALID_ARGUMENT", FAILED, "malformed token or message"),
     ErrorRow("push", 404, "UNREGISTERED", FAILED, "app uninstalled or token expired"),
+    ErrorRow("push", 404, "", STOP, "no such project or path", "project_id, base_url"),
+    ErrorRow("push", 405, "", STOP, "endpoint does not take POST", "base_url"),
+    ErrorRow("push", 415, "", STOP, "endpoint does not take JSON", "base_url"),
     ErrorRow("push", 403, "SENDER_ID_MISMATCH", FAILED, "token of another Firebase project"),
     ErrorRow("push", 429, "QUOTA_EXCEEDED", RATE_LIMITED, "quota exceeded; honour Retry-After"),
     ErrorRow("push", 503, "UNAVAILABLE", RETRY, "FCM overloaded; honour Retry-After"),
     ErrorRow("push", 500, "INTERNAL", RETRY, "FCM internal error"),
-    ErrorRow("push", 401, "THIRD_PARTY_AUTH_ERROR", STOP, "APNs or web-push credentials refused"),
-    ErrorRow("push", 401, "UNAUTHENTICATED", STOP, "OAuth2 access token invalid or expired"),
-    ErrorRow("push", 403, "PERMISSION_DENIED", STOP, "token lacks permission for the project"),
-)
+    ErrorRow(
+        "push", 401, "THIRD_PARTY_AUTH_ERROR", STOP, "APNs or web-push credentials refused",
+        "token_env",
+    ),
+    ErrorRow("push", 401, "UNAUTHENTICATED", STOP, "OAuth2 token invalid or expired", "token_env"),
+    ErrorRow(
+        "push", 403, "PERMISSION_DENIED", STOP, "token lacks permission for the project",
+        "token_env, project_id",
+    ),
+)  # fmt: skip
+
+# Answers about the endpoint, not the message: the base_url (or the path) is wrong.
+ENDPOINT_STATUSES = (404, 405, 415, 501)
 
 
 def by_status(status: int) -> str:
     """What an HTTP status means when no row of the table names the answer."""
-    if status in (401, 403):
+    if status in (401, 403) or status in ENDPOINT_STATUSES:
         return STOP
     if status == 429:
         return RATE_LIMITED
@@ -85,9 +119,15 @@ def by_status(status: int) -> str:
     return FAILED
 
 
-def action(channel: str, status: int, code: str) -> str:
-    """The action for a provider's error answer."""
+def lookup(channel: str, status: int, code: str) -> ErrorRow:
+    """The row for a provider's error answer, or one made from its HTTP status."""
     for row in ERROR_TABLE:
         if row.channel == channel and row.matches(status, code):
-            return row.action
-    return by_status(status)
+            return row
+    check = "base_url" if status in ENDPOINT_STATUSES else ""
+    return ErrorRow(channel, status, code, by_status(status), "not in the table", check)
+
+
+def action(channel: str, status: int, code: str) -> str:
+    """The action for a provider's error answer."""
+    return lookup(channel, status, code).action

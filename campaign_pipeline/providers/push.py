@@ -5,6 +5,7 @@ from __future__ import annotations
 import requests
 
 from ..config import push_api
+from ..exceptions import PermanentError
 from . import Provider, Request, json_body
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -12,6 +13,8 @@ FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 class PushProvider(Provider):
     channel = "push"
+    section = "push_api"
+    name = "FCM"
     contact_field = "device_token"
     success_status = 200
 
@@ -20,11 +23,11 @@ class PushProvider(Provider):
         self.project_id = config.project_id
         self.token = self.secret(config.token_env, "push_api", "token_env", "preview-token")
         self.fields = list(config.data)
-        self.credentials_hint = f"the token in ${config.token_env} ([push_api] token_env)"
 
     def check(self) -> None:
+        super().check()
         if not self.project_id:
-            raise ValueError("[push_api] project_id is not set")
+            raise PermanentError("[push_api] project_id is not set")
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         message: dict = {
@@ -41,6 +44,9 @@ class PushProvider(Provider):
 
     def message_id(self, response: requests.Response) -> str:
         return str(json_body(response).get("name", ""))
+
+    def speaks(self, response: requests.Response) -> bool:
+        return isinstance(json_body(response).get("error"), dict)
 
     def error_of(self, response: requests.Response) -> tuple[str, str]:
         error = json_body(response).get("error") or {}

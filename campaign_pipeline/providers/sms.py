@@ -6,7 +6,8 @@ import re
 
 import requests
 
-from ..config import sms_api
+from ..config import InvalidSecret, sms_api
+from ..exceptions import PermanentError
 from . import Provider, Request, json_body
 
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -16,6 +17,8 @@ MAX_BODY = 1600  # Twilio refuses longer bodies with 21617
 
 class SmsProvider(Provider):
     channel = "sms"
+    section = "sms_api"
+    name = "Twilio"
     contact_field = "phone"
     success_status = 201
 
@@ -29,22 +32,20 @@ class SmsProvider(Provider):
         )
         self.from_number = config.from_number
         self.messaging_service_sid = config.messaging_service_sid
-        self.credentials_hint = (
-            f"${config.account_sid_env} and ${config.auth_token_env} "
-            "([sms_api] account_sid_env, auth_token_env)"
-        )
 
     def check(self) -> None:
+        super().check()
         if not ACCOUNT_SID.match(self.account_sid):
-            raise ValueError(
-                "the Twilio AccountSid (named by [sms_api] account_sid_env) "
-                "does not look like AC followed by 32 hex digits"
+            raise InvalidSecret(
+                f"environment variable {self.env_keys['account_sid_env']} (named by [sms_api] "
+                "account_sid_env) does not look like AC followed by 32 hex digits, a Twilio "
+                "AccountSid"
             )
         if self.messaging_service_sid:
             if not MESSAGING_SERVICE_SID.match(self.messaging_service_sid):
-                raise ValueError("[sms_api] messaging_service_sid must be MG + 32 hex digits")
+                raise PermanentError("[sms_api] messaging_service_sid must be MG + 32 hex digits")
         elif not self.from_number:
-            raise ValueError("[sms_api] needs from_number or messaging_service_sid")
+            raise PermanentError("[sms_api] needs from_number or messaging_service_sid")
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         body = parts["body.txt"]
@@ -64,6 +65,9 @@ class SmsProvider(Provider):
 
     def message_id(self, response: requests.Response) -> str:
         return str(json_body(response).get("sid", ""))
+
+    def speaks(self, response: requests.Response) -> bool:
+        return "code" in json_body(response)
 
     def error_of(self, response: requests.Response) -> tuple[str, str]:
         body = json_body(response)
