@@ -7,13 +7,10 @@ Everything a run writes lives in ``{[campaign] output_dir}/{campaign}/{date}/``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
 import re
-import signal
-import threading
 from pathlib import Path
 
 import luigi
@@ -22,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from . import ledger as states
-from . import notify, safecsv, segments
+from . import notify, safecsv, segments, termination
 from .config import email_api, push_api, schedule, sms_api
 from .config import pipeline as campaign_config
 from .ledger import RESULT_COLUMNS, Ledger
@@ -33,6 +30,7 @@ from .providers.push import PushProvider
 from .providers.sms import SmsProvider
 from .sender import ChannelSender, ChannelStopped, Settings
 from .templates import MessageTemplate
+from .termination import stop_on_sigterm
 
 log = logging.getLogger("campaign_pipeline")
 
@@ -62,8 +60,28 @@ class CampaignTask(luigi.Task):
 
     @property
     def worker_timeout(self) -> float | None:
-        """``[campaign] timeout_seconds``: luigi terminates a task that runs longer."""
-        return campaign_config().timeout_seconds or None
+        """luigi's backstop for ``[campaign] timeout_seconds``, which the task keeps itself.
+
+        The task stops at timeout_seconds (campaign_pipeline.termination); luigi terminates
+        its process only if it is still running a grace period later, time enough for the
+        requests in flight to be answered (twice the longest provider timeout) and more.
+        """
+        seconds = campaign_config().timeout_seconds
+        if seconds <= 0:
+            return None
+        longest = max(section().timeout_seconds for section in (email_api, sms_api, push_api))
+        return seconds + 2 * longest + 30
+
+
+@CampaignTask.event_handler(luigi.Event.START)
+def _start_deadline(task: CampaignTask) -> None:
+    termination.start_deadline(campaign_config().timeout_seconds)
+
+
+@CampaignTask.event_handler(luigi.Event.PROCESSING_TIME)  # run() returned
+@CampaignTask.event_handler(luigi.Event.FAILURE)  # run() raised
+def _end_deadline(task: CampaignTask, *details) -> None:
+    termination.end_deadline()
 
 
 @CampaignTask.event_handler(luigi.Event.FAILURE)
@@ -233,23 +251,6 @@ class ChannelTask(CampaignTask):
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)
-
-
-@contextlib.contextmanager
-def stop_on_sigterm(sender: ChannelSender):
-    """On SIGTERM (luigi's worker_timeout), stop sending but record what is in flight."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        sender.stop(f"terminated by signal {signum} (worker_timeout or an operator)")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class SendEmailCampaign(ChannelTask):
