@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
 
-from conftest import CHANNELS, RETCODE, TASKS
+import pytest
+from conftest import CHANNELS, DATE, RETCODE, TASKS, free_port
+from test_operations import finish, make, write_dated_customers
+
+from campaign_pipeline.tasks import RunCampaign, SendEmailCampaign
 
 ALL = ["premium", "regular", "new"]
 
@@ -61,3 +67,43 @@ def test_a_retry_runs_under_its_own_timeout(campaign):
         assert set(statuses) == {"sent", "pending"}, "nothing in flight, nothing failed"
         assert statuses["sent"] == sum(campaign.accepted(channel).values())
         assert set(campaign.accepted(channel).values()) == {1}
+
+
+def test_a_dry_run_with_depends_on_past_sends_nothing_and_names_the_date_not_complete(campaign):
+    dates = ["2026-11-22", "2026-11-23", "2026-11-24", DATE]
+    write_dated_customers(campaign, dates)
+    campaign.start_sandbox()
+    campaign.configure(schedule={"start_date": dates[0], "depends_on_past": "true"})
+    previews = campaign.folder / "dry-run"
+    note = "[schedule] depends_on_past: the campaign of 2026-11-24 is not complete"
+
+    code, output = finish(make(campaign, "preview", scheduler_port=free_port(), DATE=DATE))
+
+    assert code == 0, output[-3000:]
+    assert [campaign.requests(channel) for channel in CHANNELS] == [0, 0, 0]
+    assert not list((campaign.root / "runs" / "test").glob("*/*_results.csv"))
+    for channel in CHANNELS:
+        preview = json.loads((previews / f"{channel}_preview.json").read_text())
+        assert preview["depends_on_past"]["previous_date"] == "2026-11-24"
+        assert preview["depends_on_past"]["note"].startswith(note)
+    assert f"Note: {note}" in output, output[-3000:]
+
+    assert campaign.run(date="2026-11-24").returncode == 0  # runs 11-22 and 11-23 first
+    sent = [campaign.requests(channel) for channel in CHANNELS]
+    shutil.rmtree(previews)
+    code, output = finish(make(campaign, "preview", scheduler_port=free_port(), DATE=DATE))
+
+    assert code == 0, output[-3000:]
+    assert [campaign.requests(channel) for channel in CHANNELS] == sent
+    assert "depends_on_past" not in json.loads((previews / "email_preview.json").read_text())
+    assert "Note:" not in output
+
+
+def test_a_dry_run_cannot_require_a_real_run():
+    class LeakyPreview(RunCampaign):
+        def requires(self):
+            return [SendEmailCampaign(date=self.date, campaign=self.campaign)]
+
+    with pytest.raises(RuntimeError, match="requires real runs, which send"):
+        LeakyPreview(campaign="demo", dry_run=True).deps()
+    assert LeakyPreview(campaign="demo", dry_run=False).deps()
