@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
+import psutil
 import pytest
-from conftest import CHANNELS, DATE, RETCODE, TASKS, free_port
-from test_operations import finish, make, write_dated_customers
+from conftest import CHANNELS, DATE, REPO, RETCODE, TASKS, free_port, wait_for
+from test_operations import ALREADY_RUNNING, finish, make, write_dated_customers
 
 from campaign_pipeline.tasks import RunCampaign, SendEmailCampaign
 
@@ -107,3 +114,80 @@ def test_a_dry_run_cannot_require_a_real_run():
     with pytest.raises(RuntimeError, match="requires real runs, which send"):
         LeakyPreview(campaign="demo", dry_run=True).deps()
     assert LeakyPreview(campaign="demo", dry_run=False).deps()
+
+
+def campaign_run(campaign, *args: str) -> subprocess.Popen:
+    """`campaign-run ...` as cron runs it (what `make daily` runs), with this test's config."""
+    command = [str(Path(sys.executable).parent / "campaign-run"), "--scheduler-port",
+               str(free_port()), "--log-dir", str(campaign.root / "log"), *args]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, env=campaign.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def sending_slowly(campaign) -> tuple[subprocess.Popen, psutil.Process]:
+    """Start `campaign-run daily`; once the sandbox sees requests, return its luigi."""
+    campaign.write_customers(rows=40)
+    campaign.start_sandbox(latency_ms=5000)  # requests in flight take 5 s to be answered
+    target_everyone(campaign)
+    for channel in CHANNELS:  # ...and are waited for
+        campaign.configure(**{f"{channel}_api": {"timeout_seconds": 30}})
+    wrapper = campaign_run(campaign, "daily", "--date", DATE)
+    sending = lambda: all(campaign.requests(channel) for channel in CHANNELS)  # noqa: E731
+    wait_for(sending, 60, "every channel to send")
+    (luigi,) = psutil.Process(wrapper.pid).children()
+    return wrapper, luigi
+
+
+def lock_is_free(campaign) -> bool:
+    with (campaign.root / "runs" / "test" / ".run.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def another_date(campaign) -> tuple[int, str]:
+    """A run that luigi's own lock lets through (another command line): only ours stops it."""
+    second = campaign_run(campaign, "daily", "--date", "2026-11-24")
+    output, _ = second.communicate(timeout=60)
+    return second.returncode, output
+
+
+def test_sigterm_to_campaign_run_stops_luigi_cleanly_and_the_lock_outlives_the_wrapper(campaign):
+    wrapper, luigi = sending_slowly(campaign)
+
+    wrapper.send_signal(signal.SIGTERM)
+    code, output = another_date(campaign)
+
+    assert luigi.is_running(), "luigi ended before the second run was refused: no proof"
+    assert code == ALREADY_RUNNING, output[-3000:]
+    assert "campaign test is already running" in output
+    code, output = finish(wrapper)
+    assert not luigi.is_running()
+    assert code == RETCODE["task_failed"], output[-3000:]
+    assert f"=== exit {code} (task_failed), stopped by SIGTERM" in output
+    assert "email channel stopped: terminated by signal 15" in output
+    assert lock_is_free(campaign)
+    for channel in CHANNELS:
+        statuses = ledger_statuses(campaign, channel)
+        assert "in_flight" not in statuses, "the requests in flight were recorded"
+        assert statuses["sent"] == sum(campaign.accepted(channel).values()) < 40
+        assert set(campaign.accepted(channel).values()) == {1}
+
+
+def test_the_run_lock_stays_held_while_luigi_runs_after_the_wrapper_is_killed(campaign):
+    wrapper, luigi = sending_slowly(campaign)
+
+    wrapper.send_signal(signal.SIGKILL)
+    wrapper.wait(timeout=10)
+    code, output = another_date(campaign)
+
+    try:
+        assert luigi.is_running()
+        assert code == ALREADY_RUNNING, output[-3000:]
+        assert not lock_is_free(campaign)
+    finally:
+        os.killpg(luigi.pid, signal.SIGKILL)  # luigi runs in a session of its own
+        luigi.wait(timeout=10)
+    wait_for(lambda: lock_is_free(campaign), 10, "the last process of the run to end")
