@@ -103,7 +103,7 @@ class pipeline(luigi.Config):  # noqa: N801
     timeout_seconds = luigi.FloatParameter(
         default=0.0,
         config_path=_in_campaign("timeout_seconds"),
-        description="Each task's worker_timeout; 0 means no limit",
+        description="Seconds each attempt of each task may run; 0 means no limit",
     )
 
 

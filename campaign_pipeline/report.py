@@ -34,6 +34,7 @@ def summarise(folder: Path) -> str:
     dry_run = folder.name == "dry-run"
     statuses = PREVIEW_STATUSES if dry_run else STATUSES
     lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
+    notes = []
     for channel in CHANNELS:
         path = folder / (f"{channel}_preview.json" if dry_run else f"{channel}_results.csv")
         if not path.exists():
@@ -41,7 +42,9 @@ def summarise(folder: Path) -> str:
             continue
         counts = _preview_counts(path) if dry_run else _result_counts(path)
         lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
-    return "\n".join(lines)
+        if dry_run and (note := _preview_note(path)) and note not in notes:
+            notes.append(note)
+    return "\n".join(lines + [f"Note: {note}" for note in notes])
 
 
 def _result_counts(path: Path) -> Counter:
@@ -51,6 +54,11 @@ def _result_counts(path: Path) -> Counter:
 
 def _preview_counts(path: Path) -> Counter:
     return Counter(json.loads(path.read_text())["counts"]["by_status"])
+
+
+def _preview_note(path: Path) -> str:
+    """The preview's note on a previous date that a real run would run first, or ""."""
+    return json.loads(path.read_text()).get("depends_on_past", {}).get("note", "")
 
 
 def main(argv: list[str] | None = None) -> int:

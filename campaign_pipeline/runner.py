@@ -9,6 +9,8 @@
 127.0.0.1:8082) and luigi's local scheduler otherwise. They append luigi's output to a log
 file named for today under ``--log-dir`` and exit with luigi's ``[retcode]`` code. Dates
 outside ``[schedule] start_date``..``end_date`` are refused (exit 2) before anything runs.
+One run of a campaign at a time: the run lock lasts as long as any process of the run, and
+SIGTERM or SIGINT stops the run cleanly (see :class:`PassOn`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import datetime
 import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import luigi.retcodes
+import psutil
 
 from .config import pipeline as campaign_config
 from .config import schedule
@@ -83,10 +88,14 @@ def outside_schedule(*dates: datetime.date) -> str:
 
 @contextlib.contextmanager
 def one_run_at_a_time(campaign: str):
-    """Hold the campaign's run lock, or yield False when another run holds it.
+    """Hold the campaign's run lock and yield its open file, or yield None when another run
+    holds it.
 
     luigi's own lock only catches identical command lines; this one also catches a backfill
-    or a daily run for another date of the same campaign.
+    or a daily run for another date of the same campaign. ``flock`` locks the open file, not
+    the process: luigi inherits it (see :func:`_run_logged`) and so do the task processes it
+    forks, so the lock is released only when the last process of the run has ended, even
+    if this wrapper is killed.
     """
     folder = Path(campaign_config().output_dir) / campaign
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,23 +103,75 @@ def one_run_at_a_time(campaign: str):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
+            yield None
             return
-        yield True
+        yield handle
 
 
 def run_luigi(task_args: list[str], args: argparse.Namespace, campaign: str) -> int:
     """Run luigi with *task_args* unless the campaign is already running."""
-    with one_run_at_a_time(campaign) as ours:
-        if not ours:
+    with one_run_at_a_time(campaign) as lock:
+        if lock is None:
             code = luigi.retcodes.retcode().already_running
             print(f"campaign-run: campaign {campaign} is already running; exit {code}")
             return code
-        return _run_logged(task_args, args)
+        return _run_logged(task_args, args, lock.fileno())
 
 
-def _run_logged(task_args: list[str], args: argparse.Namespace) -> int:
-    """Run luigi with *task_args*, logging to today's file and echoing to stdout."""
+class PassOn:
+    """A signal handler that passes an operator's SIGTERM or SIGINT on to a luigi run.
+
+    Sent to luigi's own process, SIGTERM would kill it at once and leave its task processes
+    sending, orphaned. Instead luigi's worker gets SIGUSR1, on which it starts no more tasks
+    (no retries either) and waits for the running ones; each task process gets SIGTERM, on
+    which a channel stops taking recipients, records its requests in flight and fails.
+    luigi then exits with its ``[retcode]`` code. Task processes that start after the signal
+    get SIGTERM too.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._pid = 0
+        self._over = threading.Event()
+
+    def __call__(self, signum, frame) -> None:
+        first = not self.signum
+        self.signum = signum
+        if first and self._pid:
+            threading.Thread(target=self._stop_luigi, name="pass-on", daemon=True).start()
+
+    def attach(self, pid: int) -> None:
+        """Pass signals on to luigi's process *pid* (one that came before is passed now)."""
+        self._pid = pid
+        if self.signum:
+            threading.Thread(target=self._stop_luigi, name="pass-on", daemon=True).start()
+
+    def detach(self) -> None:
+        """luigi has exited."""
+        self._over.set()
+
+    def _stop_luigi(self) -> None:
+        signalled: set[int] = set()
+        try:
+            run = psutil.Process(self._pid)
+            run.send_signal(signal.SIGUSR1)
+            while not self._over.is_set():
+                for task in run.children(recursive=True):
+                    if task.pid not in signalled:
+                        signalled.add(task.pid)
+                        with contextlib.suppress(psutil.Error):
+                            task.terminate()
+                self._over.wait(0.2)
+        except psutil.Error:
+            return  # luigi has exited
+
+
+def _run_logged(task_args: list[str], args: argparse.Namespace, lock_fd: int) -> int:
+    """Run luigi with *task_args*, logging to today's file and echoing to stdout.
+
+    luigi inherits *lock_fd*, the run lock, and runs in a session of its own: a signal for
+    this wrapper's process group reaches luigi only as :class:`PassOn` passes it on.
+    """
     luigi_bin = str(Path(sys.executable).parent / "luigi")
     if scheduler_answers(args.scheduler_host, args.scheduler_port):
         where = f"central scheduler http://{args.scheduler_host}:{args.scheduler_port}"
@@ -118,7 +179,10 @@ def _run_logged(task_args: list[str], args: argparse.Namespace) -> int:
         scheduler += ["--scheduler-port", str(args.scheduler_port)]
     else:
         where, scheduler = "local scheduler (no luigid answered)", ["--local-scheduler"]
-    command = [luigi_bin, "--module", "campaign_pipeline", *task_args, *scheduler]
+    # every task in a process of its own, even with [core] workers = 1, so that PassOn can
+    # stop a running task without stopping luigi's worker
+    command = [luigi_bin, "--module", "campaign_pipeline", *task_args, *scheduler,
+               "--worker-force-multiprocessing"]  # fmt: skip
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"campaign-{datetime.date.today().isoformat()}.log"
@@ -128,14 +192,30 @@ def _run_logged(task_args: list[str], args: argparse.Namespace) -> int:
         for stream in (log, sys.stdout):
             stream.write(header)
             stream.flush()
-        child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for line in child.stdout:
-            log.write(line)
-            sys.stdout.write(line)
-        code = child.wait()
-        footer = f"=== exit {code} ({meaning(code)}); log: {log_path}\n"
+        pass_on = PassOn()
+        previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            child = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                pass_fds=(lock_fd,),
+                start_new_session=True,
+            )
+            pass_on.attach(child.pid)
+            for line in child.stdout:
+                log.write(line)
+                sys.stdout.write(line)
+            code = child.wait()
+        finally:
+            pass_on.detach()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if code < 0:
+            code = 128 - code  # killed by signal N: the shell's 128 + N
+        stopped = f", stopped by {signal.Signals(pass_on.signum).name}" if pass_on.signum else ""
+        footer = f"=== exit {code} ({meaning(code)}){stopped}; log: {log_path}\n"
         log.write(footer)
         sys.stdout.write(footer)
     return code

@@ -7,14 +7,11 @@ Everything a run writes lives in ``{[campaign] output_dir}/{campaign}/{date}/``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
 import os
 import re
-import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from . import ledger as states
-from . import notify, safecsv, segments
+from . import notify, safecsv, segments, termination
 from .config import email_api, push_api, schedule, sms_api
 from .config import pipeline as campaign_config
 from .ledger import RESULT_COLUMNS, Ledger
@@ -35,6 +32,7 @@ from .providers.push import PushProvider
 from .providers.sms import SmsProvider
 from .sender import ChannelSender, ChannelStopped, SendingInterrupted, Settings
 from .templates import MessageTemplate
+from .termination import stop_on_sigterm
 
 log = logging.getLogger("campaign_pipeline")
 
@@ -57,6 +55,16 @@ class CampaignTask(luigi.Task):
         default=False, description="Validate, render and build every request; send nothing"
     )
 
+    def deps(self) -> list[luigi.Task]:
+        """What luigi runs before this task. A guard: a dry run requires only dry runs, so
+        nothing in its task graph can reach the sending path."""
+        required = super().deps()
+        if self.dry_run:
+            real = [t for t in required if isinstance(t, CampaignTask) and not t.dry_run]
+            if real:
+                raise RuntimeError(f"dry run {self} requires real runs, which send: {real}")
+        return required
+
     def run_dir(self) -> Path:
         """The run folder; a dry run keeps to a ``dry-run`` folder inside it."""
         folder = run_dir(self.campaign, self.date)
@@ -64,8 +72,28 @@ class CampaignTask(luigi.Task):
 
     @property
     def worker_timeout(self) -> float | None:
-        """``[campaign] timeout_seconds``: luigi terminates a task that runs longer."""
-        return campaign_config().timeout_seconds or None
+        """luigi's backstop for ``[campaign] timeout_seconds``, which the task keeps itself.
+
+        The task stops at timeout_seconds (campaign_pipeline.termination); luigi terminates
+        its process only if it is still running a grace period later, time enough for the
+        requests in flight to be answered (twice the longest provider timeout) and more.
+        """
+        seconds = campaign_config().timeout_seconds
+        if seconds <= 0:
+            return None
+        longest = max(section().timeout_seconds for section in (email_api, sms_api, push_api))
+        return seconds + 2 * longest + 30
+
+
+@CampaignTask.event_handler(luigi.Event.START)
+def _start_deadline(task: CampaignTask) -> None:
+    termination.start_deadline(campaign_config().timeout_seconds)
+
+
+@CampaignTask.event_handler(luigi.Event.PROCESSING_TIME)  # run() returned
+@CampaignTask.event_handler(luigi.Event.FAILURE)  # run() raised
+def _end_deadline(task: CampaignTask, *details) -> None:
+    termination.end_deadline()
 
 
 @CampaignTask.event_handler(luigi.Event.FAILURE)
@@ -306,6 +334,7 @@ class ChannelTask(CampaignTask):
         document = preview(provider, template, recipients, campaign_config().preview_requests)
         document.update(campaign=self.campaign, date=self.date.isoformat(), dry_run=True)
         document["inputs"] = self._selection(self.requires().loaded_inputs())
+        document.update(unmet_past(self.date, self.campaign))
         with self.output().open("w") as handle:
             json.dump(document, handle, indent=2, ensure_ascii=False)
         counts = document["counts"]["by_status"]
@@ -313,6 +342,8 @@ class ChannelTask(CampaignTask):
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s %s -> %s", self.channel, message, self.output().path)
+        if "depends_on_past" in document:
+            log.warning("%s: %s", self.channel, document["depends_on_past"]["note"])
 
     def _write_results(self, ledger: Ledger) -> None:
         with self.output().open("w") as handle:
@@ -322,23 +353,6 @@ class ChannelTask(CampaignTask):
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)
-
-
-@contextlib.contextmanager
-def stop_on_sigterm(sender: ChannelSender):
-    """On SIGTERM (luigi's worker_timeout), stop sending but record what is in flight."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        sender.stop(f"terminated by signal {signum} (worker_timeout or an operator)")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class SendEmailCampaign(ChannelTask):
@@ -360,18 +374,47 @@ class SendPushNotification(ChannelTask):
 
 
 class RunCampaign(CampaignTask, luigi.WrapperTask):
-    """The whole campaign: every channel for one date."""
+    """The whole campaign: every channel for one date.
+
+    With ``[schedule] depends_on_past`` a real run requires the previous date's campaign. A
+    dry run does not: it would send. Its previews say whether that date is complete.
+    """
 
     def requires(self):
         channels = [
             task(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
             for task in (SendEmailCampaign, SendSmsCampaign, SendPushNotification)
         ]
-        settings = schedule()
-        previous = self.date - datetime.timedelta(days=1)
-        if settings.depends_on_past and previous >= settings.start_date:
-            return [*channels, RunCampaign(date=previous, campaign=self.campaign)]  # a real run
+        previous = previous_date(self.date)
+        if previous and not self.dry_run:
+            return [*channels, RunCampaign(date=previous, campaign=self.campaign)]
         return channels
+
+
+def previous_date(date: datetime.date) -> datetime.date | None:
+    """The date whose campaign *date*'s requires under ``depends_on_past``, or None."""
+    settings = schedule()
+    previous = date - datetime.timedelta(days=1)
+    if settings.depends_on_past and previous >= settings.start_date:
+        return previous
+    return None
+
+
+def unmet_past(date: datetime.date, campaign: str) -> dict:
+    """What a dry run of *date* did not run: the previous date's campaign, if not complete.
+
+    ``{}`` when nothing is missing, else ``{"depends_on_past": {...}}`` for the preview.
+    """
+    previous = previous_date(date)
+    if previous is None or RunCampaign(date=previous, campaign=campaign).complete():
+        return {}
+    note = (
+        f"[schedule] depends_on_past: the campaign of {previous} is not complete; a real run "
+        f"of {date} runs it first (and any earlier date not complete, back to start_date "
+        f"{schedule().start_date}). This dry run ran none of them and sent nothing."
+    )
+    past = {"previous_date": previous.isoformat(), "complete": False, "note": note}
+    return {"depends_on_past": past}
 
 
 class DailyCampaign(CampaignTask, luigi.WrapperTask):
@@ -379,7 +422,9 @@ class DailyCampaign(CampaignTask, luigi.WrapperTask):
     date missed since the last complete one (never before ``start_date``)."""
 
     def requires(self):
-        return [RunCampaign(date=d, campaign=self.campaign) for d in self.dates()]
+        return [
+            RunCampaign(date=d, campaign=self.campaign, dry_run=self.dry_run) for d in self.dates()
+        ]
 
     def dates(self) -> list[datetime.date]:
         settings = schedule()
