@@ -84,6 +84,7 @@ class Bench:
             "output_dir": str(self.root / "runs"),
         }
         parser["scheduler"] = {"retry_count": "1"}
+        parser["rate_limits"] = {"bucket_dir": str(self.root / "rate-limits")}
         for channel in CHANNELS:
             parser[f"{channel}_api"] = {"base_url": sandbox.base_url}
             parser[TASKS[channel]] = {"target_segments": json.dumps(TARGETS[channel])}
@@ -394,6 +395,31 @@ def resume(bench: Bench, config: Path, sandbox: Sandbox) -> Figure:
     )
 
 
+def bucket_cost(bench: Bench, takes: int) -> Figure:
+    """8. What taking a token costs: the bucket every process shares (a file under flock)
+    against a bucket kept in one process."""
+    from .ratelimit import FileStateStore, Throttle
+
+    def per_take(store: FileStateStore | None) -> float:
+        throttle = Throttle(1_000_000, 1000, store)  # a limit it never reaches: no waiting
+        started = time.perf_counter()
+        for _ in range(takes):
+            throttle.take()
+        return (time.perf_counter() - started) / takes * 1e6
+
+    alone = per_take(None)
+    shared = per_take(FileStateStore(bench.root / "cost.bucket"))
+    return Figure(
+        "token bucket: one take, shared by processes",
+        round(shared, 1),
+        "us",
+        round(shared / alone, 1),
+        "",
+        None,
+        f"{alone:.1f} us with the bucket in one process; {takes:,} takes each",
+    )
+
+
 def table(figures: list[Figure]) -> str:
     lines = [f"{'figure':<52}{'value':>12} {'unit':<13}{'ratio':>8}  {'target':<32}ok"]
     for f in figures:
@@ -430,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         sample_data.write_large(big, rows, seed=7, dirty=0.02)
         figures += load_segments(bench, big)
         figures += million(bench, big)
+        figures.append(bucket_cost(bench, 20_000 if args.quick else 100_000))
         elapsed = time.monotonic() - started
     print(table(figures))
     print(

@@ -185,3 +185,13 @@ class push_api(_provider):  # noqa: N801
     rate_per_second = luigi.FloatParameter(default=2.0)
     burst = luigi.IntParameter(default=10)
     concurrency = luigi.IntParameter(default=4)
+
+
+class rate_limits(luigi.Config):  # noqa: N801
+    """The ``[rate_limits]`` section: where the providers' shared token buckets live."""
+
+    bucket_dir = luigi.Parameter(
+        default="",
+        description="Folder of the token buckets that every process on this machine sending "
+        "through one provider account shares; empty: a folder of this user's in the temp dir",
+    )

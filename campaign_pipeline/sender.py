@@ -25,7 +25,6 @@ from urllib.parse import quote, quote_plus
 
 import backoff
 import requests
-from pyrate_limiter import Duration, Limiter, Rate, StateBucket, TokenBucket
 from urllib3.exceptions import ProtocolError
 
 from . import ledger as states
@@ -42,15 +41,12 @@ from .providers import (
     Provider,
     Request,
 )
+from .ratelimit import BURST_MARGIN, Throttle, account_throttle  # noqa: F401 (sender.* names)
 from .templates import MessageTemplate
 from .transport import NotSent, Session
 
 log = logging.getLogger("campaign_pipeline.sender")
 
-# Tokens kept back from the provider's burst: a token taken now reaches the provider a
-# moment later on a cold connection than on a warm one (measured: one 429 per channel
-# with equal buckets, none with two tokens of margin).
-BURST_MARGIN = 2
 MAX_RATE_LIMITED_TRIES = 20
 # Outcomes that settle a ledger row for good; any other puts it back to pending.
 TERMINAL = {SENT: states.SENT, FAILED: states.FAILED, UNKNOWN: states.UNKNOWN}
@@ -74,21 +70,6 @@ class Settings:
         """Take the sending settings from a provider's ``luigi.Config`` section."""
         values = {f.name: getattr(section, f.name, f.default) for f in fields(cls)}
         return cls(**values)
-
-
-class Throttle:
-    """A provider's token bucket shared by all sending threads of a channel."""
-
-    def __init__(self, rate_per_second: float, burst: int):
-        rate = Rate(
-            round(rate_per_second * 1000),
-            Duration.SECOND * 1000,
-            burst=max(1, burst - BURST_MARGIN),
-        )
-        self._limiter = Limiter(StateBucket([rate], algorithm=TokenBucket()), buffer_ms=0)
-
-    def take(self) -> None:
-        self._limiter.try_acquire("send")
 
 
 class ChannelStopped(PermanentError):
@@ -168,7 +149,7 @@ class ChannelSender:
         self.ledger = ledger
         self.settings = settings
         self.redact = redactor(list(provider.secrets.values()))
-        self.throttle = Throttle(settings.rate_per_second, settings.burst)
+        self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
         self.stop_reason = ""
         self._stop_error: type[Exception] = ChannelStopped

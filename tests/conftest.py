@@ -102,6 +102,7 @@ class Campaign:
                 "input_path": str(self.customers_path),
                 "output_dir": str(self.root / "runs"),
             },
+            rate_limits={"bucket_dir": str(self.root / "rate-limits")},
             email_api={**fast, "batch_size": 1},  # batching has tests of its own
             sms_api=fast,
             push_api=fast,

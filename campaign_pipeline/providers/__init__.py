@@ -135,6 +135,12 @@ class Provider:
         ]
         return "check " + " and ".join(named)
 
+    def account(self) -> str:
+        """What the provider counts its rate limit against: by default the credentials.
+        Processes with the same account and base URL share one token bucket, named for a
+        hash of this, never for the value itself."""
+        return "\0".join(self.secrets[name] for name in sorted(self.secrets))
+
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         """Build the request for one recipient from the rendered *parts* of the template."""
         raise NotImplementedError

@@ -29,6 +29,10 @@ class PushProvider(Provider):
         if not self.project_id:
             raise PermanentError("[push_api] project_id is not set")
 
+    def account(self) -> str:
+        # FCM's quota is the project's; its OAuth access token changes every hour
+        return self.project_id
+
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         message: dict = {
             "token": recipient,

@@ -47,6 +47,9 @@ class SmsProvider(Provider):
         elif not self.from_number:
             raise PermanentError("[sms_api] needs from_number or messaging_service_sid")
 
+    def account(self) -> str:
+        return self.account_sid  # Twilio's limits are the account's, whatever its auth token
+
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         body = parts["body.txt"]
         if not body or len(body) > MAX_BODY:

@@ -1,0 +1,260 @@
+"""Rate limits across processes: every process that sends through one provider account draws
+from one token bucket, so a backfill and a second campaign together see no 429."""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import luigi.configuration
+import pytest
+from conftest import CHANNELS, DATE, REPO, TASKS, Campaign, free_port
+
+from campaign_pipeline import sample_data
+from campaign_pipeline.exceptions import PermanentError
+from campaign_pipeline.ratelimit import FileStateStore, Throttle, bucket_path
+from campaign_pipeline.sandbox import ChannelLimit
+
+DATES = ["2026-11-23", "2026-11-24", DATE]
+CONTACT = {"email": "email", "sms": "phone", "push": "device_token"}
+ALL = ["premium", "regular", "new"]
+
+
+def write_customers(path: Path, rows: int, seed: int, tag: str) -> list[dict]:
+    """A customer file of its own: the recipients tell which run sent a message."""
+    customers = list(sample_data.customers(rows, seed=seed, dirty=False))
+    for customer in customers:
+        customer["email"] = f"{tag}.{customer['email']}"
+    with path.open("w", newline="") as handle:
+        sample_data.write(handle, iter(customers))
+    return customers
+
+
+def second_campaign(campaign: Campaign) -> Campaign:
+    """Another campaign on this machine, with the same sandbox and credentials, but its own
+    name, customer file and output folder."""
+    other = Campaign(campaign.root / "other", campaign.credentials, None)
+    other.root.mkdir()
+    other.sandbox = campaign.sandbox
+    other.settings = copy.deepcopy(campaign.settings)
+    other.configure(
+        campaign={
+            "name": "other",
+            "input_path": str(other.customers_path),
+            "output_dir": str(other.root / "runs"),
+        }
+    )
+    return other
+
+
+def contended(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The periods in which at least two of *spans* were under way at once."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    periods, active, since = [], 0, 0.0
+    for moment, step in edges:
+        active += step
+        if active == 2 and step == 1:
+            since = moment
+        elif active == 1 and step == -1:
+            periods.append((since, moment))
+    return periods
+
+
+def test_a_backfill_and_a_second_campaign_together_stay_within_each_provider_limit(campaign):
+    limit = ChannelLimit(10, 4)
+    campaign.start_sandbox(limits={c: limit for c in CHANNELS}, latency_ms=20)
+    campaign.configure(
+        # every date's channel tasks at once (with 3 workers, which channels overlap depends
+        # on the order luigi picks them), so that four processes send on each channel
+        core={"workers": 9},
+        campaign={"input_path": str(campaign.root / "customers-{date}.csv")},
+        schedule={"start_date": DATES[0]},
+        **{TASKS[c]: {"target_segments": ALL} for c in CHANNELS},
+        **{f"{c}_api": {"rate_per_second": 10, "burst": 4, "concurrency": 4} for c in CHANNELS},
+    )
+    other = second_campaign(campaign)
+    runs = {day: campaign.root / f"customers-{day}.csv" for day in DATES}
+    runs["other"] = other.customers_path
+    customers = {
+        run: write_customers(path, rows=30 if run == "other" else 10, seed=n, tag=f"r{n}")
+        for n, (run, path) in enumerate(runs.items())
+    }
+    logs = campaign.root / "backfill.log", campaign.root / "other.log"
+
+    backfill = subprocess.Popen(
+        [str(Path(sys.executable).parent / "campaign-run"), "--scheduler-host", "127.0.0.1",
+         "--scheduler-port", str(free_port()), "--log-dir", str(campaign.root / "log"),
+         "backfill", "--start", DATES[0], "--end", DATES[-1]],
+        cwd=REPO, env=campaign.env(), stdout=logs[0].open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    second = subprocess.Popen(
+        other.command(), cwd=REPO, env=other.env(), stdout=subprocess.DEVNULL,
+        stderr=logs[1].open("w"),
+    )  # fmt: skip
+    assert backfill.wait(timeout=90) == 0, logs[0].read_text()[-3000:]
+    assert second.wait(timeout=90) == 0, logs[1].read_text()[-3000:]
+
+    for channel in CHANNELS:
+        stats = campaign.sandbox.stats()[channel]
+        assert stats["rate_limited"] == 0, (channel, stats)
+        assert stats["accepted"] == 3 * 10 + 30
+        run_of = {c[CONTACT[channel]]: run for run, rows in customers.items() for c in rows}
+        arrivals = {run: [] for run in runs}
+        for record in campaign.sandbox.accepted():
+            if record["channel"] == channel:
+                arrivals[run_of[record["recipient"]]].append(record["received_at"])
+        # Each run's channel task always has recipients waiting for a token from its first
+        # message to its last: while two of them send, the provider must see its limit.
+        periods = contended([(min(times), max(times)) for times in arrivals.values()])
+        seconds = sum(end - start for start, end in periods)
+        assert seconds >= 2, f"{channel}: the runs hardly sent at the same time: {periods}"
+        every = [t for times in arrivals.values() for t in times]
+        inside = sum(start <= t <= end for t in every for start, end in periods)
+        rate = (inside - len(periods)) / seconds
+        assert rate >= 0.9 * limit.rate_per_second, (channel, round(rate, 2), periods)
+
+
+# -- the bucket file, between real processes ------------------------------------------------
+
+TAKER = """
+import sys, time
+from pathlib import Path
+from campaign_pipeline.ratelimit import FileStateStore, Throttle
+throttle = Throttle(float(sys.argv[2]), int(sys.argv[3]), FileStateStore(Path(sys.argv[1])))
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(int(sys.argv[4])):
+    throttle.take()
+    print(time.monotonic(), flush=True)
+"""
+
+HOLDER = """
+import signal, sys
+from pathlib import Path
+from campaign_pipeline.ratelimit import FileStateStore
+with FileStateStore(Path(sys.argv[1])).locked():
+    print("held", flush=True)
+    signal.pause()
+"""
+
+
+def python(script: str, *args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_two_processes_drawing_from_one_bucket_file_share_its_rate(tmp_path):
+    rate, burst, each = 20, 4, 15
+    takers = [python(TAKER, tmp_path / "sms.bucket", rate, burst, each) for _ in range(2)]
+    for taker in takers:
+        assert taker.stdout.readline() == "ready\n"
+    for taker in takers:  # both start at once
+        taker.stdin.write("go\n")
+        taker.stdin.flush()
+    times = [[float(line) for line in taker.communicate(timeout=30)[0].split()] for taker in takers]
+
+    first, second = times
+    assert len(first) == len(second) == each
+    assert max(first[0], second[0]) < min(first[-1], second[-1]), "they took tokens together"
+    merged = sorted(first + second)
+    reserve = burst - 2  # BURST_MARGIN
+    for i, start in enumerate(merged):  # a token bucket, whichever process took the tokens
+        for j in range(i, len(merged)):
+            assert j - i + 1 <= reserve + rate * (merged[j] - start) + 1, (i, j)
+    pace = (len(merged) - reserve) / (merged[-1] - merged[0])
+    assert pace == pytest.approx(rate, rel=0.1), "together at the rate, not each at it"
+
+
+def test_a_process_killed_while_holding_the_bucket_does_not_block_the_others(tmp_path):
+    path = tmp_path / "push.bucket"
+    holder = python(HOLDER, path)
+    assert holder.stdout.readline() == "held\n"
+    with path.open("rb") as probe:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel dropped the lock
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    Throttle(10, 4, FileStateStore(path)).take()
+
+
+def test_a_state_from_before_a_reboot_does_not_stall_the_bucket(tmp_path):
+    path = tmp_path / "email.bucket"
+    path.write_bytes(struct.pack("<q", 2**62))  # far ahead of this boot's monotonic clock
+    started = time.monotonic()
+    Throttle(10, 4, FileStateStore(path)).take()
+    assert time.monotonic() - started < 1
+
+
+# -- which bucket a channel uses ---------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket_dir_setting():
+    """Set ``[rate_limits] bucket_dir`` in this process's luigi config, then restore it."""
+    config = luigi.configuration.get_config()
+    before = config.get("rate_limits", "bucket_dir", "")
+
+    def set_to(value: str) -> None:
+        config.set("rate_limits", "bucket_dir", value)
+
+    yield set_to
+    set_to(before)
+
+
+def test_the_bucket_is_named_for_the_provider_account_and_never_shows_a_secret(
+    tmp_path, bucket_dir_setting
+):
+    bucket_dir_setting(str(tmp_path / "buckets"))
+    token = "SG.secret-" + "x" * 40
+
+    path = bucket_path("email", "https://api.sendgrid.com", token)
+
+    assert path.parent == tmp_path / "buckets" and path.parent.is_dir()
+    assert path == bucket_path("email", "https://api.sendgrid.com/", token)
+    assert token not in path.name and "sendgrid" not in path.name
+    others = {
+        bucket_path("email", "https://api.sendgrid.com", token + "2"),  # another account
+        bucket_path("email", "http://127.0.0.1:8766", token),  # another sandbox
+        bucket_path("push", "https://api.sendgrid.com", token),
+    }
+    assert path not in others and len(others) == 3
+
+
+def test_by_default_buckets_live_in_a_folder_of_this_users_not_in_a_run_folder(
+    tmp_path, bucket_dir_setting, monkeypatch
+):
+    bucket_dir_setting("")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    path = bucket_path("sms", "https://api.twilio.com", "AC" + "0" * 32)
+
+    folder = tmp_path / f"campaign_pipeline-rate-limits-{os.getuid()}"
+    assert path.parent == folder
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_default_folder_that_is_not_this_users_own_is_refused(
+    tmp_path, bucket_dir_setting, monkeypatch
+):
+    bucket_dir_setting("")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    elsewhere = tmp_path / "planted"
+    elsewhere.mkdir()
+    (tmp_path / f"campaign_pipeline-rate-limits-{os.getuid()}").symlink_to(elsewhere)
+
+    with pytest.raises(PermanentError, match=r"^\[rate_limits\] bucket_dir: the default"):
+        bucket_path("sms", "https://api.twilio.com", "AC" + "0" * 32)
