@@ -34,6 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from email_validator import EmailNotValidError, validate_email
 
+from .exceptions import PermanentError
+
 REQUIRED_COLUMNS = ("customer_id", "segment", "email", "phone", "device_token")
 # The fields each channel needs, and the column holding the reason it is unusable.
 CONTACT_FIELDS = {"email": "email", "sms": "phone", "push": "device_token"}
@@ -62,7 +64,7 @@ _WHITESPACE = (
 _BATCH = 65_536
 
 
-class InputError(ValueError):
+class InputError(PermanentError, ValueError):
     """The customer file cannot be used at all; the message names the file and the problem."""
 
 
@@ -166,6 +168,17 @@ def _input_errors(path: str) -> Iterator[None]:
         ) from None
     except csv.Error as exc:
         raise InputError(f"customer file {path}: unreadable CSV: {exc}") from None
+    except IsADirectoryError:
+        raise InputError(f"customer file {path}: is a folder, not a file") from None
+    except PermissionError:
+        raise InputError(
+            f"customer file {path}: no permission to read it; give the user running the "
+            "campaign read access"
+        ) from None
+    except NotADirectoryError:
+        raise InputError(f"customer file {path}: a folder in the path is a file") from None
+    except OSError as exc:
+        raise InputError(f"customer file {path}: cannot be read: {exc.strerror or exc}") from None
 
 
 def _header_columns(header: list[str] | None, path: str) -> list[str]:

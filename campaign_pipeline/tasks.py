@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import re
 import signal
 import threading
@@ -21,10 +22,21 @@ import luigi.format
 import pandas as pd
 import pyarrow.parquet as pq
 
+from . import failures, notify, safecsv, segments, settings_check
 from . import ledger as states
-from . import notify, safecsv, segments
-from .config import email_api, push_api, schedule, sms_api
+from .config import (
+    DateParameter,
+    NamedParseErrors,
+    SettingsError,
+    email_api,
+    input_file,
+    push_api,
+    schedule,
+    sms_api,
+)
 from .config import pipeline as campaign_config
+from .exceptions import PermanentError
+from .inputs import CustomerFile, CustomerFileWait
 from .ledger import RESULT_COLUMNS, Ledger
 from .preview import preview
 from .progress import ProgressReporter
@@ -46,10 +58,10 @@ def run_dir(campaign: str, date: datetime.date) -> Path:
     return Path(campaign_config().output_dir) / campaign / date.isoformat()
 
 
-class CampaignTask(luigi.Task):
+class CampaignTask(NamedParseErrors, luigi.Task):
     """Parameters every task of a campaign run shares."""
 
-    date = luigi.DateParameter(default=datetime.date.today())
+    date = DateParameter(default=datetime.date.today())
     campaign = luigi.Parameter(default="demo", config_path={"section": "campaign", "name": "name"})
     dry_run = luigi.BoolParameter(
         default=False, description="Validate, render and build every request; send nothing"
@@ -63,12 +75,21 @@ class CampaignTask(luigi.Task):
     @property
     def worker_timeout(self) -> float | None:
         """``[campaign] timeout_seconds``: luigi terminates a task that runs longer."""
-        return campaign_config().timeout_seconds or None
+        seconds = campaign_config().timeout_seconds
+        return seconds if 0 < seconds < math.inf else None  # a bad value: run() names it
+
+    @property
+    def retry_count(self) -> int | None:
+        """luigi's retry_count: permanent failures never count towards disabling the task."""
+        return failures.retry_count(self)
 
 
 @CampaignTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: CampaignTask, exception: BaseException) -> None:
-    notify.failed(task, f"{type(exception).__name__}: {exception}")
+    permanent = isinstance(exception, PermanentError)
+    if permanent:
+        failures.give_up(task, exception)  # end the run now: a retry would fail the same way
+    notify.failed(task, f"{type(exception).__name__}: {exception}", permanent=permanent)
 
 
 @CampaignTask.event_handler(luigi.Event.TIMEOUT)
@@ -77,20 +98,15 @@ def _on_process_end(task: CampaignTask, message: str) -> None:
     notify.failed(task, message)
 
 
-class CustomerFile(luigi.ExternalTask):
-    """The customer CSV, produced outside this pipeline."""
-
-    path = luigi.Parameter()
-
-    def output(self):
-        return luigi.LocalTarget(self.path)
-
-
 class LoadSegments(CampaignTask):
     """Validate the customer file; keep the good rows, quarantine the bad ones."""
 
     def requires(self):
-        return CustomerFile(campaign_config().input_path.format(date=self.date.isoformat()))
+        try:
+            path = input_file(campaign_config().input_path, self.date)
+        except SettingsError:
+            return {}  # nothing to wait for: run() reports the setting
+        return {"wait": CustomerFileWait(path), "file": CustomerFile(path)}
 
     def output(self):
         folder = self.run_dir()
@@ -101,8 +117,9 @@ class LoadSegments(CampaignTask):
         }
 
     def run(self):
+        settings_check.check(self)
         config = campaign_config()
-        path = self.input().path
+        path = self.input()["file"].path
         loaded = segments.load(path, list(config.segments), config.default_region)
         outputs = self.output()
         with outputs["customers"].open("w") as handle:
@@ -144,6 +161,7 @@ class ChannelTask(CampaignTask):
         return luigi.LocalTarget(self.run_dir() / name)
 
     def run(self):
+        settings_check.check(self)
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
         provider.check()
@@ -151,7 +169,7 @@ class ChannelTask(CampaignTask):
         fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
         template.check(fields)
         if unknown := sorted(set(provider.fields) - fields):
-            raise ValueError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
+            raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
         if self.dry_run:
             self._write_preview(provider, template)
             return
