@@ -164,7 +164,10 @@ class ChannelTask(CampaignTask):
         settings_check.check(self)
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
-        provider.check()
+        try:
+            provider.check()
+        except ValueError as exc:  # a setting or credential the provider cannot work with
+            raise SettingsError(str(exc)) from None
         template = MessageTemplate(campaign_config().templates_dir, self.channel, self.template)
         fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
         template.check(fields)

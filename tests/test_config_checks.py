@@ -78,6 +78,11 @@ def misspelt_segment(campaign) -> dict:
     return {}
 
 
+def no_project_id(campaign) -> dict:
+    campaign.configure(push_api={"project_id": ""})
+    return {}
+
+
 def missing_column(campaign) -> dict:
     campaign.customers_path.write_text("customer_id,segment,email\nC1,new,a@example.com\n")
     return {}
@@ -93,6 +98,7 @@ PERMANENT = {
     "missing template": (missing_template, "sms template 'no_such_template': no folder", ["sms"]),
     "unknown segment": (misspelt_segment, "'premum' is not one of [campaign] segments", CHANNELS),
     "missing column": (missing_column, "missing required column(s) phone, device_token", CHANNELS),
+    "provider setting": (no_project_id, "[push_api] project_id is not set", ["push"]),
 }
 
 
