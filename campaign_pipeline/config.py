@@ -7,21 +7,70 @@ holds one, and :func:`secret` reads it when a task runs.
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import logging
 import os
+import string
 import unicodedata
 
 import luigi
 
 from .exceptions import PermanentError
 
+log = logging.getLogger("campaign_pipeline")
 
-class MissingSecret(PermanentError):
+
+class MissingSecret(PermanentError, RuntimeError):
     """A required credential's environment variable is unset or empty."""
 
 
 class InvalidSecret(PermanentError):
     """A credential's value cannot be right (say, a line break pasted with it)."""
+
+
+class SettingsError(PermanentError, ValueError):
+    """A setting is unknown or has a value the pipeline cannot use; the message names the key."""
+
+
+class NamedParseErrors:
+    """Mixed into a ``luigi.Config`` or task: a value luigi cannot parse is a SettingsError.
+
+    luigi parses every parameter when a class is instantiated and its error (for example
+    ``Expecting value: line 1 column 1``) names neither the section nor the key; this one does.
+    """
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        try:
+            return super().get_param_values(params, args, kwargs)
+        except ValueError as exc:
+            from .settings_check import parse_problems  # settings_check imports this module
+
+            problem = (parse_problems([cls]) or [f"[{cls.get_task_family()}]: {exc}"])[0]
+            log.error("setting: %s", problem)  # a clear line, whatever luigi prints around it
+            raise SettingsError(problem) from None
+
+
+class DateParameter(luigi.DateParameter):
+    """A date given as ``YYYY-MM-DD``; a bad one on the command line is one line, exit 2.
+
+    luigi parses a task's flags only when it builds the task, and reports a bad date as an
+    "Uncaught exception" traceback (exit 40). Checking the flag as argparse reads it gives
+    ``luigi: error: argument --date: ...`` instead.
+    """
+
+    def _parser_kwargs(self, *args, **kwargs):
+        return {**super()._parser_kwargs(*args, **kwargs), "type": self._checked}
+
+    def _checked(self, text: str) -> str:
+        try:
+            self.parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25"
+            ) from None
+        return text
 
 
 def secret(env_name: str, section: str, key: str) -> str:
@@ -65,7 +114,7 @@ def _in_campaign(key: str) -> dict:
     return {"section": "campaign", "name": key}
 
 
-class pipeline(luigi.Config):  # noqa: N801
+class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801
     """The ``[campaign]`` section.
 
     The class has another name because luigi turns a Config class into command-line flags
@@ -105,13 +154,34 @@ class pipeline(luigi.Config):  # noqa: N801
         config_path=_in_campaign("timeout_seconds"),
         description="Seconds each attempt of each task may run; 0 means no limit",
     )
+    wait_for_input_minutes = luigi.FloatParameter(
+        default=0.0,
+        config_path=_in_campaign("wait_for_input_minutes"),
+        description="How long a run waits for a missing customer file; 0 fails at once",
+    )
 
 
-class schedule(luigi.Config):  # noqa: N801
-    start_date = luigi.DateParameter(
+def input_file(template: str, date: datetime.date) -> str:
+    """The customer file of *date*: ``[campaign] input_path`` with ``{date}`` filled in."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template)]
+        unknown = [field for field in fields if field not in (None, "date")]
+        if not unknown:
+            return template.format(date=date.isoformat())
+        problem = f"unknown placeholder {{{unknown[0]}}}"
+    except ValueError as exc:  # a lone brace, or a format spec a text cannot take
+        problem = str(exc)
+    raise SettingsError(
+        f"[campaign] input_path = {template!r}: {problem}; the only placeholder is {{date}} "
+        "(YYYY-MM-DD), and {{ or }} write a literal brace"
+    )
+
+
+class schedule(NamedParseErrors, luigi.Config):  # noqa: N801
+    start_date = DateParameter(
         default=datetime.date(1970, 1, 1), description="First date the campaign may run for"
     )
-    end_date = luigi.DateParameter(
+    end_date = DateParameter(
         default=datetime.date(9999, 12, 31), description="Last date the campaign may run for"
     )
     catchup = luigi.BoolParameter(
@@ -122,13 +192,13 @@ class schedule(luigi.Config):  # noqa: N801
     )
 
 
-class notifications(luigi.Config):  # noqa: N801
+class notifications(NamedParseErrors, luigi.Config):  # noqa: N801
     owner = luigi.Parameter(default="", description="Email address told about failures")
     email_on_failure = luigi.BoolParameter(default=True)
     email_on_retry = luigi.BoolParameter(default=False)
 
 
-class _provider(luigi.Config):
+class _provider(NamedParseErrors, luigi.Config):
     """Settings every provider section shares."""
 
     base_url = luigi.Parameter()

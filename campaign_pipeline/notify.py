@@ -29,26 +29,33 @@ log = logging.getLogger("campaign_pipeline.notify")
 UNLIMITED_RETRIES = 999999999  # luigi's own default for [scheduler] retry_count
 
 
-def failed(task: luigi.Task, error: str) -> None:
-    """Count this failure of *task* and email the owner if the settings ask for it."""
+def failed(task: luigi.Task, error: str, permanent: bool = False) -> None:
+    """Count this failure of *task* and email the owner if the settings ask for it.
+
+    A *permanent* failure (a PermanentError) ends the run and is never retried.
+    """
     settings = notifications()
     if not settings.owner:
         return
     attempt = _count_failure(task)
     allowed = luigi.configuration.get_config().getint("scheduler", "retry_count", UNLIMITED_RETRIES)
-    will_retry = luigi.worker.worker().keep_alive and attempt < allowed
+    will_retry = not permanent and luigi.worker.worker().keep_alive and attempt < allowed
     if not (settings.email_on_retry if will_retry else settings.email_on_failure):
         return
-    subject, body = _message(task, _redact(error), attempt, allowed, will_retry)
+    subject, body = _message(task, _redact(error), attempt, allowed, will_retry, permanent)
     sender = luigi.notifications.email().sender
     luigi.notifications.send_email(subject, body, sender, (settings.owner,))
 
 
-def _message(task, error: str, attempt: int, allowed: int, will_retry: bool) -> tuple[str, str]:
+def _message(
+    task, error: str, attempt: int, allowed: int, will_retry: bool, permanent: bool = False
+) -> tuple[str, str]:
     state = "failed, will retry" if will_retry else "FAILED"
     subject = f"campaign {task.campaign} {task.date}: {task.task_family} {state}"
-    of = f" of {allowed}" if allowed != UNLIMITED_RETRIES else ""
+    of = f" of {allowed}" if allowed != UNLIMITED_RETRIES and not permanent else ""
     after = "luigi retries it after [scheduler] retry_delay" if will_retry else "fix and rerun"
+    if permanent:
+        after += " (configuration, credentials, a template or the input: a retry cannot help)"
     lines = [
         f"Task:     {task.task_family}",
         f"Campaign: {task.campaign}",

@@ -35,6 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from email_validator import EmailNotValidError, validate_email
 
+from .exceptions import PermanentError
+
 REQUIRED_COLUMNS = ("customer_id", "segment", "email", "phone", "device_token")
 # The fields each channel needs, and the column holding the reason it is unusable.
 CONTACT_FIELDS = {"email": "email", "sms": "phone", "push": "device_token"}
@@ -63,7 +65,7 @@ _WHITESPACE = (
 _BATCH = 65_536
 
 
-class InputError(ValueError):
+class InputError(PermanentError, ValueError):
     """The customer file cannot be used at all; the message names the file and the problem."""
 
 
@@ -155,9 +157,11 @@ def load_one_by_one(path: str, segments: list[str], default_region: str) -> Segm
 
 def file_digest(path: str) -> str:
     """The SHA-256 of the file at *path*: what tells an edited customer file from the one a
-    run loaded. Kept per (size, mtime, inode) so that one luigi process reads the file once."""
-    stat = os.stat(path)
-    return _digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    run loaded. Kept per (size, mtime, inode) so that one luigi process reads the file once.
+    Raises :class:`InputError` when the file cannot be read."""
+    with _input_errors(path):
+        stat = os.stat(path)
+        return _digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 @lru_cache(maxsize=64)
@@ -183,6 +187,17 @@ def _input_errors(path: str) -> Iterator[None]:
         ) from None
     except csv.Error as exc:
         raise InputError(f"customer file {path}: unreadable CSV: {exc}") from None
+    except IsADirectoryError:
+        raise InputError(f"customer file {path}: is a folder, not a file") from None
+    except PermissionError:
+        raise InputError(
+            f"customer file {path}: no permission to read it; give the user running the "
+            "campaign read access"
+        ) from None
+    except NotADirectoryError:
+        raise InputError(f"customer file {path}: a folder in the path is a file") from None
+    except OSError as exc:
+        raise InputError(f"customer file {path}: cannot be read: {exc.strerror or exc}") from None
 
 
 def _header_columns(header: list[str] | None, path: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -20,10 +21,21 @@ import luigi.format
 import pandas as pd
 import pyarrow.parquet as pq
 
+from . import failures, notify, safecsv, segments, settings_check, termination
 from . import ledger as states
-from . import notify, safecsv, segments, termination
-from .config import email_api, push_api, schedule, sms_api
+from .config import (
+    DateParameter,
+    NamedParseErrors,
+    SettingsError,
+    email_api,
+    input_file,
+    push_api,
+    schedule,
+    sms_api,
+)
 from .config import pipeline as campaign_config
+from .exceptions import PermanentError
+from .inputs import CustomerFile, CustomerFileWait
 from .ledger import RESULT_COLUMNS, Ledger
 from .preview import preview
 from .progress import ProgressReporter
@@ -46,10 +58,10 @@ def run_dir(campaign: str, date: datetime.date) -> Path:
     return Path(campaign_config().output_dir) / campaign / date.isoformat()
 
 
-class CampaignTask(luigi.Task):
+class CampaignTask(NamedParseErrors, luigi.Task):
     """Parameters every task of a campaign run shares."""
 
-    date = luigi.DateParameter(default=datetime.date.today())
+    date = DateParameter(default=datetime.date.today())
     campaign = luigi.Parameter(default="demo", config_path={"section": "campaign", "name": "name"})
     dry_run = luigi.BoolParameter(
         default=False, description="Validate, render and build every request; send nothing"
@@ -79,10 +91,15 @@ class CampaignTask(luigi.Task):
         requests in flight to be answered (twice the longest provider timeout) and more.
         """
         seconds = campaign_config().timeout_seconds
-        if seconds <= 0:
-            return None
+        if not 0 < seconds < math.inf:
+            return None  # none, or a bad value that run() names
         longest = max(section().timeout_seconds for section in (email_api, sms_api, push_api))
         return seconds + 2 * longest + 30
+
+    @property
+    def retry_count(self) -> int | None:
+        """luigi's retry_count: permanent failures never count towards disabling the task."""
+        return failures.retry_count(self)
 
 
 @CampaignTask.event_handler(luigi.Event.START)
@@ -98,22 +115,16 @@ def _end_deadline(task: CampaignTask, *details) -> None:
 
 @CampaignTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: CampaignTask, exception: BaseException) -> None:
-    notify.failed(task, f"{type(exception).__name__}: {exception}")
+    permanent = isinstance(exception, PermanentError)
+    if permanent:
+        failures.give_up(task, exception)  # end the run now: a retry would fail the same way
+    notify.failed(task, f"{type(exception).__name__}: {exception}", permanent=permanent)
 
 
 @CampaignTask.event_handler(luigi.Event.TIMEOUT)
 @CampaignTask.event_handler(luigi.Event.PROCESS_FAILURE)
 def _on_process_end(task: CampaignTask, message: str) -> None:
     notify.failed(task, message)
-
-
-class CustomerFile(luigi.ExternalTask):
-    """The customer CSV, produced outside this pipeline."""
-
-    path = luigi.Parameter()
-
-    def output(self):
-        return luigi.LocalTarget(self.path)
 
 
 class LoadSegments(CampaignTask):
@@ -124,7 +135,11 @@ class LoadSegments(CampaignTask):
     """
 
     def requires(self):
-        return CustomerFile(self.input_path())
+        try:
+            path = self.input_path()
+        except SettingsError:
+            return {}  # nothing to wait for: run() reports the setting
+        return {"wait": CustomerFileWait(path), "file": CustomerFile(path)}
 
     def output(self):
         folder = self.run_dir()
@@ -137,18 +152,25 @@ class LoadSegments(CampaignTask):
     def complete(self):
         if not super().complete():
             return False
-        current = self.inputs()
+        try:
+            current = self.inputs()
+        except segments.InputError:
+            return False  # run() names the problem
         return current is None or current == self.loaded_inputs()
 
     def input_path(self) -> str:
-        return campaign_config().input_path.format(date=self.date.isoformat())
+        return input_file(campaign_config().input_path, self.date)
 
     def inputs(self) -> dict | None:
         """What a load depends on: the file's content and the settings that shape it.
 
         None when the file is gone: nothing newer can be loaded, so what was loaded stands.
+        Raises :class:`segments.InputError` when the file cannot be read.
         """
-        path = self.input_path()
+        try:
+            path = self.input_path()
+        except SettingsError:
+            return None  # run() names the setting
         if not os.path.isfile(path):
             return None
         config = campaign_config()
@@ -167,8 +189,9 @@ class LoadSegments(CampaignTask):
             return None
 
     def run(self):
+        settings_check.check(self)
         config = campaign_config()
-        path = self.input().path
+        path = self.input()["file"].path
         inputs = self.inputs()  # before reading: a file edited meanwhile is loaded again later
         loaded = segments.load(path, list(config.segments), config.default_region)
         outputs = self.output()
@@ -215,7 +238,10 @@ class ChannelTask(CampaignTask):
         either changed, the channel runs again and sends the difference."""
         if not self.output().exists():
             return False
-        current = self.requires().inputs()
+        try:
+            current = self.requires().inputs()
+        except segments.InputError:
+            return False  # LoadSegments names the problem
         if current is None or not (self.dry_run or os.path.exists(self._ledger_path())):
             return True  # nothing to compare with: running again could only repeat sends
         return self._recorded() == self._selection(current)
@@ -238,14 +264,18 @@ class ChannelTask(CampaignTask):
         return str(self.run_dir() / f"{self.channel}_ledger.sqlite")
 
     def run(self):
+        settings_check.check(self)
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
-        provider.check()
+        try:
+            provider.check()
+        except ValueError as exc:  # a setting or credential the provider cannot work with
+            raise SettingsError(str(exc)) from None
         template = MessageTemplate(campaign_config().templates_dir, self.channel, self.template)
         fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
         template.check(fields)
         if unknown := sorted(set(provider.fields) - fields):
-            raise ValueError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
+            raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
         if self.dry_run:
             self._write_preview(provider, template)
             return

@@ -19,6 +19,8 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
+from .exceptions import PermanentError
+
 PARTS = {
     "email": {"subject.txt": True, "body.txt": False, "body.html": False},
     "sms": {"body.txt": True},
@@ -26,7 +28,7 @@ PARTS = {
 }
 
 
-class TemplateError(ValueError):
+class TemplateError(PermanentError, ValueError):
     """A template is missing, does not compile, or uses a variable no customer has."""
 
 

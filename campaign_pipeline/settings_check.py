@@ -1,0 +1,276 @@
+"""The preflight of every run: each setting this package owns is known, readable and usable.
+
+luigi ignores a key or a section that no parameter reads, so ``target_segment = premium`` or
+``[SendSMSCampaign]`` would silently leave the default audience in place; and values such as
+``concurrency = 0`` would hang a channel. :func:`check` runs at the start of ``LoadSegments``
+and of each channel task, before anything is sent, and raises one
+:class:`~campaign_pipeline.config.SettingsError` (a PermanentError: the run ends at once,
+exit 30) whose message has one line per problem, naming the section, the key and what is
+allowed.
+
+The sections and keys come from the package's own luigi classes (their parameters and
+``config_path``), never from a hand-kept list. luigi's own sections (``[core]``,
+``[worker]``, ``[scheduler]``, ``[retcode]``, ``[email]``, ``[smtp]``, ...) are left alone,
+and so is any other section, unless its name is close to one of ours.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import luigi
+import phonenumbers
+from luigi.task_register import Register, TaskClassException
+
+from .config import SettingsError, email_api, input_file, pipeline, push_api, sms_api
+from .sender import BURST_MARGIN
+
+log = logging.getLogger("campaign_pipeline")
+
+PACKAGE = __name__.split(".")[0]
+KINDS = [  # what a value must look like, by parameter type (subclasses first)
+    (luigi.DateParameter, "a date YYYY-MM-DD"),
+    (luigi.BoolParameter, "true or false"),
+    (luigi.IntParameter, "a whole number"),
+    (luigi.FloatParameter, "a number"),
+    (luigi.ListParameter, 'a JSON list such as ["premium", "new"]'),
+]
+
+
+def above(limit: float) -> Callable[[float], bool]:
+    return lambda value: math.isfinite(value) and value > limit
+
+
+def at_least(limit: float) -> Callable[[float], bool]:
+    return lambda value: math.isfinite(value) and value >= limit
+
+
+# (key, test, what is allowed) for each provider section that has the key
+PROVIDER_RULES = [
+    ("rate_per_second", above(0), "a number of requests per second above 0"),
+    ("burst", above(BURST_MARGIN), f"above {BURST_MARGIN}, the tokens the client keeps back"),
+    ("concurrency", at_least(1), "1 or more sending threads"),
+    ("timeout_seconds", above(0), "a number of seconds above 0"),
+    ("retry_attempts", at_least(1), "1 or more attempts, the first one included"),
+    ("retry_delay_seconds", at_least(0), "0 or more seconds"),
+    ("batch_size", lambda value: 1 <= value <= 1000, "1 to 1000 recipients per request"),
+]
+CAMPAIGN_RULES = [
+    ("timeout_seconds", at_least(0), "0 (no limit) or more seconds"),
+    ("wait_for_input_minutes", at_least(0), "0 (no wait) or more minutes"),
+    ("preview_requests", at_least(0), "0 or more requests"),
+]
+
+
+def check(task: luigi.Task) -> None:
+    """Raise a SettingsError naming every problem of the settings that *task*'s run uses.
+
+    *task* is a CampaignTask: its date fills ``input_path`` and its run folder must be
+    writable.
+    """
+    config = luigi.configuration.get_config()
+    unreadable = parse_problems(package_classes())
+    problems = unknown_keys(config) + unreadable
+    if not unreadable:  # the values can be read: check what they mean
+        problems += value_problems(task)
+    if problems:
+        for problem in problems:
+            log.error("setting: %s", problem)
+        raise SettingsError("\n".join(problems))
+
+
+def package_classes() -> list[type]:
+    """The luigi Config and Task classes of this package that luigi reads a section for.
+
+    A class that others of the package extend (CampaignTask, ChannelTask, the providers'
+    base) is never instantiated itself, so luigi never reads a section named after it.
+    """
+    ours = [cls for cls in _registered() if cls.__module__.split(".")[0] == PACKAGE]
+    return [cls for cls in ours if not any(o is not cls and issubclass(o, cls) for o in ours)]
+
+
+def _registered() -> list[type]:
+    classes = []
+    for name in Register.task_names():
+        try:
+            classes.append(Register.get_task_cls(name))
+        except TaskClassException:  # two classes of that name: not one of ours
+            continue
+    return classes
+
+
+def sections(classes: Iterable[type]) -> dict[str, dict[str, luigi.Parameter]]:
+    """Each section the *classes* read, with each key and the parameter that reads it."""
+    found: dict[str, dict[str, luigi.Parameter]] = {}
+    for cls in classes:
+        own = found.setdefault(cls.get_task_family(), {})
+        for name, param in cls.get_params():
+            own[name] = param
+            if path := param._config_path:  # e.g. pipeline.output_dir <- [campaign] output_dir
+                found.setdefault(path["section"], {})[path["name"]] = param
+    return found
+
+
+def unknown_keys(config) -> list[str]:
+    """A line for each key in one of our sections that no parameter reads, and for each
+    section whose name is close to one of ours but is not it."""
+    if not hasattr(config, "sections"):  # luigi's TOML parser: nothing to compare
+        return []
+    ours = sections(package_classes())
+    bases = {cls.get_task_family() for cls in _registered() if cls.__module__.startswith(PACKAGE)}
+    bases -= set(ours)
+    luigis = set(sections(c for c in _registered() if not c.__module__.startswith(PACKAGE)))
+    defaults = set(config.defaults())
+    problems = []
+    for section in config.sections():
+        if section in ours:
+            keys = {k.replace("-", "_") for k in config.options(section)} - defaults
+            unknown = sorted(keys - set(ours[section]))
+            problems += [_unknown_key(section, key, ours[section]) for key in unknown]
+        elif section in bases:
+            problems.append(
+                f"[{section}]: no task reads this section (it names a base class); "
+                f"set its keys in the sections of the tasks, e.g. [{_leaf(section)}]"
+            )
+        elif section not in luigis and (match := closest(section, [*ours, *luigis])) in ours:
+            problems.append(
+                f"[{section}]: unknown section, luigi would ignore it; did you mean [{match}]?"
+            )
+    return problems
+
+
+def _unknown_key(section: str, key: str, known: dict) -> str:
+    match = closest(key, known)
+    hint = f"did you mean {match}?" if match else f"known keys: {', '.join(sorted(known))}"
+    return f"[{section}] {key}: unknown key, luigi would ignore it; {hint}"
+
+
+def _leaf(base: str) -> str:
+    cls = Register.get_task_cls(base)
+    return next(c.get_task_family() for c in package_classes() if issubclass(c, cls))
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name that *name* is a misspelling of (same letters in another case, or
+    close by difflib), or None."""
+    known = list(known)
+    same = [k for k in known if k.casefold() == name.casefold()]
+    close = difflib.get_close_matches(name.casefold(), [k.casefold() for k in known], 1, 0.75)
+    if same:
+        return same[0]
+    return next((k for k in known if close and k.casefold() == close[0]), None)
+
+
+def parse_problems(classes: Iterable[type]) -> list[str]:
+    """A line for each value in the sections of *classes* that its parameter cannot parse."""
+    config = luigi.configuration.get_config()
+    problems = []
+    for section, keys in sections(classes).items():
+        for key, param in keys.items():
+            if not config.has_option(section, key):
+                continue
+            try:
+                param.parse(config.get(section, key))
+            except Exception as exc:  # a parse error, or a bad ${VAR} or % interpolation
+                problems.append(
+                    f"[{section}] {key}: cannot read the value ({exc}); write {_kind(param)}"
+                )
+    return problems
+
+
+def _kind(param: luigi.Parameter) -> str:
+    return next((text for kind, text in KINDS if isinstance(param, kind)), "a text")
+
+
+def value_problems(task: luigi.Task) -> list[str]:
+    """A line for each setting whose value parses but cannot work."""
+    campaign = pipeline()
+    problems = _ruled("campaign", campaign, CAMPAIGN_RULES)
+    for provider in (email_api(), sms_api(), push_api()):
+        problems += _ruled(provider.get_task_family(), provider, PROVIDER_RULES)
+    problems += _campaign_problems(campaign, task)
+    problems += _targeting_problems(campaign.segments, task)
+    problems += _output_problems(task.run_dir())
+    return problems
+
+
+def _ruled(section: str, values, rules) -> list[str]:
+    problems = []
+    for key, allowed, what in rules:
+        value = getattr(values, key, None)
+        if value is not None and not allowed(value):
+            problems.append(f"[{section}] {key} = {value}: must be {what}")
+    return problems
+
+
+def _campaign_problems(campaign: pipeline, task: luigi.Task) -> list[str]:
+    problems = []
+    region = campaign.default_region
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        match = closest(region, phonenumbers.SUPPORTED_REGIONS)
+        hint = f"did you mean {match}?" if match else "e.g. US, GB, DE, FR, IN"
+        problems.append(
+            f"[campaign] default_region = {region}: not a region phonenumbers knows; "
+            f"write a two-letter ISO 3166 code in capitals, {hint}"
+        )
+    segments = list(campaign.segments)
+    if not segments or not all(isinstance(s, str) and s.strip() for s in segments):
+        problems.append(
+            f"[campaign] segments = {segments}: must be a non-empty JSON list of segment "
+            'names, e.g. ["premium", "regular", "new"]'
+        )
+    try:
+        input_file(campaign.input_path, task.date)
+    except SettingsError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _targeting_problems(segments: Iterable[str], task: luigi.Task) -> list[str]:
+    """Every channel's ``target_segments`` must name segments of ``[campaign] segments``.
+
+    All channels are checked whichever task runs: a campaign is all of them.
+    """
+    from .tasks import CampaignTask, ChannelTask  # tasks imports this module
+
+    allowed = {str(s).casefold(): str(s) for s in segments}
+    shared = {name: getattr(task, name) for name, _ in CampaignTask.get_params()}
+    problems = []
+    for cls in package_classes():
+        if not issubclass(cls, ChannelTask):
+            continue
+        channel = task if type(task) is cls else cls(**shared)
+        for value in channel.target_segments:
+            if str(value).casefold() not in allowed:
+                match = closest(str(value), allowed.values())
+                hint = f"; did you mean {match}?" if match else ""
+                problems.append(
+                    f"[{cls.get_task_family()}] target_segments: {value!r} is not one of "
+                    f"[campaign] segments ({', '.join(allowed.values())}){hint}"
+                )
+    return problems
+
+
+def _output_problems(folder: Path) -> list[str]:
+    """The run folder must exist or be creatable, and take a new file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return [f"[campaign] output_dir: cannot write the run folder {folder}: {_why(folder, exc)}"]
+    return []
+
+
+def _why(folder: Path, exc: OSError) -> str:
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if isinstance(exc, PermissionError):
+        return f"no permission to write in {existing}" if existing else "no permission"
+    return exc.strerror or str(exc)
