@@ -19,6 +19,7 @@ failures, refusing the fixed rerun (``not_run``) for ``disable_persist``. So:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -26,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import luigi
@@ -138,16 +140,26 @@ def _remember(task: luigi.Task) -> None:
         return
     path = Path(task.run_dir()) / RECORD
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # the channel tasks fail in parallel processes
-            handle.seek(0)
-            records = json.loads(handle.read() or "{}")
+        with locked_record(path) as records:
             mine = records.setdefault(task.task_id, {})
             now = time.time()
             mine[scheduler] = [t for t in mine.get(scheduler, []) if t > now - _window()] + [now]
-            handle.seek(0)
-            handle.truncate()
-            json.dump(records, handle)
     except (OSError, ValueError) as exc:  # e.g. the run folder is what is wrong
         log.warning("could not record the permanent failure in %s: %s", path, exc)
+
+
+@contextlib.contextmanager
+def locked_record(path: Path) -> Iterator[dict]:
+    """The JSON object in *path* (created empty), to change in place; written back on exit.
+
+    An exclusive lock is held meanwhile: the channel tasks fail in parallel processes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        record = json.loads(handle.read() or "{}")
+        yield record
+        handle.seek(0)
+        handle.truncate()
+        json.dump(record, handle)

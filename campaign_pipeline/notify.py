@@ -10,8 +10,6 @@ error, and never a credential.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import multiprocessing
 import os
@@ -23,6 +21,7 @@ import luigi.notifications
 import luigi.worker
 
 from .config import email_api, notifications, push_api, sms_api
+from .failures import locked_record
 from .sender import redactor
 
 log = logging.getLogger("campaign_pipeline.notify")
@@ -73,18 +72,10 @@ def _message(
 def _count_failure(task: luigi.Task) -> int:
     """Failures of *task* so far in this luigi run (one worker process), this one included."""
     run = os.getpid() if multiprocessing.parent_process() is None else os.getppid()
-    path = Path(task.run_dir()) / ".failures.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # the channel tasks fail in parallel processes
-        handle.seek(0)
-        counts = json.loads(handle.read() or "{}")
+    with locked_record(Path(task.run_dir()) / ".failures.json") as counts:
         mine = counts.get(task.task_id, {})
         attempt = mine.get("count", 0) + 1 if mine.get("run") == run else 1
         counts[task.task_id] = {"run": run, "count": attempt}
-        handle.seek(0)
-        handle.truncate()
-        json.dump(counts, handle)
     return attempt
 
 
