@@ -18,6 +18,8 @@ LUIGID_DIR ?= var/luigid
 .PHONY: run preview bench test lint format clean scheduler scheduler-stop daily backfill browser
 
 $(STAMP): setup.cfg pyproject.toml
+	@echo "creating $(VENV) and installing campaign_pipeline with its dependencies" \
+	  "(pip, about a minute the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
