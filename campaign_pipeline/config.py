@@ -159,6 +159,11 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801
         config_path=_in_campaign("wait_for_input_minutes"),
         description="How long a run waits for a missing customer file; 0 fails at once",
     )
+    progress_log_seconds = luigi.FloatParameter(
+        default=10.0,
+        config_path=_in_campaign("progress_log_seconds"),
+        description="Seconds between a sending channel's progress lines in the log; 0: none",
+    )
 
 
 def input_file(template: str, date: datetime.date) -> str:

@@ -1,13 +1,16 @@
-"""Live progress of a channel in the Luigi visualiser.
+"""Live progress of a channel: in the Luigi visualiser and on the console.
 
 A daemon thread reports every few seconds, so the sending threads never wait on the
-scheduler's RPC. With ``--local-scheduler`` and several workers luigi drops these updates
-(they reach a forked copy of the task); with a central ``luigid`` they show in the
-visualiser and in ``/api/task_list``.
+scheduler's RPC or the log. With ``--local-scheduler`` and several workers luigi drops the
+visualiser's updates (they reach a forked copy of the task); with a central ``luigid`` they
+show in the visualiser and in ``/api/task_list``. The same figures go to the
+``campaign_pipeline`` log every ``[campaign] progress_log_seconds``, so a console is never
+silent for long while a channel sends.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -15,12 +18,34 @@ from collections.abc import Callable
 
 import luigi
 
+log = logging.getLogger("campaign_pipeline")
 
-def describe(sent: int, failed: int, total: int, eta_seconds: float | None) -> str:
-    """``1,240 / 5,000 sent · 12 failed · ETA 6 min``."""
+
+def describe(
+    sent: int,
+    failed: int,
+    total: int,
+    eta_seconds: float | None,
+    rate: float | None = None,
+    limit: str = "",
+) -> str:
+    """``1,240 / 5,000 sent · 12 failed · 9.8/s (limit 10/s) · ETA 6 min``."""
     text = f"{sent:,} / {total:,} sent · {failed:,} failed"
+    if rate is not None:
+        text += f" · {rate:,.1f}/s"
+        if limit:
+            text += f" (limit {limit})"
     if eta_seconds is not None:
         text += f" · ETA {_duration(eta_seconds)}"
+    return text
+
+
+def rate_limit(rate_per_second: float, batch_size: int = 1) -> str:
+    """The configured limit in recipients per second: ``10/s`` or ``1,000/s (10 requests/s
+    × 100)``, since a provider's limit counts requests and a request may carry a batch."""
+    text = f"{rate_per_second * batch_size:,.4g}/s"
+    if batch_size > 1:
+        text += f" = {rate_per_second:g} requests/s × {batch_size}"
     return text
 
 
@@ -33,7 +58,8 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressReporter:
-    """Reports sent/failed counts and an ETA for one channel task while it sends."""
+    """Reports sent/failed counts, the current rate and an ETA for one channel task while
+    it sends: to the visualiser every *interval* seconds, to the log every *log_every*."""
 
     def __init__(
         self,
@@ -41,17 +67,26 @@ class ProgressReporter:
         baseline: dict[str, int],
         counts: Callable[[], Counter],
         interval: float = 2.0,
+        log_every: float = 10.0,
+        limit: str = "",
+        name: str = "",
     ):
         self.task = task
         self.baseline = Counter(baseline)
         self.counts = counts
-        self.interval = interval
+        self.interval = min(interval, log_every) if log_every > 0 else interval
+        self.log_every = log_every
+        self.limit = limit
+        self.name = name or str(task)
         # Recipients still to be settled this run, plus those settled by earlier runs.
         self.total = sum(n for status, n in baseline.items() if status != "skipped")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._started = time.monotonic()
         self._last = ""
+        self._logged_at = -float("inf")  # the first report is logged: the channel starts
+        self._window: tuple[float, int] = (self._started, 0)  # when, how many done by then
+        self._rate: float | None = None
 
     def __enter__(self) -> ProgressReporter:
         self.report()
@@ -61,21 +96,33 @@ class ProgressReporter:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
+        if self.log_every > 0:
+            self.report(final=True)  # the last line has the figures the results file holds
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.report()
 
-    def report(self) -> None:
+    def report(self, final: bool = False) -> None:
         now = self.counts()
         sent = self.baseline["sent"] + now["sent"]
         failed = self.baseline["failed"] + now["failed"]
         settled = sent + failed + self.baseline["unknown"]
         done_now = now["sent"] + now["failed"]
         remaining = self.total - settled
-        elapsed = time.monotonic() - self._started
+        clock = time.monotonic()
+        elapsed = clock - self._started
         eta = remaining * elapsed / done_now if done_now and remaining else None
-        message = describe(sent, failed, self.total, eta)
+        since, done_then = self._window
+        if clock - since >= 0.5 or final:  # a shorter window says little about the rate
+            self._rate = (done_now - done_then) / (clock - since) if clock > since else None
+            self._window = (clock, done_now)
+        if final:
+            self._rate = done_now / elapsed if elapsed > 0 else None  # the run's average
+        message = describe(sent, failed, self.total, eta, self._rate, self.limit)
+        if self.log_every > 0 and (final or clock - self._logged_at >= self.log_every):
+            self._logged_at = clock
+            log.info("%s progress: %s%s", self.name, message, " (done)" if final else "")
         if message == self._last:
             return
         self._last = message

@@ -64,6 +64,7 @@ CAMPAIGN_RULES = [
     ("timeout_seconds", at_least(0), "0 (no limit) or more seconds"),
     ("wait_for_input_minutes", at_least(0), "0 (no wait) or more minutes"),
     ("preview_requests", at_least(0), "0 or more requests"),
+    ("progress_log_seconds", at_least(0), "0 (no progress lines) or more seconds"),
 ]
 
 

@@ -38,7 +38,7 @@ from .exceptions import PermanentError
 from .inputs import CustomerFile, CustomerFileWait
 from .ledger import RESULT_COLUMNS, Ledger
 from .preview import preview
-from .progress import ProgressReporter
+from .progress import ProgressReporter, rate_limit
 from .providers.email import EmailProvider
 from .providers.push import PushProvider
 from .providers.sms import SmsProvider
@@ -302,8 +302,16 @@ class ChannelTask(CampaignTask):
             Settings.from_config(config),
         )
         baseline = ledger.counts()
+        progress = ProgressReporter(
+            self,
+            baseline,
+            sender.snapshot,
+            log_every=campaign_config().progress_log_seconds,
+            limit=rate_limit(config.rate_per_second, getattr(config, "batch_size", 1)),
+            name=self.channel,
+        )
         try:
-            with ProgressReporter(self, baseline, sender.snapshot), stop_on_sigterm(sender):
+            with progress, stop_on_sigterm(sender):
                 sender.run()
         except (ChannelStopped, SendingInterrupted) as exc:  # the message is masked already
             waiting = ledger.counts().get(states.PENDING, 0)

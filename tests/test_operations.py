@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -106,7 +107,8 @@ def test_central_scheduler_shows_live_progress_and_final_status(campaign, luigid
         assert done[name]["progress_percentage"] == 100
         assert done[name]["status_message"] == "80 sent"
     assert done["LoadSegments"]["status_message"] == "80 read · 80 valid · 0 rejected"
-    assert any("/ 80 sent · 0 failed · ETA" in message for message in seen), seen
+    live = re.compile(r"/ 80 sent · 0 failed · [\d.]+/s \(limit 15/s\) · ETA ")
+    assert any(live.search(message) for message in seen), seen
 
     browser = shutil.which("chromium")
     assert browser, "chromium is needed for the visualiser check; `make test` installs it"
