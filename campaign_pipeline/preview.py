@@ -1,8 +1,10 @@
 """Dry runs: every request built exactly as it would be sent, none sent.
 
-The preview holds the first requests in full (credentials shown as the names of their
-environment variables), the recipients not sent to and why, and counts per status and
-per segment. It keeps no ledger, so a later real run starts from scratch.
+The preview holds the first requests in full, one per recipient with its rendered message
+(credentials shown as the names of their environment variables); for a channel that sends
+several recipients per request (email), the first batch as it goes on the wire; the
+recipients not sent to and why; and counts per status and per segment. It keeps no ledger,
+so a later real run starts from scratch.
 """
 
 from __future__ import annotations
@@ -22,10 +24,20 @@ WOULD_SEND = "would_send"
 
 
 def preview(
-    provider: Provider, template: MessageTemplate, recipients: Iterable[dict], keep: int
+    provider: Provider,
+    template: MessageTemplate,
+    recipients: Iterable[dict],
+    keep: int,
+    batch_size: int | None = None,
 ) -> dict:
-    """Render and build the request of every recipient; return the preview document."""
+    """Render and build the request of every recipient; return the preview document.
+
+    With a *batch_size* (the provider batches), the document's ``batches`` holds the first
+    request exactly as the sender would make it of the first *batch_size* pending recipients.
+    """
     session = requests.Session()
+    first_rows: list[Request] = []  # the built requests of the first batch's recipients
+    pending_seen = 0
     by_status: Counter = Counter()
     by_segment: dict[str, Counter] = defaultdict(Counter)
     shown: list[dict] = []
@@ -33,12 +45,15 @@ def preview(
     for row in recipients:
         status, reason = row["status"], row["error"]
         if status == PENDING:
+            pending_seen += 1
             try:
                 parts = template.render(row["context"])
                 request = provider.request(row["recipient"], parts, row["context"])
                 status = WOULD_SEND
             except ValueError as exc:  # a TemplateError, whatever rendering raised
                 status, reason = "failed", f"not sent: {exc}"
+            if status == WOULD_SEND and batch_size and pending_seen <= batch_size:
+                first_rows.append(request)
         by_status[status] += 1
         by_segment[row["segment"]][status] += 1
         entry = {"customer_id": row["customer_id"], "segment": row["segment"]}
@@ -46,7 +61,7 @@ def preview(
             shown.append({**entry, **describe(request, provider, session)})
         elif status != WOULD_SEND and len(not_sent) < keep:
             not_sent.append({**entry, "status": status, "reason": reason})
-    return {
+    document = {
         "channel": provider.channel,
         "counts": {
             "by_status": dict(by_status),
@@ -55,6 +70,20 @@ def preview(
         "requests": shown,
         "not_sent": not_sent,
     }
+    if batch_size:
+        batch = [provider.combine(first_batch(provider, first_rows))] if first_rows else []
+        document["batch_size"] = batch_size
+        document["batches"] = [describe(request, provider, session) for request in batch]
+    return document
+
+
+def first_batch(provider: Provider, built: list[Request]) -> list[Request]:
+    """The requests that travel together with the first, by the rule of
+    ``ChannelSender._together``: equal batch keys; a key of None goes alone."""
+    key = provider.batch_key(built[0])
+    if key is None:
+        return built[:1]
+    return [request for request in built if provider.batch_key(request) == key]
 
 
 def describe(request: Request, provider: Provider, session: requests.Session) -> dict:

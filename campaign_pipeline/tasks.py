@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,8 @@ from .termination import stop_on_sigterm
 
 log = logging.getLogger("campaign_pipeline")
 
+# Marks the previews this luigi run wrote (worker processes forked from it share it).
+_THIS_RUN = f"{os.getpid()}-{uuid.uuid4().hex}"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -235,16 +238,30 @@ class ChannelTask(CampaignTask):
 
     def complete(self):
         """The output exists and was made from the current customer file and targeting; when
-        either changed, the channel runs again and sends the difference."""
+        either changed, the channel runs again and sends the difference.
+
+        A dry run's preview is complete only in the luigi run that wrote it: every dry run
+        renders it again, so it always shows the current templates, settings and file
+        (comparing all they depend on would miss something one day; a preview is cheap)."""
+        if self.dry_run:
+            return self._preview_of_this_run()
         if not self.output().exists():
             return False
         try:
             current = self.requires().inputs()
         except segments.InputError:
             return False  # LoadSegments names the problem
-        if current is None or not (self.dry_run or os.path.exists(self._ledger_path())):
+        if current is None or not os.path.exists(self._ledger_path()):
             return True  # nothing to compare with: running again could only repeat sends
         return self._recorded() == self._selection(current)
+
+    def _preview_of_this_run(self) -> bool:
+        """Whether this process (or the luigi process that forked it) wrote the preview."""
+        try:
+            with self.output().open("r") as handle:
+                return json.load(handle).get("written_by") == _THIS_RUN
+        except (OSError, ValueError):
+            return False
 
     def _selection(self, loaded: dict | None) -> str:
         """The inputs a channel's recipients follow, as recorded in its ledger or preview."""
@@ -252,10 +269,8 @@ class ChannelTask(CampaignTask):
         return json.dumps({**(loaded or {}), "target_segments": targets}, sort_keys=True)
 
     def _recorded(self) -> str | None:
+        """The selection the ledger's recipients follow, as recorded in it."""
         try:
-            if self.dry_run:
-                with self.output().open("r") as handle:
-                    return json.load(handle).get("inputs")
             return Ledger.recorded_selection(self._ledger_path())
         except (OSError, ValueError):
             return None
@@ -369,9 +384,12 @@ class ChannelTask(CampaignTask):
     def _write_preview(self, provider, template) -> None:
         customers = self._customers(provider.contact_field)
         recipients = (c for c in customers if c["targeted"])
-        document = preview(provider, template, recipients, campaign_config().preview_requests)
+        keep = campaign_config().preview_requests
+        batch_size = getattr(self.config_class(), "batch_size", None)  # email's batching
+        document = preview(provider, template, recipients, keep, batch_size)
         document.update(campaign=self.campaign, date=self.date.isoformat(), dry_run=True)
         document["inputs"] = self._selection(self.requires().loaded_inputs())
+        document["written_by"] = _THIS_RUN
         document.update(unmet_past(self.date, self.campaign))
         with self.output().open("w") as handle:
             json.dump(document, handle, indent=2, ensure_ascii=False)
