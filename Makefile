@@ -55,6 +55,17 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+## demo: a live campaign to watch in the visualiser: the sandbox with latency, a luigid of
+## its own, DEMO_ROWS generated customers (a minute or two), all stopped at the end
+DEMO_ROWS ?= 1000
+DEMO_RATE ?= 8
+DEMO_PORT ?= 8083
+DEMO_DIR ?= var/demo
+.PHONY: demo
+demo: $(STAMP)
+	@$(BIN)/python -m campaign_pipeline.demo --rows $(DEMO_ROWS) --rate $(DEMO_RATE) \
+	    --scheduler-port $(DEMO_PORT) --folder $(DEMO_DIR)
+
 ## scheduler: start luigid in the background; scheduler-stop stops it
 scheduler: $(STAMP)
 	@mkdir -p $(LUIGID_DIR)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import datetime
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from conftest import CHANNELS, DATE, REPO, unlimited
+from conftest import CHANNELS, DATE, REPO, free_port, unlimited, wait_for
 
 from campaign_pipeline.sandbox import ChannelLimit
 
@@ -115,3 +121,64 @@ def test_the_email_preview_shows_the_batch_the_provider_receives(campaign):
 
 def first_to(batch: dict) -> str:
     return batch["personalizations"][0]["to"][0]["email"]
+
+
+def demo(tmp_path, rows: int, rate: int) -> tuple[list[str], int]:
+    port = free_port()
+    args = [f"DEMO_ROWS={rows}", f"DEMO_RATE={rate}", f"DEMO_PORT={port}"]
+    return ["make", "--no-print-directory", "demo", *args, f"DEMO_DIR={tmp_path}"], port
+
+
+def luigid_answers(port: int) -> bool:
+    url = f"http://127.0.0.1:{port}/static/visualiser/index.html"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def processes_using(folder: Path) -> list[str]:
+    """The command lines of live processes that name *folder* (the demo's luigi, luigid)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if str(folder) in text and "make" not in text.split(" ")[0]:
+                found.append(text)
+    return found
+
+
+def test_make_demo_runs_a_live_campaign_through_its_own_luigid_and_stops_it(tmp_path):
+    """`make demo` (DEMO_ROWS small here): the visualiser's address first, the campaign
+    demo-live through a luigid of its own, then nothing of it left running."""
+    command, port = demo(tmp_path, rows=10, rate=100)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    url = f"visualiser: http://127.0.0.1:{port}/static/visualiser/index.html"
+    assert url in done.stdout
+    assert "python -m campaign_pipeline.sample_data" in done.stdout
+    assert "luigid stopped" in done.stdout
+    assert "Informed scheduler that task   SendEmailCampaign_demo_live" in done.stderr
+    run = tmp_path / "campaigns" / "demo-live" / datetime.date.today().isoformat()
+    for channel in CHANNELS:
+        rows = list(csv.DictReader((run / f"{channel}_results.csv").open()))
+        assert rows and {r["status"] for r in rows} <= {"sent", "failed", "skipped"}
+    assert not luigid_answers(port)
+    assert processes_using(tmp_path) == []
+
+
+def test_ctrl_c_stops_make_demo_and_everything_it_started(tmp_path):
+    command, port = demo(tmp_path, rows=600, rate=20)
+    running = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    ledger = tmp_path / "campaigns" / "demo-live" / datetime.date.today().isoformat()
+    wait_for(lambda: (ledger / "sms_ledger.sqlite").exists(), 30, "the demo sending")
+    assert luigid_answers(port)
+
+    os.killpg(running.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+
+    assert running.wait(timeout=40) != 0
+    assert not luigid_answers(port)
+    assert processes_using(tmp_path) == []

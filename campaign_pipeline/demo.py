@@ -1,0 +1,190 @@
+"""`make demo`: a live campaign to watch in the Luigi visualiser, in one command.
+
+    python -m campaign_pipeline.demo [--rows 1000] [--rate 8] [--latency-ms 150]
+
+It generates a customer file (as ``python -m campaign_pipeline.sample_data`` does), starts
+the sandbox provider with latency and a ``luigid`` of its own on 127.0.0.1, prints the
+visualiser's address, runs the campaign ``demo-live`` through that luigid, and stops what it
+started at the end, also on Ctrl-C. Everything it writes is under its folder (``var/demo``),
+which it empties first: it never touches ``make run``'s campaign or ``make scheduler``'s
+luigid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import sample_data
+from .sandbox import ChannelLimit, Sandbox, SandboxConfig, demo_credentials
+from .sandbox import describe as describe_sandbox
+
+CAMPAIGN = "demo-live"
+BIN = Path(sys.executable).parent
+LUIGID_CONFIG = Path(__file__).resolve().parent.parent / "config" / "luigid.cfg"
+EMAIL_BATCH = 10  # small batches, so that email too takes a while to watch
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m campaign_pipeline.demo", description=__doc__)
+    parser.add_argument("--rows", type=int, default=1000, help="customers to generate")
+    parser.add_argument(
+        "--rate", type=float, default=8.0, help="recipients per second per channel (the limit)"
+    )
+    parser.add_argument("--latency-ms", type=float, default=150.0, help="the sandbox's latency")
+    parser.add_argument("--scheduler-port", type=int, default=8083, help="the demo's luigid")
+    parser.add_argument("--folder", default="var/demo", help="emptied first, then all it writes")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    folder = Path(args.folder).resolve()
+    shutil.rmtree(folder, ignore_errors=True)  # the demo's own: a fresh campaign to watch
+    (folder / "luigid").mkdir(parents=True)
+    customers = folder / "customers.csv"
+    with customers.open("w", newline="") as handle:
+        sample_data.write(handle, sample_data.customers(args.rows, seed=7, dirty=True))
+    print(
+        f"demo: {args.rows:,} customers in {customers} "
+        f"(python -m campaign_pipeline.sample_data --rows {args.rows} > FILE makes such a file)",
+        flush=True,
+    )
+    credentials = demo_credentials()
+    with contextlib.ExitStack() as stack:
+        sandbox = start_sandbox(args, credentials)
+        stack.callback(lambda: print(describe_sandbox(sandbox.stats()), flush=True))
+        stack.callback(sandbox.stop)
+        luigid = start_luigid(folder / "luigid", args.scheduler_port)
+        stack.callback(stop, luigid, "luigid")
+        url = f"http://127.0.0.1:{args.scheduler_port}"
+        if not answers(f"{url}/static/visualiser/index.html", wait=20):
+            print(f"demo: luigid did not start; see {folder / 'luigid' / 'luigid.out'}")
+            return 1
+        print(f"demo: visualiser: {url}/static/visualiser/index.html", flush=True)
+        command = luigi_command(args, sandbox.base_url, folder, customers)
+        code = run_campaign(command, {**os.environ, **credentials})
+        print(f"demo: campaign {CAMPAIGN} ended with exit {code}; run folders in {folder}")
+        return code
+
+
+def start_sandbox(args: argparse.Namespace, credentials: dict[str, str]) -> Sandbox:
+    """The sandbox on a free port, with latency, limiting each channel to the demo's rate."""
+    burst = 5
+    limits = {
+        "email": ChannelLimit(args.rate / EMAIL_BATCH, burst),
+        "sms": ChannelLimit(args.rate, burst),
+        "push": ChannelLimit(args.rate, burst),
+    }
+    config = SandboxConfig(
+        email_token=credentials["EMAIL_API_TOKEN"],
+        sms_account_sid=credentials["SMS_API_ACCOUNT_SID"],
+        sms_auth_token=credentials["SMS_API_AUTH_TOKEN"],
+        push_token=credentials["PUSH_API_TOKEN"],
+        port=0,
+        limits=limits,
+        latency_ms=args.latency_ms,
+        latency_jitter=0.3,
+        seed=7,
+    )
+    sandbox = Sandbox(config).start()
+    print(f"demo: sandbox provider on {sandbox.base_url}, {args.latency_ms:g} ms latency")
+    return sandbox
+
+
+def start_luigid(folder: Path, port: int) -> subprocess.Popen:
+    """luigid on 127.0.0.1:*port*, its state and log in *folder*, in a session of its own so
+    that a Ctrl-C reaches the demo, which stops it."""
+    command = [str(BIN / "luigid"), "--address", "127.0.0.1", "--port", str(port)]
+    command += ["--logdir", str(folder), "--state-path", str(folder / "state.pickle")]
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(LUIGID_CONFIG)}
+    with (folder / "luigid.out").open("ab") as log:
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def answers(url: str, wait: float) -> bool:
+    """True once *url* answers 200 (luigid is up), trying for up to *wait* seconds."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    return False
+
+
+def luigi_command(args: argparse.Namespace, base_url: str, folder: Path, customers: Path) -> list:
+    """RunCampaign through the demo's luigid, its provider settings forced to the sandbox."""
+    today = datetime.date.today().isoformat()
+    command = [str(BIN / "luigi"), "--module", "campaign_pipeline", "RunCampaign"]
+    command += ["--campaign", CAMPAIGN, "--date", today, "--no-lock"]
+    command += ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(args.scheduler_port)]
+    command += ["--pipeline-input-path", str(customers)]
+    command += ["--pipeline-output-dir", str(folder / "campaigns")]
+    command += ["--rate-limits-bucket-dir", str(folder / "rate-limits")]
+    command += ["--email-api-batch-size", str(EMAIL_BATCH)]
+    rates = {"email": args.rate / EMAIL_BATCH, "sms": args.rate, "push": args.rate}
+    for channel, rate in rates.items():
+        command += [f"--{channel}-api-base-url", base_url, f"--{channel}-api-burst", "5"]
+        command += [f"--{channel}-api-rate-per-second", str(rate)]
+    return command
+
+
+def run_campaign(command: list[str], env: dict[str, str]) -> int:
+    """Run luigi; on Ctrl-C (or SIGTERM) stop it and its task processes, then return."""
+    luigi = subprocess.Popen(command, env=env, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return luigi.wait()
+    except KeyboardInterrupt:
+        print("demo: stopping the campaign", flush=True)
+        stop(luigi, "the campaign", group=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop(process: subprocess.Popen, name: str, group: bool = False) -> None:
+    """SIGTERM *process* (with *group*: its whole process group, luigi's task processes
+    included, and wait for all of them), SIGKILL what is left after 15 seconds."""
+    if process.poll() is None or group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM) if group else process.terminate()
+        if not gone(process, group, wait=15):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL) if group else process.kill()
+            gone(process, group, wait=5)
+    print(f"demo: {name} stopped", flush=True)
+
+
+def gone(process: subprocess.Popen, group: bool, wait: float) -> bool:
+    """Whether *process* (with *group*: every process of its group) ended within *wait* s."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        process.poll()  # reaps it once it ended
+        try:
+            if group:
+                os.killpg(process.pid, 0)  # raises once no process of the group is left
+            elif process.returncode is not None:
+                return True
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
