@@ -96,14 +96,15 @@ class ProgressReporter:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
-        if self.log_every > 0:
-            self.report(final=True)  # the last line has the figures the results file holds
+        if self.log_every > 0:  # the last line has the figures the results file holds
+            self.report(final="done" if exc_info[0] is None else "stopped")
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.report()
 
-    def report(self, final: bool = False) -> None:
+    def report(self, final: str = "") -> None:
+        """Update the visualiser; log when due, and always when *final* (done, stopped)."""
         now = self.counts()
         sent = self.baseline["sent"] + now["sent"]
         failed = self.baseline["failed"] + now["failed"]
@@ -122,7 +123,7 @@ class ProgressReporter:
         message = describe(sent, failed, self.total, eta, self._rate, self.limit)
         if self.log_every > 0 and (final or clock - self._logged_at >= self.log_every):
             self._logged_at = clock
-            log.info("%s progress: %s%s", self.name, message, " (done)" if final else "")
+            log.info("%s progress: %s%s", self.name, message, f" ({final})" if final else "")
         if message == self._last:
             return
         self._last = message
