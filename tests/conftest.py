@@ -137,11 +137,11 @@ class Campaign:
         flags = ["--local-scheduler", "--no-lock", "--date", date]
         return [LUIGI, "--module", "campaign_pipeline", task, *flags, *args]
 
-    def run(self, *args: str, env: dict | None = None, timeout: float = 120, **kw):
+    def run(self, *args: str, env: dict | None = None, timeout: float = 120, cwd=REPO, **kw):
         """Run the campaign through the luigi CLI; return the CompletedProcess."""
         return subprocess.run(
             self.command(*args, **kw),
-            cwd=REPO,
+            cwd=cwd,
             env=env or self.env(),
             capture_output=True,
             text=True,

@@ -3,6 +3,7 @@ two commands work without anything beside the repository."""
 
 from __future__ import annotations
 
+import configparser
 import csv
 import json
 import subprocess
@@ -120,3 +121,63 @@ def test_shipped_templates_check_on_the_five_required_columns():
         shipped.check({*FIVE, "campaign", "date"})
         parts = shipped.render(dict.fromkeys([*FIVE, "campaign", "date"], "x"))
         assert all(parts.values())
+
+
+# -- the package's defaults apply wherever luigi runs ---------------------------------------
+
+
+def no_luigi_config(campaign, **extra: str) -> dict[str, str]:
+    env = campaign.env(**extra)
+    if "LUIGI_CONFIG_PATH" not in extra:
+        del env["LUIGI_CONFIG_PATH"]
+    return env
+
+
+def test_a_run_from_another_folder_keeps_the_package_defaults(campaign, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    done = campaign.run(cwd=elsewhere, env=no_luigi_config(campaign))
+
+    # [retcode]: exit 20 for the missing data/sample/customers.csv (relative to the folder)
+    assert done.returncode == 20, done.stderr[-3000:]
+    assert "customer file data/sample/customers.csv does not exist" in done.stderr
+    assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
+    assert "Running Worker with 3 processes" in done.stderr
+    assert 'target_segments=["premium"], template=spring_sale' in done.stderr
+    assert 'target_segments=["premium", "new"], template=spring_sale' in done.stderr
+
+
+def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(campaign, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "luigi.cfg").write_text("[core]\nworkers = 2\n[retcode]\nmissing_data = 21\n")
+    override = tmp_path / "override-elsewhere.cfg"
+    override.write_text(
+        '[retcode]\nmissing_data = 22\n[SendPushNotification]\ntarget_segments = ["new"]\n'
+    )
+
+    done = campaign.run(
+        cwd=elsewhere, env=no_luigi_config(campaign, LUIGI_CONFIG_PATH=str(override))
+    )
+
+    assert done.returncode == 22, done.stderr[-3000:]
+    assert "Running Worker with 2 processes" in done.stderr
+    assert 'target_segments=["new"], template=spring_sale' in done.stderr
+    assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
+
+
+def read_cfg(path) -> dict[tuple[str, str], str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read(path)
+    return {(s, k): v for s in parser.sections() for k, v in parser[s].items()}
+
+
+def test_the_packaged_defaults_are_the_values_of_the_shipped_luigi_cfg():
+    """Two copies of the defaults: a key changed or added in one must be in the other."""
+    packaged = read_cfg(REPO / "campaign_pipeline" / "defaults.cfg")
+    shipped = read_cfg(REPO / "luigi.cfg")
+    shipped.pop(("campaign", "templates_dir"))  # packaged: defaults.PACKAGE_PATHS
+
+    assert packaged == shipped
