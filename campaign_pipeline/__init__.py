@@ -2,10 +2,15 @@
 
     luigi --module campaign_pipeline RunCampaign [--date 2026-11-25] [--campaign NAME]
 
-The tasks are imported here so that ``--module campaign_pipeline`` finds them.
+The tasks are imported here so that ``--module campaign_pipeline`` finds them, after the
+package's own defaults (defaults.cfg) are put under luigi's configuration files.
 """
 
-from .tasks import (
+from . import defaults
+
+defaults.install()
+
+from .tasks import (  # noqa: E402  (after the defaults: a task class may read the config)
     CustomerFile,
     DailyCampaign,
     LoadSegments,

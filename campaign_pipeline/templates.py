@@ -8,7 +8,8 @@
 
 Templates are Jinja2 with ``StrictUndefined``; every variable they use must be a customer
 column or ``campaign``/``date``, which :meth:`MessageTemplate.check` proves before anything
-is sent.
+is sent. A variable whose every use is guarded, ``{{ first_name | default("there") }}`` or
+``{% if first_name is defined %}``, is optional: the file may lack that column.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class MessageTemplate:
             autoescape=jinja2.select_autoescape(["html"]),
             keep_trailing_newline=False,
         )
-        self.variables: set[str] = set()
+        self.variables: set[str] = set()  # used at least once without a guard
+        self.optional: set[str] = set()  # only ever used guarded
         self.parts = {
             part: self._compile(part)
             for part, required in PARTS[channel].items()
@@ -58,7 +60,10 @@ class MessageTemplate:
         path = self.folder / part
         try:
             source = path.read_text(encoding="utf-8")
-            self.variables |= meta.find_undeclared_variables(self.env.parse(source))
+            tree = self.env.parse(source)
+            required, optional = split_guarded(tree, meta.find_undeclared_variables(tree))
+            self.variables |= required
+            self.optional |= optional
             return self.env.get_template(part)
         except FileNotFoundError:
             raise TemplateError(f"template part missing: {path}") from None
@@ -69,9 +74,13 @@ class MessageTemplate:
         """Fail unless every variable the template uses is among *fields*."""
         unknown = sorted(self.variables - fields)
         if unknown:
+            hint = ""
+            if set(unknown) & self.optional:
+                hint = "; a fallback in one place does not cover the others: guard every use"
             raise TemplateError(
                 f"template {self.folder} uses {', '.join(unknown)}, which no customer has "
-                f"(available: {', '.join(sorted(fields))})"
+                f"(available: {', '.join(sorted(fields))}; for an optional column write "
+                f'{{{{ {unknown[0]} | default("...") }}}}{hint})'
             )
 
     def render(self, context: dict[str, str]) -> dict[str, str]:
@@ -92,3 +101,25 @@ class MessageTemplate:
                     where += f" line {lines[-1]}"
                 raise TemplateError(f"template {where}: {type(exc).__name__}: {exc}") from None
         return rendered
+
+
+GUARD_FILTERS = {"default", "d"}
+GUARD_TESTS = {"defined", "undefined"}
+
+
+def split_guarded(tree: jinja2.nodes.Template, names: set[str]) -> tuple[set[str], set[str]]:
+    """(names used at least once unguarded, names used guarded) among *names*.
+
+    A use is guarded when the name itself is the subject of a ``default``/``d`` filter or a
+    ``defined``/``undefined`` test: those work with ``StrictUndefined``, anything else on an
+    undefined name (printing it, ``first_name.upper()``, ``first_name | upper``) raises."""
+    guarded: set[int] = set()
+    for node in tree.find_all((jinja2.nodes.Filter, jinja2.nodes.Test)):
+        kinds = GUARD_FILTERS if isinstance(node, jinja2.nodes.Filter) else GUARD_TESTS
+        if node.name in kinds and isinstance(node.node, jinja2.nodes.Name):
+            guarded.add(id(node.node))
+    required, optional = set(), set()
+    for name in tree.find_all(jinja2.nodes.Name):
+        if name.ctx == "load" and name.name in names:
+            (optional if id(name) in guarded else required).add(name.name)
+    return required, optional
