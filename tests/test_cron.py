@@ -3,13 +3,18 @@ re-enabling a disabled task, and the sandbox's --help."""
 
 from __future__ import annotations
 
+import http.server
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from conftest import REPO
+import pytest
+from conftest import DATE, REPO, RETCODE, free_port
+from test_operations import luigid  # noqa: F401
 
-from campaign_pipeline import sandbox
+from campaign_pipeline import runner, sandbox
 
 BIN = Path(sys.executable).parent
 
@@ -28,3 +33,106 @@ def test_sandbox_help_explains_every_option_and_the_command():
     assert "[-- COMMAND [ARG ...]]" in text
     assert 'everything after a lone "--" is a command to run' in text
     assert "exits with the command's code" in text
+
+
+def campaign_run(campaign, *args: str, port: int | None = None):
+    """`campaign-run ...` as the cron entry runs it: no terminal, this test's config and logs."""
+    command = [str(BIN / "campaign-run"), "--scheduler-port", str(port or free_port()),
+               "--log-dir", str(campaign.root / "log"), *args]  # fmt: skip
+    return subprocess.run(command, cwd=REPO, env=campaign.env(), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def log_text(campaign) -> tuple[Path, str]:
+    (log,) = (campaign.root / "log").glob("campaign-*.log")
+    return log, log.read_text()
+
+
+def test_a_daily_run_that_succeeds_prints_nothing_and_logs_everything(campaign):
+    campaign.write_customers(rows=10)
+    campaign.start_sandbox()
+
+    done = campaign_run(campaign, "daily", "--date", DATE)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (done.stdout, done.stderr) == ("", "")
+    log, text = log_text(campaign)
+    assert "on local scheduler (no luigid answered)" in text
+    assert "This progress looks :)" in text
+    assert f"=== exit 0 (success); log: {log}" in text
+    assert campaign.sandbox.stats()["email"]["accepted"] == 10
+
+    again = campaign_run(campaign, "--verbose", "daily", "--date", DATE)  # complete: no sending
+
+    assert again.returncode == 0
+    assert "This progress looks :)" in again.stdout
+    assert f"=== exit 0 (success); log: {log}" in again.stdout
+
+
+def test_a_failed_daily_run_prints_a_short_summary(campaign):
+    campaign.write_customers(rows=10)
+    campaign.start_sandbox()
+    campaign.configure(SendSmsCampaign={"template": "no_such_template"})
+
+    done = campaign_run(campaign, "daily", "--date", DATE)
+
+    assert done.returncode == RETCODE["task_failed"]
+    log, text = log_text(campaign)
+    lines = done.stdout.splitlines()
+    assert lines[0] == (f"campaign-run: DailyCampaign --date {DATE} --campaign test on local "
+                        "scheduler (no luigid answered) failed")  # fmt: skip
+    assert lines[1].startswith("  SendSmsCampaign(date=2026-11-25, campaign=test")
+    assert lines[1].endswith(
+        "failed: TemplateError: sms template 'no_such_template': "
+        "no folder config/templates/sms/no_such_template"
+    )
+    assert lines[2:] == [f"=== exit 30 (task_failed); log: {log}"]
+    assert "Traceback" in text and "Traceback" not in done.stdout
+
+
+@pytest.fixture
+def web_server():
+    """A plain HTTP server that is not luigid (Python's file server), on a free loopback port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_web_server_on_the_scheduler_port_is_not_taken_for_luigid(campaign, web_server):
+    campaign.write_customers(rows=10)
+    campaign.start_sandbox()
+
+    done = campaign_run(campaign, "daily", "--date", DATE, port=web_server)
+
+    assert done.returncode == 0, done.stdout[-3000:]
+    (notice,) = done.stdout.splitlines()
+    assert notice.startswith(f"campaign-run: http://127.0.0.1:{web_server} is not luigid (HTTP 404")
+    assert notice.endswith("); using the local scheduler") and "SimpleHTTP" in notice
+    _, text = log_text(campaign)
+    assert notice in text and "on local scheduler" in text
+    assert campaign.sandbox.stats()["push"]["accepted"] > 0
+
+    ping = subprocess.run([str(BIN / "campaign-run"), "--scheduler-port", str(web_server), "ping"],
+                          capture_output=True, text=True, timeout=30, cwd=REPO)  # fmt: skip
+    assert ping.returncode == 1
+    assert f"no luigid at http://127.0.0.1:{web_server}: HTTP 404" in ping.stdout
+
+
+def test_only_luigid_itself_counts_as_the_central_scheduler(luigid):  # noqa: F811
+    assert runner.ask_scheduler("127.0.0.1", luigid) == ""
+    where, flags, notice = runner.choose_scheduler("127.0.0.1", luigid)
+    assert where == f"central scheduler http://127.0.0.1:{luigid}" and notice == ""
+    assert flags == ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)]
+    ping = subprocess.run([str(BIN / "campaign-run"), "--scheduler-port", str(luigid), "ping"],
+                          capture_output=True, text=True, timeout=30, cwd=REPO)  # fmt: skip
+    assert (ping.returncode, ping.stdout) == (0, "")
+
+    assert runner.ask_scheduler("127.0.0.1", free_port()) == runner.NOTHING_LISTENS
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        answer = runner.ask_scheduler("127.0.0.1", port, timeout=0.5)
+    assert answer.startswith("no HTTP answer"), answer
+    assert runner.choose_scheduler("127.0.0.1", port)[1] == ["--local-scheduler"]
