@@ -3,7 +3,9 @@ re-enabling a disabled task, and the sandbox's --help."""
 
 from __future__ import annotations
 
+import fcntl
 import http.server
+import os
 import socket
 import subprocess
 import sys
@@ -136,3 +138,57 @@ def test_only_luigid_itself_counts_as_the_central_scheduler(luigid):  # noqa: F8
         answer = runner.ask_scheduler("127.0.0.1", port, timeout=0.5)
     assert answer.startswith("no HTTP answer"), answer
     assert runner.choose_scheduler("127.0.0.1", port)[1] == ["--local-scheduler"]
+
+
+REBUILT = [".venv/bin/python", ".pytest_cache/x", ".ruff_cache/x", "x.egg-info/PKG-INFO",
+           "var/prism/node_modules/x", "var/bench/results.json", "var/test-artifacts/x.png",
+           "var/sandbox-messages.jsonl", "campaign_pipeline/__pycache__/x.pyc"]  # fmt: skip
+DATA = ["var/campaigns/demo/2026-11-25/email_ledger.sqlite", "var/campaigns/demo/.run.lock",
+        "var/luigid/state.pickle", "var/log/campaign-2026-11-25.log"]  # fmt: skip
+
+
+def make_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """The repository's Makefile run in *folder*, a stand-in for a clone, without a terminal."""
+    env = {**os.environ, "LOG_DIR": "var/log", "LUIGID_DIR": "var/luigid"}
+    return subprocess.run(["make", "-s", "-C", str(folder), "-f", str(REPO / "Makefile"), *args],
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def test_make_clean_keeps_campaign_data_and_clean_data_names_it_and_asks(tmp_path):
+    for name in REBUILT + DATA:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    dry = subprocess.run(["make", "-n", "clean"], cwd=REPO, capture_output=True, text=True)
+    assert (
+        "rm -rf" in dry.stdout and "var/campaigns" not in dry.stdout.split("campaign data kept")[0]
+    )
+
+    cleaned = make_in(tmp_path, "clean")
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert [n for n in REBUILT if (tmp_path / n).exists()] == []
+    assert all((tmp_path / name).exists() for name in DATA)
+    assert "make clean-data deletes it" in cleaned.stdout
+
+    refused = make_in(tmp_path, "clean-data")  # no terminal to ask, no CONFIRM=yes
+
+    assert refused.returncode == 2
+    assert all((tmp_path / name).exists() for name in DATA)
+    for folder in ("var/campaigns", "var/luigid", "var/log"):
+        assert f"  {folder} (" in refused.stdout
+    assert "a rerun of a date sends to everyone again" in refused.stdout
+    assert "nothing deleted: run make clean-data CONFIRM=yes to delete them" in refused.stdout
+
+    with (tmp_path / "var/campaigns/demo/.run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as campaign-run holds it
+        busy = make_in(tmp_path, "clean-data", "CONFIRM=yes")
+    assert busy.returncode == 2
+    assert "a run of campaign demo is in progress" in busy.stdout
+    assert all((tmp_path / name).exists() for name in DATA)
+
+    deleted = make_in(tmp_path, "clean-data", "CONFIRM=yes")
+
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert "deleted: var/campaigns var/luigid var/log" in deleted.stdout
+    assert not any((tmp_path / name).exists() for name in DATA)
