@@ -50,14 +50,14 @@ PING_TIMEOUT = 3.0  # seconds; luigid answers a ping at once, even while it sche
 
 
 def ask_scheduler(host: str, port: int, timeout: float = PING_TIMEOUT) -> str:
-    """ "" when luigid answers at host:port, otherwise what answered there instead.
+    """What answered at host:port instead of luigid, or "" when luigid did.
 
     A TCP connect is not enough: any other service on the port would be taken for luigid and
     the run would fail a minute later (exit 40). So ask luigid's own ``ping`` RPC, the one its
     workers send every second: ``GET /api/ping?data={"worker": ...}`` answers
-    ``{"response": ...}`` (``{"rpc_messages": [...]}`` in luigi 3; luigid 1.x answered
-    ``null``, so only the ``response`` key is checked). The ping makes luigid note a worker
-    named ``campaign-run-ping`` that it forgets after ``worker_disconnect_delay`` (60 s).
+    ``{"response": ...}`` (``{"rpc_messages": [...]}`` in luigi 3; older luigid, whose ping
+    returned nothing, ``null``: so only the ``response`` key is checked). The ping makes
+    luigid note a worker ``campaign-run-ping``, forgotten after ``worker_disconnect_delay``.
     """
     data = urllib.parse.quote(json.dumps({"worker": "campaign-run-ping"}))
     url = f"http://{host}:{port}/api/ping?data={data}"
@@ -74,8 +74,9 @@ def ask_scheduler(host: str, port: int, timeout: float = PING_TIMEOUT) -> str:
     except (OSError, http.client.HTTPException) as error:
         return f"no HTTP answer: {error or type(error).__name__}"
     try:
-        luigid = "response" in json.loads(body)
-    except (ValueError, TypeError):
+        answered = json.loads(body)
+        luigid = isinstance(answered, dict) and "response" in answered
+    except ValueError:
         luigid = False
     return "" if luigid else f"HTTP 200 without luigid's JSON answer{_server(server)}"
 

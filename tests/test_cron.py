@@ -221,3 +221,29 @@ def test_the_cron_entry_calls_the_installed_campaign_run_not_make():
     (entry,) = [line for line in lines if line[:1].isdigit()]
     assert entry.endswith("&& .venv/bin/campaign-run daily")
     assert "make" not in entry
+
+
+def test_the_summary_names_a_task_luigid_disabled():
+    """luigi's own words for a disabled task (luigi/execution_summary.py), as a run prints them."""
+    failures = runner.Failures()
+    output = """2026-11-25 06:00:01,000 INFO luigi-interface: Done scheduling tasks
+===== Luigi Execution Summary =====
+
+Scheduled 3 tasks of which:
+* 1 complete ones were encountered:
+    - 1 LoadSegments(date=2026-11-25, campaign=demo, dry_run=False)
+* 2 were left pending, among these:
+    * 1 was not granted run permission by the scheduler:
+        - 1 SendSmsCampaign(date=2026-11-25, campaign=demo, dry_run=False)
+    * 1 had failed dependencies:
+        - 1 RunCampaign(date=2026-11-25, campaign=demo, dry_run=False)
+
+===== Luigi Execution Summary =====
+"""
+    for line in output.splitlines(keepends=True):
+        failures.feed(line)
+
+    assert failures.summary() == [
+        "SendSmsCampaign(date=2026-11-25, campaign=demo, dry_run=False) was not run: luigid "
+        "has disabled it (README: re-enabling a disabled task)"
+    ]
