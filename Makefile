@@ -15,7 +15,7 @@ LOG_DIR ?= var/log
 export LOG_DIR
 LUIGID_DIR ?= var/luigid
 
-.PHONY: run preview bench test lint format clean scheduler scheduler-stop daily backfill browser
+.PHONY: run preview bench test lint format clean clean-data scheduler scheduler-stop daily backfill browser
 
 $(STAMP): setup.cfg pyproject.toml
 	@echo "creating $(VENV) and installing campaign_pipeline with its dependencies" \
@@ -84,7 +84,9 @@ scheduler-stop:
 	  echo "luigid stopped"; else echo "luigid was not running"; fi
 	@rm -f $(LUIGID_DIR)/luigid.pid
 
-## daily: the cron entry point: today's campaign (or DATE=YYYY-MM-DD)
+## daily: today's campaign (or DATE=YYYY-MM-DD), by hand. cron calls .venv/bin/campaign-run
+# daily itself (config/crontab.example), so that a `git pull` that touched setup.cfg never
+# makes it reinstall the package at 06:00
 daily: $(STAMP)
 	@$(BIN)/campaign-run daily $(if $(DATE),--date $(DATE)) $(if $(CAMPAIGN),--campaign $(CAMPAIGN))
 
@@ -106,5 +108,45 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## clean: delete what can be rebuilt (the venv, caches, Prism, benchmark and test output).
+# Campaign data is left alone: that is clean-data.
+REBUILDABLE = $(VENV) .pytest_cache .ruff_cache *.egg-info var/prism var/bench \
+  var/test-artifacts var/sandbox-messages.jsonl
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(REBUILDABLE)
+	find . -type d -name __pycache__ -prune -exec rm -rf {} +
+	@echo "campaign data kept: $(CAMPAIGN_DATA) $(LUIGID_DIR) $(LOG_DIR) (make clean-data deletes it)"
+
+## clean-data: delete the campaign data in this folder (ledgers, results, luigid's state,
+# logs), after naming it and asking (CONFIRM=yes: no question). It refuses while luigid or a
+# campaign run is using it. Folders elsewhere ([campaign] output_dir of a production
+# config) are never touched.
+CAMPAIGN_DATA ?= var/campaigns
+CONFIRM ?=
+clean-data:
+	@found=; for path in $(CAMPAIGN_DATA) $(LUIGID_DIR) $(LOG_DIR); do \
+	  [ -e "$$path" ] && found="$$found $$path"; done; \
+	if [ -z "$$found" ]; then echo "clean-data: no campaign data here"; exit 0; fi; \
+	if [ -f $(LUIGID_DIR)/luigid.pid ] && kill -0 $$(cat $(LUIGID_DIR)/luigid.pid) 2>/dev/null; then \
+	  echo "clean-data: luigid (pid $$(cat $(LUIGID_DIR)/luigid.pid)) uses $(LUIGID_DIR): make scheduler-stop first; nothing deleted"; exit 1; fi; \
+	for lock in $(CAMPAIGN_DATA)/*/.run.lock; do \
+	  [ -e "$$lock" ] || continue; \
+	  if command -v flock >/dev/null && ! flock -n "$$lock" true; then \
+	    echo "clean-data: a run of campaign $$(basename $$(dirname $$lock)) is in progress ($$lock): wait for it to end; nothing deleted"; exit 1; fi; \
+	done; \
+	echo "clean-data deletes (not rebuildable):"; \
+	for path in $$found; do \
+	  case "$$path" in \
+	    $(CAMPAIGN_DATA)) what="the campaigns' ledgers, results and rejected rows: without its ledger, a rerun of a date sends to everyone again";; \
+	    $(LUIGID_DIR)) what="luigid's state (task history, disabled tasks), pid file and log";; \
+	    *) what="the logs of campaign-run daily and backfill";; \
+	  esac; \
+	  echo "  $$path ($$(du -sh $$path | cut -f1)): $$what"; \
+	done; \
+	if [ "$(CONFIRM)" != yes ]; then \
+	  if [ -t 0 ]; then \
+	    printf "delete them? [y/N] "; read answer; \
+	    case "$$answer" in y|Y|yes) ;; *) echo "nothing deleted"; exit 1;; esac; \
+	  else echo "nothing deleted: run make clean-data CONFIRM=yes to delete them"; exit 1; fi; \
+	fi; \
+	rm -rf $$found && echo "deleted:$$found"

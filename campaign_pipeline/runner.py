@@ -4,10 +4,13 @@
     campaign-run backfill --start 2026-11-01 --end 2026-11-07 [--campaign NAME]
     campaign-run ping [--wait 15]
 
-``daily`` and ``backfill`` use the central scheduler when one answers at
+``daily`` and ``backfill`` use the central scheduler when luigid answers its ``ping`` RPC at
 ``--scheduler-host``/``--scheduler-port`` (``$SCHEDULER_HOST``/``$SCHEDULER_PORT``, default
 127.0.0.1:8082) and luigi's local scheduler otherwise. They append luigi's output to a log
-file named for today under ``--log-dir`` and exit with luigi's ``[retcode]`` code. Dates
+file named for today under ``--log-dir`` and exit with luigi's ``[retcode]`` code. They are
+quiet for cron, which mails any output: a run that succeeds prints nothing, one that fails
+prints a short summary (the failed tasks, their errors, the exit code and the log file).
+``--verbose``, or a terminal on stdout, echoes luigi's whole output as well. Dates
 outside ``[schedule] start_date``..``end_date`` are refused (exit 2) before anything runs.
 One run of a campaign at a time: the run lock lasts as long as any process of the run, and
 SIGTERM or SIGINT stops the run cleanly (see :class:`PassOn`).
@@ -19,14 +22,18 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import http.client
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import luigi.retcodes
@@ -38,17 +45,75 @@ from .config import schedule
 USAGE_ERROR = 2
 
 
+NOTHING_LISTENS = "nothing listens"
+PING_TIMEOUT = 3.0  # seconds; luigid answers a ping at once, even while it schedules
+
+
+def ask_scheduler(host: str, port: int, timeout: float = PING_TIMEOUT) -> str:
+    """What answered at host:port instead of luigid, or "" when luigid did.
+
+    A TCP connect is not enough: any other service on the port would be taken for luigid and
+    the run would fail a minute later (exit 40). So ask luigid's own ``ping`` RPC, the one its
+    workers send every second: ``GET /api/ping?data={"worker": ...}`` answers
+    ``{"response": ...}`` (``{"rpc_messages": [...]}`` in luigi 3; older luigid, whose ping
+    returned nothing, ``null``: so only the ``response`` key is checked). The ping makes
+    luigid note a worker ``campaign-run-ping``, forgotten after ``worker_disconnect_delay``.
+    """
+    data = urllib.parse.quote(json.dumps({"worker": "campaign-run-ping"}))
+    url = f"http://{host}:{port}/api/ping?data={data}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    try:
+        with direct.open(url, timeout=timeout) as answer:
+            body, server = answer.read(65536), answer.headers.get("Server", "")
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code} {error.reason}{_server(error.headers.get('Server', ''))}"
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ConnectionRefusedError):
+            return NOTHING_LISTENS
+        return f"no HTTP answer: {error.reason}"
+    except (OSError, http.client.HTTPException) as error:
+        return f"no HTTP answer: {error or type(error).__name__}"
+    try:
+        answered = json.loads(body)
+        luigid = isinstance(answered, dict) and "response" in answered
+    except ValueError:
+        luigid = False
+    return "" if luigid else f"HTTP 200 without luigid's JSON answer{_server(server)}"
+
+
+def _server(header: str) -> str:
+    return f" from {header!r}" if header else ""
+
+
 def scheduler_answers(host: str, port: int, wait: float = 0.0) -> bool:
-    """True when something accepts connections at host:port, trying for up to *wait* s."""
+    """True when luigid answers at host:port (see :func:`ask_scheduler`), trying for *wait* s."""
     deadline = time.monotonic() + wait
     while True:
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return True
-        except OSError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
+        if not ask_scheduler(host, port):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def choose_scheduler(host: str, port: int) -> tuple[str, list[str], str]:
+    """(where the run is scheduled, luigi's scheduler flags, a notice for the operator or "").
+
+    The local scheduler when luigid does not answer; the notice names what answered instead.
+    """
+    answer = ask_scheduler(host, port)
+    url = f"http://{host}:{port}"
+    if not answer:
+        return (
+            f"central scheduler {url}",
+            ["--scheduler-host", host, "--scheduler-port", str(port)],
+            "",
+        )
+    where = "local scheduler (no luigid answered)"
+    if answer == NOTHING_LISTENS:
+        return where, ["--local-scheduler"], ""
+    notice = f"campaign-run: {url} is not luigid ({answer}); using the local scheduler"
+    return where, ["--local-scheduler"], notice
 
 
 def daily_command(date: datetime.date, campaign: str) -> list[str]:
@@ -166,32 +231,43 @@ class PassOn:
             return  # luigi has exited
 
 
+def log_file(args: argparse.Namespace) -> Path:
+    """Today's log file under ``--log-dir`` (created)."""
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return log_dir / f"campaign-{datetime.date.today().isoformat()}.log"
+
+
+def echoes(args: argparse.Namespace) -> bool:
+    """Whether luigi's whole output goes to stdout too: ``--verbose``, or a terminal."""
+    return args.verbose or sys.stdout.isatty()
+
+
 def _run_logged(task_args: list[str], args: argparse.Namespace, lock_fd: int) -> int:
-    """Run luigi with *task_args*, logging to today's file and echoing to stdout.
+    """Run luigi with *task_args*, logging to today's file; print a summary if it failed.
 
     luigi inherits *lock_fd*, the run lock, and runs in a session of its own: a signal for
     this wrapper's process group reaches luigi only as :class:`PassOn` passes it on.
     """
     luigi_bin = str(Path(sys.executable).parent / "luigi")
-    if scheduler_answers(args.scheduler_host, args.scheduler_port):
-        where = f"central scheduler http://{args.scheduler_host}:{args.scheduler_port}"
-        scheduler = ["--scheduler-host", args.scheduler_host]
-        scheduler += ["--scheduler-port", str(args.scheduler_port)]
-    else:
-        where, scheduler = "local scheduler (no luigid answered)", ["--local-scheduler"]
+    where, scheduler, notice = choose_scheduler(args.scheduler_host, args.scheduler_port)
+    if notice:  # the operator should know, even from cron: luigid is not where it should be
+        print(notice, flush=True)
     # every task in a process of its own, even with [core] workers = 1, so that PassOn can
     # stop a running task without stopping luigi's worker
     command = [luigi_bin, "--module", "campaign_pipeline", *task_args, *scheduler,
                "--worker-force-multiprocessing"]  # fmt: skip
-    log_dir = Path(args.log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"campaign-{datetime.date.today().isoformat()}.log"
+    echo = echoes(args)
+    failures = Failures()
+    log_path = log_file(args)
     with log_path.open("a") as log:
         started = datetime.datetime.now().isoformat(timespec="seconds")
         header = f"=== {started} {' '.join(task_args)} on {where}\n"
-        for stream in (log, sys.stdout):
-            stream.write(header)
-            stream.flush()
+        log.write(header + (notice + "\n" if notice else ""))
+        log.flush()
+        if echo:
+            sys.stdout.write(header)
+            sys.stdout.flush()
         pass_on = PassOn()
         previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -206,7 +282,9 @@ def _run_logged(task_args: list[str], args: argparse.Namespace, lock_fd: int) ->
             pass_on.attach(child.pid)
             for line in child.stdout:
                 log.write(line)
-                sys.stdout.write(line)
+                failures.feed(line)
+                if echo:
+                    sys.stdout.write(line)
             code = child.wait()
         finally:
             pass_on.detach()
@@ -217,8 +295,88 @@ def _run_logged(task_args: list[str], args: argparse.Namespace, lock_fd: int) ->
         stopped = f", stopped by {signal.Signals(pass_on.signum).name}" if pass_on.signum else ""
         footer = f"=== exit {code} ({meaning(code)}){stopped}; log: {log_path}\n"
         log.write(footer)
-        sys.stdout.write(footer)
+        if echo:
+            sys.stdout.write(footer)
+        elif code != 0:
+            summary = [f"campaign-run: {' '.join(task_args)} on {where} failed"]
+            summary += [f"  {line}" for line in failures.summary()]
+            sys.stdout.write("\n".join(summary) + "\n" + footer)
+        sys.stdout.flush()
     return code
+
+
+TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+WORKER_FAILED = re.compile(r"\] Worker Worker\(.*?\) failed\s+(?P<task>\S.*)$")
+SUMMARY_MARK = "===== Luigi Execution Summary ====="
+# The headings of luigi's execution summary (luigi/execution_summary.py) that name tasks
+# which failed or did not run, and what the summary says of each; "had failed dependencies"
+# and the like only follow from these.
+PROBLEMS = {
+    "failed": "failed",
+    "failed scheduling": "failed scheduling",
+    "were missing external dependencies": "is missing",
+    "were being run by another worker": "is being run by another worker",
+    "was not granted run permission by the scheduler": (
+        "was not run: luigid has disabled it (README: re-enabling a disabled task)"
+    ),
+}
+MOST_SHOWN = 10
+
+
+class Failures:
+    """The tasks of a luigi run that failed or did not run, and their one-line errors, read
+    from luigi's output as it goes by (the local scheduler keeps no record to ask)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}  # task -> first line of its last exception
+        self.problems: list[tuple[str, str]] = []  # (what happened, task) in luigi's order
+        self.last_error = ""
+        self._task = ""
+        self._in_traceback = False
+        self._in_summary = False
+        self._heading = ""
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\n")
+        if SUMMARY_MARK in line:
+            self._in_summary = not self._in_summary
+        elif self._in_summary:
+            self._read_summary(line)
+        elif TIMESTAMPED.match(line):
+            failed = WORKER_FAILED.search(line)
+            self._task = failed["task"] if failed else ""
+            self._in_traceback = False
+        elif line.startswith("Traceback (most recent call last)"):
+            self._in_traceback = True
+        elif self._in_traceback and line and not line[0].isspace():
+            # the exception's first line ends the traceback: "package.module.Error: message"
+            self._in_traceback = False
+            self.last_error = re.sub(r"^[\w.]+\.(?=\w+(:|$))", "", line)
+            if self._task:
+                self.errors[self._task] = self.last_error
+
+    def _read_summary(self, line: str) -> None:
+        text = line.strip()
+        if heading := re.match(r"^\* \d+ (.*):$", text):
+            self._heading = heading[1]
+        elif (task := re.match(r"^- (\d+) (.*)$", text)) and self._heading in PROBLEMS:
+            count, name = task.groups()
+            name = name if count == "1" else f"{count} × {name}"
+            self.problems.append((PROBLEMS[self._heading], name))
+
+    def summary(self) -> list[str]:
+        """One line per task that failed or did not run, with its error when there was one."""
+        lines = []
+        for what, task in self.problems:
+            error = self.errors.get(task)
+            lines.append(f"{task} {what}" + (f": {error}" if error else ""))
+        if not lines:  # luigi ended before its summary (an error while scheduling, say)
+            lines = [f"{task} failed: {error}" for task, error in self.errors.items()]
+        if not lines and self.last_error:
+            lines = [f"error: {self.last_error}"]
+        if len(lines) > MOST_SHOWN:
+            lines[MOST_SHOWN:] = [f"... and {len(lines) - MOST_SHOWN} more in the log"]
+        return lines
 
 
 def meaning(code: int) -> str:
@@ -230,6 +388,14 @@ def meaning(code: int) -> str:
     return " or ".join(names) or "luigi error"
 
 
+def ping_scheduler(host: str, port: int, wait: float) -> int:
+    """``campaign-run ping``: 0 when luigid answers; 1, saying what answered, otherwise."""
+    if scheduler_answers(host, port, wait):
+        return 0
+    print(f"campaign-run: no luigid at http://{host}:{port}: {ask_scheduler(host, port)}")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="campaign-run", description=__doc__.splitlines()[0])
     parser.add_argument("--scheduler-host", default=os.environ.get("SCHEDULER_HOST", "127.0.0.1"))
@@ -237,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         "--scheduler-port", type=int, default=int(os.environ.get("SCHEDULER_PORT", "8082"))
     )
     parser.add_argument("--log-dir", default=os.environ.get("LOG_DIR", "var/log"))
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="echo luigi's whole output (the default when stdout is a terminal); otherwise "
+        "only a failure prints, a short summary, and the log file has everything",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     daily = commands.add_parser("daily", help="today's campaign (and missed days with catchup)")
     daily.add_argument("--date", type=datetime.date.fromisoformat, default=datetime.date.today())
@@ -250,11 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "ping":
-        return 0 if scheduler_answers(args.scheduler_host, args.scheduler_port, args.wait) else 1
+        return ping_scheduler(args.scheduler_host, args.scheduler_port, args.wait)
     campaign = args.campaign or campaign_config().name
     if args.command == "daily":
         if problem := outside_schedule(args.date):
-            print(f"campaign-run: nothing to run: {problem}")
+            message = f"campaign-run: nothing to run: {problem}\n"
+            log_file(args).open("a").write(message)  # a success: silent unless asked
+            if echoes(args):
+                print(message, end="")
             return 0
         return run_luigi(daily_command(args.date, campaign), args, campaign)
     if args.start > args.end:

@@ -944,47 +944,151 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+SANDBOX_EPILOG = """\
+-- COMMAND [ARG ...]
+  everything after a lone "--" is a command to run once the sandbox listens, e.g.
+  campaign-sandbox --demo-credentials -- luigi --module campaign_pipeline RunCampaign
+  --local-scheduler. The command gets SANDBOX_BASE_URL (the sandbox's http://127.0.0.1:PORT)
+  and the credentials in its environment; SIGINT/SIGTERM are passed on to it. The sandbox
+  stops when the command exits, prints what it saw and exits with the command's code.
+  Without a command the sandbox serves until SIGINT or SIGTERM.
+
+credentials:
+  the sandbox accepts only the credentials in EMAIL_API_TOKEN, SMS_API_ACCOUNT_SID,
+  SMS_API_AUTH_TOKEN and PUSH_API_TOKEN (all four must be set), or those that
+  --demo-credentials makes up.
+"""
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The sandbox's options, and the command after a lone ``--`` (empty when none).
+
+    The command is split off here rather than left to argparse, so that its own options
+    (``luigi --module ...``) are never taken for the sandbox's.
+    """
     options, command = argv, []
     if "--" in argv:
         split = argv.index("--")
         options, command = argv[:split], argv[split + 1 :]
+    return option_parser().parse_args(options), command
+
+
+def option_parser() -> argparse.ArgumentParser:
+    """``campaign-sandbox``'s options, each with its help text (``--help``)."""
     parser = argparse.ArgumentParser(
-        prog="campaign-sandbox", description="Local sandbox of the email/SMS/push providers."
+        prog="campaign-sandbox",
+        usage="%(prog)s [OPTION ...] [-- COMMAND [ARG ...]]",
+        description="Local sandbox of the email (SendGrid v3), SMS (Twilio) and push (FCM v1) "
+        "providers, on 127.0.0.1.",
+        epilog=SANDBOX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--latency-ms", type=float, default=0)
-    parser.add_argument("--latency-jitter", type=float, default=0.0)
-    parser.add_argument("--error-rate", type=float, default=0.0)
-    parser.add_argument("--hang-rate", type=float, default=0.0)
-    parser.add_argument("--hang-seconds", type=float, default=30.0)
-    parser.add_argument("--fail-first", type=int, default=0)
-    parser.add_argument("--hang-first", type=int, default=0)
-    parser.add_argument("--record", metavar="PATH")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-rate-limit", action="store_true")
-    parser.add_argument(
+    add = parser.add_argument
+    add(
+        "--port",
+        type=int,
+        default=8765,
+        help="port on 127.0.0.1; 0 picks a free one (default: %(default)s)",
+    )
+    add(
+        "--latency-ms",
+        type=float,
+        default=0,
+        metavar="MS",
+        help="added to every answer, in milliseconds (default: %(default)s)",
+    )
+    add(
+        "--latency-jitter",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="latency varies by up to this fraction either way, e.g. 0.5 for ±50%% "
+        "(default: %(default)s)",
+    )
+    add(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of requests answered 503 at random (default: %(default)s)",
+    )
+    add(
+        "--hang-rate",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of requests that hang for --hang-seconds, then are answered 503 "
+        "(default: %(default)s)",
+    )
+    add(
+        "--hang-seconds",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a hanging request hangs (default: %(default)s)",
+    )
+    add(
+        "--fail-first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer 503 to the first N requests for each recipient (default: %(default)s)",
+    )
+    add(
+        "--hang-first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hang the first N requests for each recipient, as --hang-rate does "
+        "(default: %(default)s)",
+    )
+    add("--record", metavar="PATH", help="append every accepted message to this JSONL file")
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random faults and jitter, for repeatable runs (default: %(default)s)",
+    )
+    add("--no-rate-limit", action="store_true", help="no token bucket: never answer 429")
+    add(
         "--error-rule",
         action="append",
         default=[],
         type=ErrorRule.parse,
         metavar="CHANNEL:REGEX:STATUS[:CODE[:TIMES]]",
-        help="answer matching recipients with this provider error (repeatable)",
+        help="answer requests for recipients matching REGEX on CHANNEL (email, sms, push) "
+        "with this provider error: HTTP STATUS, the provider's CODE (Twilio's number, FCM's "
+        "errorCode, the field SendGrid names), only the first TIMES times per recipient "
+        "when given; repeatable",
     )
-    parser.add_argument(
+    add(
         "--echo-credentials",
         action="store_true",
-        help="error answers quote the request's path and Authorization header",
+        help="error answers quote the request's path and Authorization header, as a "
+        "careless provider might (to test the client's masking)",
     )
-    parser.add_argument(
+    add(
         "--demo-credentials",
         action="store_true",
         help="make up random credentials and pass them to COMMAND in the usual variables",
     )
     for channel, limit in default_limits().items():  # all set, never None
-        parser.add_argument(f"--{channel}-rate", type=float, default=limit.rate_per_second)
-        parser.add_argument(f"--{channel}-burst", type=int, default=limit.burst)
-    return parser.parse_args(options), command
+        add(
+            f"--{channel}-rate",
+            type=float,
+            default=limit.rate_per_second,
+            metavar="PER_S",
+            help=f"{channel}: requests per second the token bucket allows; above it, "
+            "429 (default: %(default)s)",
+        )
+        add(
+            f"--{channel}-burst",
+            type=int,
+            default=limit.burst,
+            metavar="N",
+            help=f"{channel}: the token bucket's size (default: %(default)s)",
+        )
+    return parser
 
 
 def config_from(args: argparse.Namespace, env: dict[str, str]) -> SandboxConfig:
