@@ -354,14 +354,22 @@ def _unbalanced(record: list[str], columns: list[str]) -> bool:
     """Whether a record spanning lines looks like a stray quote swallowing the rows after it.
 
     A quoted field may hold line breaks, so this is a judgement: the record has the wrong
-    number of fields, or a line inside a field has a row's worth of commas.
+    number of fields, or a field's first line holds all the separators the rest of its row
+    needs (the quote took the rest of its own row in), or a later line of the field holds a
+    row's worth of commas.
     """
     if len(record) != len(columns):
         return True
     commas = len(columns) - 1
-    return any(
-        line.count(",") >= commas for cell in record if "\n" in cell for line in cell.split("\n")
-    )
+    for index, cell in enumerate(record):
+        if "\n" not in cell:
+            continue
+        first, *others = cell.split("\n")
+        if 0 < commas - index <= first.count(","):
+            return True
+        if any(line.count(",") >= commas for line in others):
+            return True
+    return False
 
 
 def _values(record: list[str], columns: list[str]) -> dict[str, str]:

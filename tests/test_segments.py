@@ -206,6 +206,17 @@ def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path, pa
     ]
 
 
+def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path, parallel):
+    path = tmp_path / "customers.csv"
+    text = row("U1", name='"Unclosed') + row("U2", name='"Closed"') + row("U3")
+    path.write_text(HEADER + text, encoding="utf-8")
+
+    loaded = assert_same(path)
+
+    assert loaded.rejected[["row", "reason"]].values.tolist() == [[2, "unbalanced_quote"]]
+    assert loaded.customers["customer_id"].tolist() == ["U3"]
+
+
 @pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])
 def test_header_mistakes_are_fatal(tmp_path, load):
     path = tmp_path / "customers.csv"
