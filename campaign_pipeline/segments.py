@@ -252,8 +252,8 @@ def _header_columns(header: list[str] | None, path: str) -> list[str]:
         key = "".join(column.split())
         if key and key in seen:
             raise InputError(
-                f"customer file {path}: columns {seen[key]!r} and {name!r} differ only in "
-                "case or spacing; rename or remove one of them"
+                f"customer file {path}: columns {seen[key]!r} and {name!r} are the same name "
+                "but for case or spacing; rename or remove one of them"
             )
         seen.setdefault(key, name)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -333,8 +333,8 @@ def _row_problem(
                 f"field {shown} has {len(cell):,} characters; at most {MAX_FIELD:,} are read"
             )
     values = _values(record, columns)
-    for name, value in values.items():
-        if found := _CONTROL_CHAR.search(value):
+    for name, cell in zip(columns, record, strict=True):
+        if found := _CONTROL_CHAR.search(cell.strip()):
             return "control_character", (
                 f"field {name or 'unnamed'} contains control character "
                 f"U+{ord(found.group()):04X} at position {found.start() + 1}"

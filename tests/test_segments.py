@@ -206,6 +206,19 @@ def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path, pa
     ]
 
 
+def test_a_control_character_in_any_column_rejects_the_row(tmp_path, parallel):
+    path = tmp_path / "customers.csv"
+    header = HEADER.replace("\n", ",,\n")  # two unnamed columns, as spreadsheets export
+    text = row("K1").replace("\n", ",a,\x01b\n") + row("K2").replace("\n", ",,\n")
+    path.write_text(header + text, "utf-8")
+
+    loaded = assert_same(path)
+
+    assert loaded.rejected[["row", "detail"]].values.tolist() == [
+        [2, "field unnamed contains control character U+0001 at position 1"]
+    ]
+
+
 def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path, parallel):
     path = tmp_path / "customers.csv"
     text = row("U1", name='"Unclosed') + row("U2", name='"Closed"') + row("U3")
@@ -221,7 +234,9 @@ def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path, parallel)
 def test_header_mistakes_are_fatal(tmp_path, load):
     path = tmp_path / "customers.csv"
     path.write_text(HEADER.replace("first_name", " Email ") + row("H1"), encoding="utf-8")
-    with pytest.raises(segments.InputError, match=r"columns ' Email ' and 'email' differ only"):
+    with pytest.raises(
+        segments.InputError, match=r"columns ' Email ' and 'email' are the same name but"
+    ):
         load(str(path), SEGMENTS, "US")
     # The header misses first_name: every row has one field more.
     short = HEADER.replace("first_name,", "")
