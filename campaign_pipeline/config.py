@@ -144,6 +144,12 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801
         config_path=_in_campaign("default_region"),
         description="Region for phone numbers written without +country code",
     )
+    accept_vanity_numbers = luigi.BoolParameter(
+        default=False,
+        config_path=_in_campaign("accept_vanity_numbers"),
+        description="Text phone numbers written with letters (1-800-FLOWERS); off, such a "
+        "number is skipped for SMS, as letters are most often a typo (O for 0)",
+    )
     preview_requests = luigi.IntParameter(
         default=20,
         config_path=_in_campaign("preview_requests"),

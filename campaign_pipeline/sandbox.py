@@ -322,7 +322,10 @@ class EmailEndpoint(Endpoint):
             )
             raise Rejected(sendgrid_error(400, message, "subject"))
         args = {**top_args, **check_custom_args(p.get("custom_args"), f"{path}.custom_args")}
-        request = {**p, "from": data["from"], "subject": subject, "content": data["content"]}
+        tags = check_substitutions(p.get("substitutions"), f"{path}.substitutions")
+        content = [{**c, "value": substitute(c["value"], tags)} for c in data["content"]]
+        subject = substitute(subject, tags)
+        request = {**p, "from": data["from"], "subject": subject, "content": content}
         return Message(p["to"][0]["email"], args.get("campaign"), args.get("customer_id"), request)
 
     def check_permanent(self, messages: list[Message]) -> None:
@@ -383,6 +386,22 @@ def check_to(to: Any, path: str) -> None:
         if not isinstance(entry.get("name", ""), str):
             message = "Invalid type. Expected: string."
             raise Rejected(sendgrid_error(400, message, f"{path}.to.{j}.name"))
+
+
+def check_substitutions(tags: Any, path: str) -> dict:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise Rejected(sendgrid_error(400, "Invalid type. Expected: object of strings.", path))
+    return tags
+
+
+def substitute(text: str, tags: dict[str, str]) -> str:
+    """Replace each tag in turn, as SendGrid does: a value holding a tag replaced later has
+    that tag replaced too. The message stored is the one the recipient would read."""
+    for tag, value in tags.items():
+        text = text.replace(tag, value)
+    return text
 
 
 def check_custom_args(args: Any, path: str) -> dict:

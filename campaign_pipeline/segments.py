@@ -63,6 +63,17 @@ _WHITESPACE = (
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 _BATCH = 65_536
+# A field longer than this (the csv module's default limit) rejects its row. The file is read
+# with a far higher limit so that such a field costs its row only, not the whole file.
+MAX_FIELD = 131_072
+_READ_LIMIT = 1 << 30
+# Control characters a value may not hold (tab, newline and carriage return are text). At the
+# edges of a value those that are whitespace are stripped like spaces.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_CONTROL_CHAR = re.compile(_CONTROL)
+_LETTER = re.compile(r"[^\W\d_]")
+# Shown of a rejected row's raw text at most (a row may hold a field of megabytes).
+MAX_RAW = 2_000
 
 
 class InputError(PermanentError, ValueError):
@@ -117,39 +128,48 @@ def _reason_counts(errors: pd.Series) -> dict[str, int]:
 # File level: shared by both loaders.
 
 
-def load(path: str, segments: list[str], default_region: str) -> Segments:
-    """Read and validate the customer file at *path*, fast enough for a million rows."""
+def load(
+    path: str, segments: list[str], default_region: str, accept_vanity: bool = False
+) -> Segments:
+    """Read and validate the customer file at *path*, fast enough for a million rows.
+
+    *accept_vanity* lets phone numbers written with letters (1-800-FLOWERS) through.
+    """
     folded = [s.casefold() for s in segments]
     with _input_errors(path), _pool(path) as pool:
         table = _read_with_pyarrow(path) or _read_with_csv(path)
         checked = _check_rows(table, folded)
         del table  # free the raw cells before the contact values are checked
-        return _check_values(checked, default_region, pool)
+        return _check_values(checked, (default_region, accept_vanity), pool)
 
 
-def load_one_by_one(path: str, segments: list[str], default_region: str) -> Segments:
+def load_one_by_one(
+    path: str, segments: list[str], default_region: str, accept_vanity: bool = False
+) -> Segments:
     """Read and validate *path* one row and one value at a time: the reference for :func:`load`.
 
     This is the original algorithm (csv module, no cache, no processes). It is kept to check
     that :func:`load` gives identical results.
     """
     folded = [s.casefold() for s in segments]
-    with _input_errors(path), open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+    phones = (default_region, accept_vanity)
+    with _input_errors(path), _reading(path) as reader:
         columns = _header_columns(next(reader, None), path)
         customers: list[dict[str, str]] = []
         rejected: list[dict[str, object]] = []
         first_row: dict[str, int] = {}
-        records_read = 0
-        for row, record in _records(reader):
+        records_read = wider = 0
+        for row, record, lines in _records(reader):
             records_read += 1
-            problem = _row_problem(record, columns, folded, first_row, row)
+            wider += len(record) > len(columns)
+            problem = _row_problem(record, columns, folded, first_row, lines)
             if problem:
                 rejected.append(_rejected(row, record, columns, *problem))
                 continue
-            customer = _customer(record, columns, default_region, row)
+            customer = _customer(record, columns, phones, row)
             first_row[customer["customer_id"]] = row
             customers.append(customer)
+        _check_width(columns, wider, records_read, path)
     output = _output_columns(columns)
     frame = _frame({name: [c[name] for c in customers] for name in output})
     return Segments(frame, _rejected_frame(rejected), output, records_read)
@@ -180,9 +200,9 @@ def _input_errors(path: str) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise InputError(f"customer file {path}: no such file") from None
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise InputError(
-            f"customer file {path}: not valid UTF-8 (byte {exc.start} of the file "
+            f"customer file {path}: not valid UTF-8 (byte {_bad_byte(path)} of the file "
             "cannot be decoded); save it as UTF-8"
         ) from None
     except csv.Error as exc:
@@ -200,10 +220,42 @@ def _input_errors(path: str) -> Iterator[None]:
         raise InputError(f"customer file {path}: cannot be read: {exc.strerror or exc}") from None
 
 
+def _bad_byte(path: str) -> int:
+    """The offset of the first byte of *path* that is not UTF-8, counting a BOM (the offset
+    a decoder reports is relative to the BOM, or to the chunk a text file was reading)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return 0
+
+
+@contextmanager
+def _reading(path: str) -> Iterator:
+    """A csv reader of *path* that takes fields of any length (MAX_FIELD is a row check)."""
+    limit = csv.field_size_limit(_READ_LIMIT)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            yield csv.reader(handle)
+    finally:
+        csv.field_size_limit(limit)
+
+
 def _header_columns(header: list[str] | None, path: str) -> list[str]:
     if header is None or not any(h.strip() for h in header):
         raise InputError(f"customer file {path}: the file is empty (no header row)")
     columns = [h.strip().casefold() for h in header]
+    seen: dict[str, str] = {}
+    for name, column in zip(header, columns, strict=True):
+        key = "".join(column.split())
+        if key and key in seen:
+            raise InputError(
+                f"customer file {path}: columns {seen[key]!r} and {name!r} are the same name "
+                "but for case or spacing; rename or remove one of them"
+            )
+        seen.setdefault(key, name)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise InputError(
@@ -213,17 +265,28 @@ def _header_columns(header: list[str] | None, path: str) -> list[str]:
     return columns
 
 
-def _records(reader) -> Iterator[tuple[int, list[str]]]:
-    """Yield (row number, record) for each record that is not blank.
+def _records(reader) -> Iterator[tuple[int, list[str], tuple[int, int, int]]]:
+    """Yield (row number, record, (row, first line, last line)) for each non-blank record.
 
-    The row number is the line the record starts on (the header is line 1); blank lines are
-    skipped but still counted, and a quoted field may span lines.
+    The row number is what a spreadsheet shows: the header is row 1, each record one row
+    even when a quoted field spans lines, blank lines skipped but counted. The lines are
+    those of the file that the record spans.
     """
-    line = reader.line_num
+    row, line = 1, reader.line_num
     for record in reader:
-        row, line = line + 1, reader.line_num
+        row, first, line = row + 1, line + 1, reader.line_num
         if any(cell.strip() for cell in record):
-            yield row, record
+            yield row, record, (row, first, line)
+
+
+def _check_width(columns: list[str], wider: int, records: int, path: str) -> None:
+    """Most rows having more fields than the header means the header lacks a name."""
+    if wider and wider * 2 > records:
+        raise InputError(
+            f"customer file {path}: the header has {len(columns)} columns "
+            f"({', '.join(columns)}) but {wider:,} of {records:,} rows have more fields; "
+            "add the missing column name(s) to the header row"
+        )
 
 
 def _output_columns(columns: list[str]) -> list[str]:
@@ -248,11 +311,34 @@ def _rejected_frame(rejected: list[dict[str, object]]) -> pd.DataFrame:
 
 
 def _row_problem(
-    record: list[str], columns: list[str], segments: list[str], first_row: dict, row: int
+    record: list[str],
+    columns: list[str],
+    segments: list[str],
+    first_row: dict,
+    lines: tuple[int, int, int],
 ) -> tuple[str, str] | None:
+    """The reason and detail for rejecting a record, or None; *lines* as _records gives."""
+    row, first, last = lines
+    if last > first and _unbalanced(record, columns):
+        return "unbalanced_quote", (
+            f"a quote is unbalanced: the quoted field from row {row} runs over lines {first} "
+            f"to {last} of the file, taking them into this one row; close or remove the quote"
+        )
     if len(record) != len(columns):
         return "malformed_row", f"expected {len(columns)} fields, found {len(record)}"
+    for name, cell in zip(columns, record, strict=True):
+        if len(cell) > MAX_FIELD:
+            shown = name or "unnamed"
+            return "field_too_large", (
+                f"field {shown} has {len(cell):,} characters; at most {MAX_FIELD:,} are read"
+            )
     values = _values(record, columns)
+    for name, cell in zip(columns, record, strict=True):
+        if found := _CONTROL_CHAR.search(cell.strip()):
+            return "control_character", (
+                f"field {name or 'unnamed'} contains control character "
+                f"U+{ord(found.group()):04X} at position {found.start() + 1}"
+            )
     customer_id, segment = values["customer_id"], values["segment"].casefold()
     if not customer_id:
         return "missing_customer_id", "customer_id is empty"
@@ -262,6 +348,28 @@ def _row_problem(
     if customer_id in first_row:
         return "duplicate_customer_id", f"customer_id already seen on row {first_row[customer_id]}"
     return None
+
+
+def _unbalanced(record: list[str], columns: list[str]) -> bool:
+    """Whether a record spanning lines looks like a stray quote swallowing the rows after it.
+
+    A quoted field may hold line breaks, so this is a judgement: the record has the wrong
+    number of fields, or a field's first line holds all the separators the rest of its row
+    needs (the quote took the rest of its own row in), or a later line of the field holds a
+    row's worth of commas.
+    """
+    if len(record) != len(columns):
+        return True
+    commas = len(columns) - 1
+    for index, cell in enumerate(record):
+        if "\n" not in cell:
+            continue
+        first, *others = cell.split("\n")
+        if 0 < commas - index <= first.count(","):
+            return True
+        if any(line.count(",") >= commas for line in others):
+            return True
+    return False
 
 
 def _values(record: list[str], columns: list[str]) -> dict[str, str]:
@@ -275,22 +383,27 @@ def _rejected(row: int, record: list[str], columns: list[str], reason: str, deta
     values = _values(record, columns) if len(record) == len(columns) else {}
     raw = io.StringIO()
     csv.writer(raw, lineterminator="").writerow(record)
+    text = raw.getvalue()
+    if len(text) > MAX_RAW:
+        text = f"{text[:MAX_RAW]}… ({len(text):,} characters)"
     return {
         "row": row,
         "reason": reason,
         "detail": detail,
         "customer_id": values.get("customer_id", ""),
         "segment": values.get("segment", ""),
-        "raw": raw.getvalue(),
+        "raw": text,
     }
 
 
-def _customer(record: list[str], columns: list[str], region: str, row: int) -> dict[str, str]:
+def _customer(
+    record: list[str], columns: list[str], phones: tuple[str, bool], row: int
+) -> dict[str, str]:
     customer = _values(record, columns)
     customer["segment"] = customer["segment"].casefold()
     customer["row"] = str(row)
     customer["email"], customer["email_error"] = check_email(customer["email"])
-    customer["phone"], customer["sms_error"] = check_phone.__wrapped__(customer["phone"], region)
+    customer["phone"], customer["sms_error"] = check_phone.__wrapped__(customer["phone"], *phones)
     customer["device_token"], customer["push_error"] = check_device_token(customer["device_token"])
     return customer
 
@@ -309,14 +422,29 @@ def check_email(value: str) -> tuple[str, str]:
 
 
 @lru_cache(maxsize=65536)
-def check_phone(value: str, region: str) -> tuple[str, str]:
-    """Return (E.164 number, "") or ("", reason); numbers without + use *region*."""
+def check_phone(value: str, region: str, accept_vanity: bool = False) -> tuple[str, str]:
+    """Return (E.164 number, "") or ("", reason); numbers without + use *region*.
+
+    phonenumbers reads letters as a keypad's digits and keeps an extension apart: a typo
+    (``212555O1OO``) would text a stranger and ``ext. 12`` the main line, so both make the
+    number unusable for SMS, letters unless *accept_vanity*.
+    """
     if not value:
         return "", "missing: no phone number"
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
         return "", f"invalid: phone {value!r}: {exc}"
+    if number.extension:
+        return "", (
+            f"invalid: phone {value!r} has an extension ({number.extension}); a text message "
+            "cannot reach an extension"
+        )
+    if not accept_vanity and _LETTER.search(value):
+        return "", (
+            f"invalid: phone {value!r} contains letters; fix the number, or set [campaign] "
+            "accept_vanity_numbers = true for numbers such as 1-800-FLOWERS"
+        )
     if not phonenumbers.is_valid_number(number):
         return "", f"invalid: phone {value!r} is not a valid number (default region {region})"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), ""
@@ -334,13 +462,15 @@ def check_device_token(value: str) -> tuple[str, str]:
     return value, ""
 
 
-def _check_many(field: str, values: list[str], region: str) -> tuple[list[str], list[str]]:
+def _check_many(
+    field: str, values: list[str], phones: tuple[str, bool]
+) -> tuple[list[str], list[str]]:
     """Check each of *values* of one contact field; return the normalised values and errors.
 
     The worker processes run this, so it takes and returns plain lists.
     """
     if field == "phone":
-        checked = [check_phone.__wrapped__(value, region) for value in values]
+        checked = [check_phone.__wrapped__(value, *phones) for value in values]
     elif field == "email":
         with _email_domains_cached():
             checked = [check_email(value) for value in values]
@@ -378,13 +508,14 @@ class _Table:
     """The records of a file as columns of raw (unstripped) strings.
 
     ``cells`` holds one arrow string array per column of the file for the records with the
-    right number of fields, ``rows`` their row numbers; ``malformed`` the other records.
+    right number of fields and none too large, ``rows`` their row numbers; ``malformed`` the
+    other records as _records gives them.
     """
 
     columns: list[str]
     rows: np.ndarray
     cells: list[pa.ChunkedArray]
-    malformed: list[tuple[int, list[str]]]
+    malformed: list[tuple[int, list[str], tuple[int, int, int]]]
 
 
 def _read_with_pyarrow(path: str) -> _Table | None:
@@ -409,7 +540,7 @@ def _read_with_pyarrow(path: str) -> _Table | None:
         return None  # pyarrow would drop a byte-order mark at the start of the first record
     cells = _arrow_columns(pa.py_buffer(data).slice(min(end + 1, len(data))), len(columns))
     del data
-    if cells is None or any(_longest(column) >= csv.field_size_limit() for column in cells):
+    if cells is None or any(_longest(column) > MAX_FIELD for column in cells):
         return None
     return _Table(columns, np.arange(2, len(cells[0]) + 2), cells, [])
 
@@ -439,16 +570,18 @@ def _longest(column: pa.ChunkedArray) -> int:
 
 def _read_with_csv(path: str) -> _Table:
     """Read *path* with the csv module, as load_one_by_one does, into arrow columns."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+    with _reading(path) as reader:
         columns = _header_columns(next(reader, None), path)
         rows: list[int] = []
         chunks: list[list[pa.Array]] = []
-        malformed: list[tuple[int, list[str]]] = []
+        malformed: list[tuple[int, list[str], tuple[int, int, int]]] = []
         batch: list[list[str]] = []
-        for row, record in _records(reader):
-            if len(record) != len(columns):
-                malformed.append((row, record))
+        wider = 0
+        for row, record, lines in _records(reader):
+            odd = lines[2] > lines[1] and _unbalanced(record, columns)
+            if odd or len(record) != len(columns) or max(map(len, record)) > MAX_FIELD:
+                wider += len(record) > len(columns)
+                malformed.append((row, record, lines))
                 continue
             rows.append(row)
             batch.append(record)
@@ -456,6 +589,7 @@ def _read_with_csv(path: str) -> _Table:
                 chunks.append(_transpose(batch, len(columns)))
                 batch = []
         chunks.append(_transpose(batch, len(columns)))
+    _check_width(columns, wider, len(rows) + len(malformed), path)
     cells = [
         pa.chunked_array([c[i] for c in chunks], pa.large_string()) for i in range(len(columns))
     ]
@@ -493,7 +627,8 @@ def _check_rows(table: _Table, segments: list[str]) -> _Rows:
         stripped = [column.filter(keep) for column in stripped]
     first = {name: stripped[table.columns.index(name)] for name in dict.fromkeys(table.columns)}
     folded = _casefold(first["segment"])
-    good, first_row = _duplicates(first["customer_id"], folded, rows, segments)
+    clean = pc.invert(_any([pc.match_substring_regex(column, _CONTROL) for column in stripped]))
+    good, first_row = _duplicates(first["customer_id"], folded, rows, segments, clean)
     rejected = _rejected_rows(table, cells, rows, ~good, first_row, segments)
     customers = {name: column.filter(good) for name, column in first.items() if name}
     customers["segment"] = folded.filter(good)
@@ -531,16 +666,21 @@ def _casefold(segments: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _duplicates(
-    ids: pa.ChunkedArray, segments: pa.ChunkedArray, rows: np.ndarray, allowed: list[str]
+    ids: pa.ChunkedArray,
+    segments: pa.ChunkedArray,
+    rows: np.ndarray,
+    allowed: list[str],
+    clean: pa.ChunkedArray,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Which records are customers, and the first row of each id that comes again.
 
-    A record with an empty id or an unknown segment is rejected before its id counts as seen,
-    as in load_one_by_one; of the others, every record after the first with an id is a
-    duplicate of that first one.
+    A record with a control character, an empty id or an unknown segment is rejected before
+    its id counts as seen, as in load_one_by_one; of the others, every record after the first
+    with an id is a duplicate of that first one.
     """
     allowed_segment = pc.is_in(segments, value_set=pa.array(allowed, pa.large_string()))
-    candidate = np.asarray(pc.and_(pc.not_equal(ids, ""), allowed_segment), dtype=bool)
+    candidate = pc.and_(pc.and_(pc.not_equal(ids, ""), allowed_segment), clean)
+    candidate = np.asarray(candidate, dtype=bool)
     candidate_ids = pd.Series(pd.array(ids.filter(candidate), dtype="string"))
     repeated = candidate_ids.duplicated(keep="first").to_numpy()
     good = candidate.copy()
@@ -564,12 +704,15 @@ def _rejected_rows(
     records = [
         list(r) for r in zip(*(column.filter(bad).to_pylist() for column in cells), strict=True)
     ]
+    # Records read by pyarrow each stand on one line, whose number is their row number.
     found = sorted(
-        [*zip(rows[bad].tolist(), records, strict=True), *table.malformed], key=lambda f: f[0]
+        [*((r, rec, (r, r, r)) for r, rec in zip(rows[bad].tolist(), records, strict=True))]
+        + table.malformed,
+        key=lambda f: f[0],
     )
     rejected = []
-    for row, record in found:
-        problem = _row_problem(record, table.columns, segments, first_row, row)
+    for row, record, lines in found:
+        problem = _row_problem(record, table.columns, segments, first_row, lines)
         rejected.append(_rejected(row, record, table.columns, *problem))
     return rejected
 
@@ -577,12 +720,14 @@ def _rejected_rows(
 # load(), value checks: each distinct value once, in worker processes when there are many.
 
 
-def _check_values(checked: _Rows, region: str, pool: ProcessPoolExecutor | None) -> Segments:
+def _check_values(
+    checked: _Rows, phones: tuple[str, bool], pool: ProcessPoolExecutor | None
+) -> Segments:
     """Normalise the contact fields of the customers, with the reason beside a bad one."""
     columns = dict(checked.customers)
     columns["row"] = pc.cast(pa.array(checked.rows, pa.int64()), pa.large_string())
     tokens = _check_tokens(columns["device_token"])
-    contacts = _check_distinct({name: columns[name] for name in ("email", "phone")}, region, pool)
+    contacts = _check_distinct({name: columns[name] for name in ("email", "phone")}, phones, pool)
     columns["email"], columns["email_error"] = contacts["email"]
     columns["phone"], columns["sms_error"] = contacts["phone"]
     columns["device_token"], columns["push_error"] = tokens
@@ -615,27 +760,29 @@ def _check_tokens(tokens: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedA
 
 
 def _check_distinct(
-    fields: dict[str, pa.ChunkedArray], region: str, pool: ProcessPoolExecutor | None
+    fields: dict[str, pa.ChunkedArray], phones: tuple[str, bool], pool: ProcessPoolExecutor | None
 ) -> dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]]:
     """Check each distinct value of each field once; in the pool if there are many."""
     distinct = {name: _distinct(values) for name, values in fields.items()}
     values = {name: d[0] for name, d in distinct.items()}
     if pool is not None and sum(len(v) for v in values.values()) > PARALLEL_MIN_VALUES:
-        results = _check_in_pool(pool, values, region)
+        results = _check_in_pool(pool, values, phones)
     else:
-        results = {name: _check_chunk(name, v, region) for name, v in values.items()}
+        results = {name: _check_chunk(name, v, phones) for name, v in values.items()}
     return {
         name: tuple(result.take(distinct[name][1]) for result in results[name]) for name in fields
     }
 
 
-def _check_chunk(field: str, values: pa.Array, region: str) -> tuple[pa.Array, pa.Array]:
-    normalised, errors = _check_many(field, values.to_pylist(), region)
+def _check_chunk(
+    field: str, values: pa.Array, phones: tuple[str, bool]
+) -> tuple[pa.Array, pa.Array]:
+    normalised, errors = _check_many(field, values.to_pylist(), phones)
     return pa.array(normalised, pa.large_string()), pa.array(errors, pa.large_string())
 
 
 def _check_in_pool(
-    pool: ProcessPoolExecutor, fields: dict[str, pa.Array], region: str
+    pool: ProcessPoolExecutor, fields: dict[str, pa.Array], phones: tuple[str, bool]
 ) -> dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]]:
     """Check the values in chunks of CHUNK, a few chunks queued at a time.
 
@@ -649,7 +796,7 @@ def _check_in_pool(
             if len(pending) >= 2 * WORKERS:
                 _collect(pending.popleft(), parts)
             chunk = values.slice(start, CHUNK).to_pylist()
-            pending.append((name, pool.submit(_check_many, name, chunk, region)))
+            pending.append((name, pool.submit(_check_many, name, chunk, phones)))
     while pending:
         _collect(pending.popleft(), parts)
     return {

@@ -181,6 +181,7 @@ class LoadSegments(CampaignTask):
             "sha256": segments.file_digest(path),
             "segments": [s.casefold() for s in config.segments],
             "default_region": config.default_region,
+            "accept_vanity_numbers": config.accept_vanity_numbers,
         }
 
     def loaded_inputs(self) -> dict | None:
@@ -196,7 +197,9 @@ class LoadSegments(CampaignTask):
         config = campaign_config()
         path = self.input()["file"].path
         inputs = self.inputs()  # before reading: a file edited meanwhile is loaded again later
-        loaded = segments.load(path, list(config.segments), config.default_region)
+        loaded = segments.load(
+            path, list(config.segments), config.default_region, config.accept_vanity_numbers
+        )
         outputs = self.output()
         with outputs["customers"].open("w") as handle:
             loaded.customers.to_parquet(handle, index=False)

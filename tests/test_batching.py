@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from conftest import CHANNELS, TASKS
 
 from campaign_pipeline.sandbox import ErrorRule
@@ -32,7 +34,11 @@ def test_a_batch_is_one_request_with_a_result_line_per_recipient(campaign):
     )
     first = campaign.sandbox.accepted()[0]["request"]
     assert first["subject"].endswith("your spring offer is here")
-    assert "%campaign_text%" in {c["value"] for c in first["content"]}
+    # The sandbox stores what the recipient reads: the tags replaced by the rendered bodies.
+    assert all(
+        re.fullmatch(r"%campaign_(text|html)_[0-9a-f]{24}%", t) for t in first["substitutions"]
+    )
+    assert [c["value"] for c in first["content"]] == list(first["substitutions"].values())
 
 
 def test_a_bad_address_named_by_the_provider_fails_alone_and_the_rest_go_once(campaign):

@@ -25,9 +25,9 @@ QUOTED_FILE = EDGE_CASE_CSV + (
 )
 
 # The same kinds of values without quotes, blank lines or malformed records, so that pyarrow
-# reads it; with a repeated and an unnamed column, and whitespace str.strip() knows of.
+# reads it; with an unnamed column, and whitespace str.strip() knows of.
 PLAIN_FILE = (
-    "\ufeffcustomer_id,first_name,Segment,EMAIL,phone,device_token,Notes,,notes\n"
+    "\ufeffcustomer_id,first_name,Segment,EMAIL,phone,device_token,Notes,,remarks\n"
     f"B1,Ann,premium,ann@example.com,+12125550100,{TOKEN},first,unnamed,second\n"
     f"B1,Dup,new,dup@example.com,+12125550101,{TOKEN},x,,y\n"
     f"B2,Ann,vip,ann@example.com,+12125550100,{TOKEN},x,,y\n"
@@ -44,9 +44,9 @@ PLAIN_FILE = (
 )
 
 
-def assert_same(path, region: str = "US") -> segments.Segments:
-    fast = segments.load(str(path), SEGMENTS, region)
-    slow = segments.load_one_by_one(str(path), SEGMENTS, region)
+def assert_same(path, region: str = "US", vanity: bool = False) -> segments.Segments:
+    fast = segments.load(str(path), SEGMENTS, region, vanity)
+    slow = segments.load_one_by_one(str(path), SEGMENTS, region, vanity)
     assert list(fast.customers.columns) == fast.columns == slow.columns
     pdt.assert_frame_equal(fast.customers, slow.customers)
     pdt.assert_frame_equal(fast.rejected, slow.rejected)
@@ -76,10 +76,10 @@ def test_quoted_file_matches_the_reference(tmp_path, parallel):
         [4, "missing_customer_id"],
         [5, "unknown_segment"],
         [8, "malformed_row"],
-        [15, "malformed_row"],
-        [16, "unknown_segment"],
+        [14, "malformed_row"],  # a spreadsheet shows A7's two-line field as one row
+        [15, "unknown_segment"],
     ]
-    assert loaded.customers["row"].tolist() == ["2", "6", "7", "10", "11", "13", "17"]
+    assert loaded.customers["row"].tolist() == ["2", "6", "7", "10", "11", "12", "16"]
     assert (
         loaded.rejected["raw"][3]
         == "A5,Extra,new,a5@example.com,+12125550105," + TOKEN + ",x,surplus"
@@ -96,7 +96,7 @@ def test_plain_file_takes_pyarrow_and_matches_the_reference(tmp_path, parallel):
 
     loaded = assert_same(path)
 
-    assert loaded.columns[-1] == "notes" and "" not in loaded.columns
+    assert loaded.columns[-2:] == ["notes", "remarks"] and "" not in loaded.columns
     b3 = loaded.customers.set_index("customer_id").loc["B3"]
     assert (b3["segment"], b3["email"], b3["notes"]) == ("new", "Jürgen@bücher.example", "z")
     assert loaded.summary()["rejected_by_reason"] == {
@@ -104,6 +104,162 @@ def test_plain_file_takes_pyarrow_and_matches_the_reference(tmp_path, parallel):
         "unknown_segment": 1,
         "missing_customer_id": 1,
     }
+
+
+HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
+
+
+def row(cid: str, name: str = "Ann", phone: str = "+12125550100") -> str:
+    return f"{cid},{name},new,{cid.lower()}@example.com,{phone},{TOKEN}\n"
+
+
+# Customer files as they really come: each problem on its own row, good rows between them.
+MESSY_FILE = (
+    HEADER
+    + row("M1")
+    + row("M2", phone="2125550lOO")  # letters l and O typed for 1 and 0
+    + row("M3", phone="212-555-O1OO")
+    + row("M4", phone="+1 212 555 0109 ext. 12")
+    + row("M5", phone="1-800-FLOWERS")
+    + row("M6", name="x" * 1_000_000)  # a 1 MB field
+    + row("M7", name="Nul\x00Byte")
+    + row("M8", name="Bell\x07")
+    + row("M9", name='"Two\nlines"')  # a quoted field over two lines is one row
+    + row("M10", name='"Unclosed')  # swallows the rows below up to the next quote
+    + row("M11")
+    + row("M12", name='"Closed"')
+    + row("M13")
+    + row("M14", name="y" * 5_000_000)  # a 5 MB line
+    + row("M15", name="\x1cSpaced\x1f")  # control characters that are whitespace at an edge
+    + row("M16", name="%campaign_html%")
+)
+
+
+def test_messy_file_rejects_only_the_bad_rows(tmp_path, parallel):
+    path = tmp_path / "customers.csv"
+    path.write_text(MESSY_FILE, encoding="utf-8")
+
+    loaded = assert_same(path)
+
+    rejected = loaded.rejected.set_index("row")
+    assert rejected["reason"].to_dict() == {
+        7: "field_too_large",
+        8: "control_character",
+        9: "control_character",
+        11: "unbalanced_quote",
+        13: "field_too_large",
+    }
+    assert rejected.loc[7, "detail"] == (
+        "field first_name has 1,000,000 characters; at most 131,072 are read"
+    )
+    assert len(rejected.loc[13, "raw"]) < 2_100
+    assert rejected.loc[8, "detail"] == (
+        "field first_name contains control character U+0000 at position 4"
+    )
+    assert rejected.loc[11, "detail"].startswith(
+        "a quote is unbalanced: the quoted field from row 11 runs over lines 12 to 14 of the file"
+    )
+    customers = loaded.customers.set_index("customer_id")
+    assert customers["row"].to_dict() == {
+        "M1": "2", "M2": "3", "M3": "4", "M4": "5", "M5": "6", "M9": "10", "M13": "12",
+        "M15": "14", "M16": "15",
+    }  # fmt: skip
+    assert customers.loc["M9", "first_name"] == "Two\nlines"
+    assert customers.loc["M15", "first_name"] == "Spaced"
+    errors = customers["sms_error"]
+    assert errors["M2"] == (
+        "invalid: phone '2125550lOO' contains letters; fix the number, or set [campaign] "
+        "accept_vanity_numbers = true for numbers such as 1-800-FLOWERS"
+    )
+    assert errors["M3"].startswith("invalid: phone '212-555-O1OO' contains letters")
+    assert errors["M4"] == (
+        "invalid: phone '+1 212 555 0109 ext. 12' has an extension (12); a text message "
+        "cannot reach an extension"
+    )
+    assert errors["M5"].startswith("invalid: phone '1-800-FLOWERS' contains letters")
+    assert (errors["M1"], customers.loc["M1", "phone"]) == ("", "+12125550100")
+    assert loaded.records_read == 14
+
+
+def test_vanity_numbers_are_texted_when_accepted(tmp_path, parallel):
+    path = tmp_path / "customers.csv"
+    path.write_text(MESSY_FILE, encoding="utf-8")
+
+    customers = assert_same(path, vanity=True).customers.set_index("customer_id")
+
+    assert customers.loc["M5", ["phone", "sms_error"]].tolist() == ["+18003569377", ""]
+    assert customers.loc["M4", "sms_error"].endswith("a text message cannot reach an extension")
+
+
+def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path, parallel):
+    path = tmp_path / "customers.csv"
+    path.write_text(
+        HEADER + row("R1", name='"Line\nbreak\nthree"') + "\n" + row("R2") + row("R2"),
+        encoding="utf-8",
+    )
+
+    loaded = assert_same(path)
+
+    assert loaded.customers["row"].tolist() == ["2", "4"]  # the blank line is row 3
+    assert loaded.rejected[["row", "detail"]].values.tolist() == [
+        [5, "customer_id already seen on row 4"]
+    ]
+
+
+def test_a_control_character_in_any_column_rejects_the_row(tmp_path, parallel):
+    path = tmp_path / "customers.csv"
+    header = HEADER.replace("\n", ",,\n")  # two unnamed columns, as spreadsheets export
+    text = row("K1").replace("\n", ",a,\x01b\n") + row("K2").replace("\n", ",,\n")
+    path.write_text(header + text, "utf-8")
+
+    loaded = assert_same(path)
+
+    assert loaded.rejected[["row", "detail"]].values.tolist() == [
+        [2, "field unnamed contains control character U+0001 at position 1"]
+    ]
+
+
+def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path, parallel):
+    path = tmp_path / "customers.csv"
+    text = row("U1", name='"Unclosed') + row("U2", name='"Closed"') + row("U3")
+    path.write_text(HEADER + text, encoding="utf-8")
+
+    loaded = assert_same(path)
+
+    assert loaded.rejected[["row", "reason"]].values.tolist() == [[2, "unbalanced_quote"]]
+    assert loaded.customers["customer_id"].tolist() == ["U3"]
+
+
+@pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])
+def test_header_mistakes_are_fatal(tmp_path, load):
+    path = tmp_path / "customers.csv"
+    path.write_text(HEADER.replace("first_name", " Email ") + row("H1"), encoding="utf-8")
+    with pytest.raises(
+        segments.InputError, match=r"columns ' Email ' and 'email' are the same name but"
+    ):
+        load(str(path), SEGMENTS, "US")
+    # The header misses first_name: every row has one field more.
+    short = HEADER.replace("first_name,", "")
+    path.write_text(short + row("H1") + row("H2") + row("H3"), encoding="utf-8")
+    with pytest.raises(segments.InputError) as caught:
+        load(str(path), SEGMENTS, "US")
+    assert str(caught.value) == (
+        f"customer file {path}: the header has 5 columns (customer_id, segment, email, phone, "
+        "device_token) but 3 of 3 rows have more fields; add the missing column name(s) to "
+        "the header row"
+    )
+    # One row with a field too many is that row's problem.
+    path.write_text(short + row("H1") + row("H2").replace("Ann,", ""), encoding="utf-8")
+    assert load(str(path), SEGMENTS, "US").rejected["row"].tolist() == [2]
+
+
+@pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])
+def test_a_bad_byte_is_counted_from_the_start_of_the_file(tmp_path, load):
+    path = tmp_path / "customers.csv"
+    body = HEADER.encode() + row("B1").encode() * 400  # beyond the text reader's first chunk
+    path.write_bytes(b"\xef\xbb\xbf" + body + b"B2,Zo\xeb\n")
+    with pytest.raises(segments.InputError, match=rf"\(byte {3 + len(body) + 5} of the file"):
+        load(str(path), SEGMENTS, "US")
 
 
 @pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 import requests
 
@@ -10,10 +11,19 @@ from ..config import email_api
 from ..exceptions import PermanentError
 from . import Provider, Request, json_body
 
-# A batch shares one content template whose tags each personalization fills in.
-TAGS = {"text/plain": "%campaign_text%", "text/html": "%campaign_html%"}
+# A batch shares one content template whose tags each personalization fills in. SendGrid
+# replaces a tag wherever it occurs, in a subject or in another tag's value too, so a tag
+# must be text no customer can write: each request's tags carry a random nonce.
+TAGS = {"text/plain": "campaign_text", "text/html": "campaign_html"}
+_TAG_LENGTH = len("%campaign_html_%") + 24  # the nonce is 12 random bytes in hex
 MAX_SUBSTITUTIONS = 10_000  # bytes per personalization, SendGrid's limit
 _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)\b")
+
+
+def batch_tags() -> dict[str, str]:
+    """The substitution tag of each content type for one batched request."""
+    nonce = secrets.token_hex(12)
+    return {kind: f"%{name}_{nonce}%" for kind, name in TAGS.items()}
 
 
 class EmailProvider(Provider):
@@ -65,7 +75,7 @@ class EmailProvider(Provider):
 
     def batch_key(self, request: Request) -> object | None:
         content = request.json["content"]
-        size = sum(len(c["value"].encode()) + len(TAGS[c["type"]]) for c in content)
+        size = sum(len(c["value"].encode()) + _TAG_LENGTH for c in content)
         return tuple(c["type"] for c in content) if size <= MAX_SUBSTITUTIONS else None
 
     def combine(self, requests: list[Request]) -> Request:
@@ -74,6 +84,7 @@ class EmailProvider(Provider):
         if len(requests) == 1:
             return requests[0]
         first = requests[0].json
+        tags = batch_tags()
         personalizations = []
         for request in requests:
             body = request.json
@@ -81,13 +92,13 @@ class EmailProvider(Provider):
                 {
                     **body["personalizations"][0],
                     "subject": body["subject"],
-                    "substitutions": {TAGS[c["type"]]: c["value"] for c in body["content"]},
+                    "substitutions": {tags[c["type"]]: c["value"] for c in body["content"]},
                 }
             )
         merged = {
             "personalizations": personalizations,
             "from": first["from"],
-            "content": [{"type": c["type"], "value": TAGS[c["type"]]} for c in first["content"]],
+            "content": [{"type": c["type"], "value": tags[c["type"]]} for c in first["content"]],
         }
         return Request(url=requests[0].url, headers=requests[0].headers, json=merged)
 
