@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SANDBOX_PORT ?= 8765
 SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)
-# pytest arguments, e.g. make test PYTEST_ARGS='-k ledger -x'
+# pytest arguments, e.g. make test PYTEST_ARGS='-k ledger -x'; TEST_WORKERS=1 runs them one by one
+TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 # the central scheduler (luigid) of `make scheduler`, and the one `make daily` looks for
 SCHEDULER_HOST ?= 127.0.0.1
@@ -46,7 +47,7 @@ preview: $(STAMP)
 
 ## test: the whole suite (real HTTP on 127.0.0.1, real luigi runs)
 test: $(STAMP) browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The visualiser test drives headless Chromium (Debian's package); install it when absent.
 browser:
