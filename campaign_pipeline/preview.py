@@ -71,19 +71,10 @@ def preview(
         "not_sent": not_sent,
     }
     if batch_size:
-        batch = [provider.combine(first_batch(provider, first_rows))] if first_rows else []
+        batch = [provider.combine(provider.with_first(first_rows))] if first_rows else []
         document["batch_size"] = batch_size
         document["batches"] = [describe(request, provider, session) for request in batch]
     return document
-
-
-def first_batch(provider: Provider, built: list[Request]) -> list[Request]:
-    """The requests that travel together with the first, by the rule of
-    ``ChannelSender._together``: equal batch keys; a key of None goes alone."""
-    key = provider.batch_key(built[0])
-    if key is None:
-        return built[:1]
-    return [request for request in built if provider.batch_key(request) == key]
 
 
 def describe(request: Request, provider: Provider, session: requests.Session) -> dict:

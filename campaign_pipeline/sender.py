@@ -276,13 +276,10 @@ class ChannelSender:
         """Keep the requests that can travel with the first; send the others on their own."""
         if len(singles) < 2:
             return singles
-        key = self.provider.batch_key(singles[0][1])
-        if key is None:
-            together = singles[:1]
-        else:
-            together = [s for s in singles if self.provider.batch_key(s[1]) == key]
+        kept = self.provider.with_first([request for _, request in singles])
+        together = [s for s in singles if any(s[1] is k for k in kept)]
         for row, request in singles:
-            if not any(request is kept for _, kept in together):
+            if not any(request is k for k in kept):
                 self._schedule({"rows": [row], "tries": tries})
         return together
 

@@ -149,6 +149,13 @@ class Provider:
         """Requests with equal keys can travel as one; None means this one goes alone."""
         return None
 
+    def with_first(self, requests: list[Request]) -> list[Request]:
+        """The requests that can travel in one request with the first of *requests*."""
+        key = self.batch_key(requests[0])
+        if key is None:
+            return requests[:1]
+        return [request for request in requests if self.batch_key(request) == key]
+
     def combine(self, requests: list[Request]) -> Request:
         """One request carrying the recipients of *requests* (all with one batch key)."""
         if len(requests) != 1:
