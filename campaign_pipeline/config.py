@@ -248,6 +248,14 @@ class sms_api(_provider):  # noqa: N801
     base_url = luigi.Parameter(default="http://127.0.0.1:8765")
     account_sid_env = luigi.Parameter(default="SMS_API_ACCOUNT_SID")
     auth_token_env = luigi.Parameter(default="SMS_API_AUTH_TOKEN")
+    api_key_sid_env = luigi.Parameter(
+        default="",
+        description="Variable holding a Twilio API key SID (SK...); set, the API key and "
+        "api_key_secret_env authenticate instead of the auth token",
+    )
+    api_key_secret_env = luigi.Parameter(
+        default="", description="Variable holding the Twilio API key's secret"
+    )
     from_number = luigi.Parameter(default="")
     messaging_service_sid = luigi.Parameter(default="")
     rate_per_second = luigi.FloatParameter(default=5.0)
@@ -257,8 +265,17 @@ class sms_api(_provider):  # noqa: N801
 
 class push_api(_provider):  # noqa: N801
     base_url = luigi.Parameter(default="http://127.0.0.1:8765")
-    project_id = luigi.Parameter(default="")
-    token_env = luigi.Parameter(default="PUSH_API_TOKEN")
+    project_id = luigi.Parameter(
+        default="", description="Firebase project; empty takes the service-account key's"
+    )
+    token_env = luigi.Parameter(
+        default="PUSH_API_TOKEN", description="Variable holding a static OAuth2 access token"
+    )
+    service_account_env = luigi.Parameter(
+        default="",
+        description="Variable holding the path of a service-account JSON key; set, access "
+        "tokens are minted from it (and renewed) instead of token_env's",
+    )
     data = luigi.ListParameter(
         default=["campaign", "customer_id"],
         description="Fields sent in the FCM message's data (empty: notification only)",

@@ -85,6 +85,8 @@ def _redact(text: str) -> str:
         email_api().token_env,
         sms_api().account_sid_env,
         sms_api().auth_token_env,
+        sms_api().api_key_sid_env,
+        sms_api().api_key_secret_env,
         push_api().token_env,
     ]
     return redactor([os.environ.get(name, "") for name in names])(text)

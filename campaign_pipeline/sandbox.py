@@ -6,6 +6,8 @@ clients can point their base URL at it:
 - email, SendGrid v3: ``POST /v3/mail/send`` (Bearer token, JSON, ``202`` + ``X-Message-Id``)
 - sms, Twilio: ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` (HTTP Basic, form)
 - push, FCM HTTP v1: ``POST /v1/projects/{project_id}/messages:send`` (Bearer token, JSON)
+- Google's OAuth2 token endpoint: ``POST /token`` (JWT-bearer grant of a trusted
+  service-account key; the access tokens it issues expire, see :mod:`.sandbox_oauth`)
 - ``GET /_stats``: per-channel counters (no auth)
 
 Each provider has a strict token bucket, optional latency, random or deterministic faults
@@ -18,13 +20,15 @@ CLI (console script ``campaign-sandbox``)::
     campaign-sandbox [--port 8765] [--latency-ms 0] [--latency-jitter 0] [--error-rate 0]
                      [--hang-rate 0] [--hang-seconds 30] [--fail-first 0] [--hang-first 0]
                      [--record PATH] [--seed 0] [--no-rate-limit] [--demo-credentials]
-                     [--echo-credentials]
+                     [--echo-credentials] [--service-account PATH ...]
+                     [--token-lifetime 3600]
                      [--error-rule CHANNEL:REGEX:STATUS[:CODE[:TIMES]] ...]
                      [--email-rate 10 --email-burst 50 --sms-rate 5 --sms-burst 20
                       --push-rate 2 --push-burst 10] [-- COMMAND ...]
 
 Credentials come from EMAIL_API_TOKEN, SMS_API_ACCOUNT_SID, SMS_API_AUTH_TOKEN and
-PUSH_API_TOKEN, or ``--demo-credentials`` makes up random ones and passes them on to COMMAND.
+PUSH_API_TOKEN (and optionally a Twilio API key in SMS_API_KEY_SID and SMS_API_KEY_SECRET),
+or ``--demo-credentials`` makes up random ones and passes them on to COMMAND.
 Without COMMAND it serves until SIGINT/SIGTERM; with ``-- COMMAND ...`` it runs
 the command (with SANDBOX_BASE_URL added to its environment), stops when the command exits and
 returns its exit code.
@@ -54,8 +58,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .sandbox_oauth import TOKEN_PATH, TokenIssuer, new_key
+
 CHANNELS = ("email", "sms", "push")
 ENV_VARS = ("EMAIL_API_TOKEN", "SMS_API_ACCOUNT_SID", "SMS_API_AUTH_TOKEN", "PUSH_API_TOKEN")
+API_KEY_VARS = ("SMS_API_KEY_SID", "SMS_API_KEY_SECRET")  # optional: a Twilio API key
 
 
 @dataclass
@@ -119,6 +126,9 @@ class SandboxConfig:
     # provider or proxy might: the client must mask what comes back
     echo_credentials: bool = False
     keep_messages: bool = True  # False: count accepted messages only (million-message runs)
+    sms_api_key_sid: str = ""  # a Twilio API key (SK...) taken besides the auth token
+    sms_api_key_secret: str = ""
+    token_lifetime: float = 3600.0  # seconds an OAuth2 access token lasts, as Google's
 
 
 class TokenBucket:
@@ -174,9 +184,14 @@ def retry_after(wait: float) -> str:
     return str(max(1, math.ceil(wait)))
 
 
-def bearer_ok(headers: Any, token: str) -> bool:
+def bearer_token(headers: Any) -> str:
     scheme, _, value = (headers.get("Authorization") or "").partition(" ")
-    return scheme.lower() == "bearer" and secrets.compare_digest(value.strip(), token)
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def bearer_ok(headers: Any, token: str) -> bool:
+    value = bearer_token(headers)
+    return bool(token and value) and secrets.compare_digest(value, token)
 
 
 def media_type(headers: Any) -> str:
@@ -469,12 +484,15 @@ class SmsEndpoint(Endpoint):
             user, _, password = base64.b64decode(value.strip()).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        sid, token = self.config.sms_account_sid, self.config.sms_auth_token
-        return (
-            secrets.compare_digest(user, sid)
-            and secrets.compare_digest(password, token)
-            and params["account_sid"] == sid
+        config = self.config
+        pairs = [(config.sms_account_sid, config.sms_auth_token)]
+        if config.sms_api_key_sid and config.sms_api_key_secret:
+            pairs.append((config.sms_api_key_sid, config.sms_api_key_secret))
+        known = any(
+            secrets.compare_digest(user, sid) and secrets.compare_digest(password, token)
+            for sid, token in pairs
         )
+        return known and params["account_sid"] == config.sms_account_sid
 
     def unauthorized(self) -> Reply:
         return twilio_error(401, 20003, "Authenticate")
@@ -592,8 +610,15 @@ class PushEndpoint(Endpoint):
     route = re.compile(r"/v1/projects/(?P<project_id>[^/]+)/messages:send")
     content_type = "application/json"
 
+    def __init__(self, config: SandboxConfig, tokens: TokenIssuer):
+        super().__init__(config)
+        self.tokens = tokens
+
     def authorized(self, headers: Any, params: dict[str, str]) -> bool:
-        return bearer_ok(headers, self.config.push_token)
+        """The static token, or an access token the token endpoint issued and not expired."""
+        return bearer_ok(headers, self.config.push_token) or self.tokens.valid(
+            bearer_token(headers)
+        )
 
     def unauthorized(self) -> Reply:
         message = "Request had invalid authentication credentials."
@@ -695,7 +720,12 @@ class Sandbox:
         self.config = config
         self.port = config.port
         self.base_url = ""
-        self.endpoints = [EmailEndpoint(config), SmsEndpoint(config), PushEndpoint(config)]
+        self.tokens = TokenIssuer(config.token_lifetime)
+        self.endpoints = [
+            EmailEndpoint(config),
+            SmsEndpoint(config),
+            PushEndpoint(config, self.tokens),
+        ]
         self.buckets = {
             channel: TokenBucket(limit.rate_per_second, limit.burst)
             for channel, limit in config.limits.items()
@@ -748,7 +778,19 @@ class Sandbox:
 
     def stats(self) -> dict:
         with self.lock:
-            return {c: {**self.counters[c], "statuses": dict(self.statuses[c])} for c in CHANNELS}
+            stats = {c: {**self.counters[c], "statuses": dict(self.statuses[c])} for c in CHANNELS}
+        stats["push"]["tokens_issued"] = self.tokens.count
+        return stats
+
+    def trust(self, key: dict) -> None:
+        """Issue access tokens to the service account of *key* (a parsed key file)."""
+        self.tokens.trust(key)
+
+    def new_service_account(self, project_id: str = "demo-project") -> dict:
+        """A new test service-account key for this sandbox's token endpoint, trusted."""
+        key = new_key(self.base_url + TOKEN_PATH, project_id)
+        self.trust(key)
+        return key
 
     def accepted(self) -> list[dict]:
         with self.lock:
@@ -758,6 +800,8 @@ class Sandbox:
         path = urlsplit(target).path
         if method == "GET" and path == "/_stats":
             return Reply(200, self.stats())
+        if method == "POST" and path == TOKEN_PATH:
+            return Reply(*self.tokens.grant(media_type(headers), body))
         for endpoint in self.endpoints:
             params = endpoint.match(method, path)
             if params is not None:
@@ -975,7 +1019,9 @@ SANDBOX_EPILOG = """\
 credentials:
   the sandbox accepts only the credentials in EMAIL_API_TOKEN, SMS_API_ACCOUNT_SID,
   SMS_API_AUTH_TOKEN and PUSH_API_TOKEN (all four must be set), or those that
-  --demo-credentials makes up.
+  --demo-credentials makes up; for SMS also a Twilio API key in SMS_API_KEY_SID and
+  SMS_API_KEY_SECRET (with the AccountSid in the URL), and for push the access tokens its
+  token endpoint (POST /token) issued to a --service-account key.
 """
 
 
@@ -1087,6 +1133,21 @@ def option_parser() -> argparse.ArgumentParser:
         "careless provider might (to test the client's masking)",
     )
     add(
+        "--service-account",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="issue FCM access tokens to the service-account key file PATH; when PATH does "
+        "not exist, write a new test key there whose token_uri is this sandbox's; repeatable",
+    )
+    add(
+        "--token-lifetime",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long an access token lasts (default: %(default)s, as Google's)",
+    )
+    add(
         "--demo-credentials",
         action="store_true",
         help="make up random credentials and pass them to COMMAND in the usual variables",
@@ -1135,6 +1196,9 @@ def config_from(args: argparse.Namespace, env: dict[str, str]) -> SandboxConfig:
         seed=args.seed,
         error_rules=args.error_rule,
         echo_credentials=args.echo_credentials,
+        sms_api_key_sid=env.get("SMS_API_KEY_SID", ""),
+        sms_api_key_secret=env.get("SMS_API_KEY_SECRET", ""),
+        token_lifetime=args.token_lifetime,
     )
 
 
@@ -1179,6 +1243,8 @@ def demo_credentials() -> dict[str, str]:
         "SMS_API_ACCOUNT_SID": "AC" + secrets.token_hex(16),
         "SMS_API_AUTH_TOKEN": secrets.token_hex(16),
         "PUSH_API_TOKEN": "sandbox-" + secrets.token_urlsafe(24),
+        "SMS_API_KEY_SID": "SK" + secrets.token_hex(16),
+        "SMS_API_KEY_SECRET": secrets.token_hex(16),
     }
 
 
@@ -1200,11 +1266,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"campaign-sandbox: cannot listen on port {args.port}: {error}", file=sys.stderr)
         return 1
     print(f"sandbox provider listening on {sandbox.base_url}", flush=True)
+    if problem := service_accounts(sandbox, args.service_account):
+        print(f"campaign-sandbox: {problem}", file=sys.stderr)
+        sandbox.stop()
+        return 2
     try:
         return run_command(command, sandbox.base_url) if command else serve_until_signal()
     finally:
         sandbox.stop()
         print(describe(sandbox.stats()), flush=True)
+
+
+def service_accounts(sandbox: Sandbox, paths: list[str]) -> str:
+    """Trust the key file at each of *paths*, writing a new one where none is; return what
+    went wrong, or ""."""
+    for path in paths:
+        try:
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as handle:
+                    sandbox.trust(json.load(handle))
+                continue
+            key = sandbox.new_service_account()
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(key, handle, indent=2)
+            print(f"wrote a test service-account key to {path}", flush=True)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return f"--service-account {path}: not a service-account key file ({error})"
+    return ""
 
 
 def describe(stats: dict) -> str:
@@ -1215,6 +1304,8 @@ def describe(stats: dict) -> str:
             f"  {channel:<6}{seen['requests']:>7,} requests{seen['accepted']:>7,} accepted"
             f"{seen['rate_limited']:>5,} rate-limited (429)"
         )
+    if tokens := stats["push"].get("tokens_issued"):
+        lines.append(f"  oauth {tokens:>7,} access tokens issued")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from .ledger import Ledger
 from .providers import (
     FAILED,
     RATE_LIMITED,
+    RENEW,
     RETRY,
     SENT,
     STOP,
@@ -148,7 +149,7 @@ class ChannelSender:
         self.template = template
         self.ledger = ledger
         self.settings = settings
-        self.redact = redactor(list(provider.secrets.values()))
+        self._masking: tuple[tuple[str, ...], Callable[[str], str]] = ((), redactor([]))
         self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
         self.stop_reason = ""
@@ -170,6 +171,13 @@ class ChannelSender:
             logger=None,
             on_backoff=self._log_rate_limited,
         )(self._send_once)
+
+    def redact(self, text: str) -> str:
+        """*text* with every credential masked, those minted while sending included."""
+        values = tuple(self.provider.masked())
+        if values != self._masking[0]:
+            self._masking = (values, redactor(list(values)))
+        return self._masking[1](text)
 
     # -- the dispatcher (the task's thread) ------------------------------------------------
 
@@ -245,6 +253,8 @@ class ChannelSender:
         rows = [row for row, _ in singles]
         request = self.provider.combine([request for _, request in singles])
         outcome = self._send_admitted(rows, request)
+        if outcome.kind == RENEW:
+            outcome = self._renewed(rows, request, outcome)
         if outcome.kind == RATE_LIMITED:
             outcome = Outcome(RETRY, error=outcome.error, retry_after=outcome.retry_after)
         if outcome.kind == FAILED and len(rows) > 1:
@@ -299,6 +309,30 @@ class ChannelSender:
             if part:
                 self._schedule({"rows": part, "tries": tries})
 
+    def _renewed(self, rows: list[dict], request: Request, refused: Outcome) -> Outcome:
+        """The provider refused the credentials as expired: renew them and send once more.
+        A second refusal, or credentials that cannot be renewed, stop the channel."""
+        try:
+            renewed = self.provider.renew()
+        except CampaignError as exc:
+            return self._no_credentials(exc)
+        if renewed:
+            log.info(
+                "%s: the provider refused the access token; sending with a new one",
+                self.provider.channel,
+            )
+            outcome = self._send_admitted(rows, request)
+            if outcome.kind != RENEW:
+                return outcome
+            refused = replace(outcome, error=f"{outcome.error} (also with a new access token)")
+        return replace(refused, kind=STOP)
+
+    def _no_credentials(self, exc: CampaignError) -> Outcome:
+        """No credentials to send with: a refusal stops the channel, anything else is
+        transient. Nothing was claimed, so the recipients stay pending either way."""
+        kind = STOP if isinstance(exc, PermanentError) else RETRY
+        return Outcome(kind, error=self.redact(str(exc)))
+
     def _send_once(self, rows: list[dict], request: Request) -> Outcome:
         if self._stopped.is_set():
             return Outcome(STOP, error=self.stop_reason)
@@ -309,6 +343,12 @@ class ChannelSender:
         except Exception as exc:
             return Outcome(STOP, error=self._unsendable(exc))
         self.throttle.take()
+        try:  # after the wait for the rate limit, which may outlast an access token
+            prepared = request.authorize(prepared)
+        except CampaignError as exc:
+            return self._no_credentials(exc)
+        except Exception as exc:
+            return Outcome(STOP, error=self._unsendable(exc))
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
         outcome = self._post(session, prepared)

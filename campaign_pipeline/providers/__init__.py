@@ -17,11 +17,12 @@ from urllib3.util import parse_url
 
 from ..config import MissingSecret, secret
 from ..exceptions import PermanentError
-from .errors import FAILED, RATE_LIMITED, RETRY, SENT, STOP, UNKNOWN, lookup
+from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, lookup
 
 __all__ = [
     "FAILED",
     "RATE_LIMITED",
+    "RENEW",
     "RETRY",
     "SENT",
     "STOP",
@@ -54,6 +55,9 @@ class Request:
     json: dict | None = None
     data: dict | None = None
     auth: tuple[str, str] | None = None
+    # credentials that expire (an access token): applied by :meth:`authorize` as the request
+    # leaves, after any wait for the rate limit, so that a token is fresh when it arrives
+    fresh_auth: requests.auth.AuthBase | None = None
 
     def prepare(self, session: requests.Session) -> requests.PreparedRequest:
         """The bytes that go on the wire, the same for a real send and a preview."""
@@ -61,6 +65,10 @@ class Request:
             "POST", self.url, headers=self.headers, json=self.json, data=self.data, auth=self.auth
         )
         return session.prepare_request(request)
+
+    def authorize(self, prepared: requests.PreparedRequest) -> requests.PreparedRequest:
+        """*prepared* with the :attr:`fresh_auth` credentials, minted now if due."""
+        return self.fresh_auth(prepared) if self.fresh_auth is not None else prepared
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -124,9 +132,11 @@ class Provider:
             )
 
     def hint(self, check: str) -> str:
-        """ "check ..." naming the config keys of *check* (comma-separated; empty: the
-        credentials) and the environment variables that they name."""
-        keys = [key.strip() for key in check.split(",") if key.strip()] or list(self.env_keys)
+        """ "check ..." naming the config keys of *check* (comma-separated; empty or
+        ``credentials``: the credentials in use) and the environment variables they name."""
+        keys = []
+        for key in [key.strip() for key in check.split(",") if key.strip()] or ["credentials"]:
+            keys += list(self.env_keys) if key == "credentials" else [key]
         named = [
             f"${self.env_keys[key]} ([{self.section}] {key})"
             if key in self.env_keys
@@ -134,6 +144,15 @@ class Provider:
             for key in keys
         ]
         return "check " + " and ".join(named)
+
+    def renew(self) -> bool:
+        """Get new credentials after the provider refused them as expired; False when they
+        cannot change (a static token): the channel then stops."""
+        return False
+
+    def masked(self) -> list[str]:
+        """Every credential value to mask in texts: the secrets, and what is made from them."""
+        return list(self.secrets.values())
 
     def account(self) -> str:
         """What the provider counts its rate limit against: by default the credentials.
@@ -181,7 +200,7 @@ class Provider:
             kind, check = STOP, "base_url"
             what = response.headers.get("Content-Type") or "no Content-Type"
             error = f"{label} with a body that is not {self.name}'s ({what})"
-        if kind == STOP:
+        if kind in (STOP, RENEW):
             error = f"{error.rstrip('.')}; {self.hint(check)}"
         return Outcome(
             kind,

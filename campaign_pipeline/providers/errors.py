@@ -6,9 +6,12 @@ code: Twilio's number, FCM's ``errorCode``) and the action taken:
 - ``retry``: transient; the provider did not take the message, send again after the delay
 - ``rate_limited``: wait as the provider says and send again, without using an attempt
 - ``failed``: permanent for this recipient; recorded with the provider's code and message
+- ``renew``: the credentials expired: get new ones and send again, once; when they cannot
+  be renewed (a static token) or are refused again, ``stop``
 - ``stop``: the credentials, the account or the configuration is wrong, not the recipient;
   stop the whole channel at once, leaving every recipient not yet sent pending for the run
-  after the fix. ``check`` names the keys of the channel's config section to look at.
+  after the fix. ``check`` names the keys of the channel's config section to look at;
+  ``credentials`` stands for the keys naming the credentials in use.
 
 An answer no row names falls back to its HTTP status (:func:`by_status`). The README's
 "Provider errors" table is this table, and a test keeps the two the same.
@@ -23,6 +26,7 @@ FAILED = "failed"
 RETRY = "retry"
 RATE_LIMITED = "rate_limited"
 STOP = "stop"
+RENEW = "renew"  # the credentials expired: renew them and send again once, else stop
 UNKNOWN = "unknown"  # no answer after the request left: it may have been delivered
 
 
@@ -46,10 +50,10 @@ class ErrorRow:
 ERROR_TABLE = (
     ErrorRow("email", 400, "from", STOP, "invalid sender (field from)", "from_email"),
     ErrorRow("email", 400, "", FAILED, "bad address or message body"),
-    ErrorRow("email", 401, "", STOP, "API key missing, wrong or revoked", "token_env"),
+    ErrorRow("email", 401, "", STOP, "API key missing, wrong or revoked", "credentials"),
     ErrorRow(
         "email", 403, "", STOP, "no mail.send, unverified sender, or suspended",
-        "token_env, from_email",
+        "credentials, from_email",
     ),
     ErrorRow("email", 404, "", STOP, "no such endpoint: not SendGrid's path", "base_url"),
     ErrorRow("email", 405, "", STOP, "endpoint does not take POST", "base_url"),
@@ -61,8 +65,8 @@ ERROR_TABLE = (
     ErrorRow("email", 503, "", RETRY, "service unavailable"),
     ErrorRow("email", 504, "", RETRY, "gateway timeout"),
     ErrorRow(
-        "sms", 401, "20003", STOP, "authentication failed (AccountSid or auth token)",
-        "account_sid_env, auth_token_env",
+        "sms", 401, "20003", STOP, "authentication failed (AccountSid, auth token or API key)",
+        "credentials",
     ),
     ErrorRow("sms", 401, "20005", STOP, "account suspended or closed", "account_sid_env"),
     ErrorRow("sms", 404, "", STOP, "no such resource: wrong path or AccountSid", "base_url"),
@@ -94,13 +98,15 @@ ERROR_TABLE = (
     ErrorRow("push", 503, "UNAVAILABLE", RETRY, "FCM overloaded; honour Retry-After"),
     ErrorRow("push", 500, "INTERNAL", RETRY, "FCM internal error"),
     ErrorRow(
-        "push", 401, "THIRD_PARTY_AUTH_ERROR", STOP, "APNs or web-push credentials refused",
-        "token_env",
+        "push", 401, "THIRD_PARTY_AUTH_ERROR", STOP,
+        "the Firebase project's APNs or web-push credentials refused", "project_id",
     ),
-    ErrorRow("push", 401, "UNAUTHENTICATED", STOP, "OAuth2 token invalid or expired", "token_env"),
+    ErrorRow(
+        "push", 401, "UNAUTHENTICATED", RENEW, "OAuth2 token invalid or expired", "credentials"
+    ),
     ErrorRow(
         "push", 403, "PERMISSION_DENIED", STOP, "token lacks permission for the project",
-        "token_env, project_id",
+        "credentials, project_id",
     ),
 )  # fmt: skip
 

@@ -1,12 +1,18 @@
-"""Push notifications through FCM HTTP v1 ``POST /v1/projects/{project_id}/messages:send``."""
+"""Push notifications through FCM HTTP v1 ``POST /v1/projects/{project_id}/messages:send``.
+
+Two ways to authenticate: a service-account key file (``[push_api] service_account_env``),
+from which access tokens are minted and renewed as they expire (:mod:`.oauth`), as Firebase
+users do in production; or one static access token (``token_env``) minted elsewhere.
+"""
 
 from __future__ import annotations
 
 import requests
 
-from ..config import push_api
+from ..config import MissingSecret, push_api
 from ..exceptions import PermanentError
 from . import Provider, Request, json_body
+from .oauth import ServiceAccountTokens, read_key_file
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
@@ -21,13 +27,45 @@ class PushProvider(Provider):
     def __init__(self, config: push_api, preview: bool = False):
         super().__init__(config.base_url, preview)
         self.project_id = config.project_id
-        self.token = self.secret(config.token_env, "push_api", "token_env", "preview-token")
+        self.tokens: ServiceAccountTokens | None = None
+        self.token = ""
+        if config.service_account_env:
+            self._use_key_file(config.service_account_env, config.timeout_seconds)
+        else:
+            self.token = self.secret(config.token_env, "push_api", "token_env", "preview-token")
         self.fields = list(config.data)
+
+    def _use_key_file(self, env_name: str, timeout: float) -> None:
+        self.env_keys["service_account_env"] = env_name
+        try:
+            info = read_key_file(env_name, "push_api", "service_account_env")
+        except MissingSecret:
+            if not self.preview:
+                raise
+            self.token = f"<access token minted from ${env_name}>"
+            return
+        self.project_id = self.project_id or str(info.get("project_id") or "")
+        if self.preview:  # a dry run reads the key but asks Google for nothing
+            self.token = f"<access token minted from ${env_name}>"
+        else:
+            self.tokens = ServiceAccountTokens(info, env_name, timeout)
 
     def check(self) -> None:
         super().check()
         if not self.project_id:
-            raise PermanentError("[push_api] project_id is not set")
+            raise PermanentError(
+                "[push_api] project_id is not set (with a service-account key, empty takes "
+                "the key file's project_id)"
+            )
+        if self.tokens is not None:
+            self.tokens.current()  # a key the token endpoint refuses fails before sending
+
+    def renew(self) -> bool:
+        return self.tokens is not None and self.tokens.renew()
+
+    def masked(self) -> list[str]:
+        minted = self.tokens.recent() if self.tokens is not None else []
+        return [*super().masked(), *minted]
 
     def account(self) -> str:
         # FCM's quota is the project's; its OAuth access token changes every hour
@@ -40,11 +78,11 @@ class PushProvider(Provider):
         }
         if self.fields:
             message["data"] = self.picked(context)
-        return Request(
-            url=f"{self.base_url}/v1/projects/{self.project_id}/messages:send",
-            headers={"Authorization": f"Bearer {self.token}"},
-            json={"message": message},
-        )
+        url = f"{self.base_url}/v1/projects/{self.project_id}/messages:send"
+        if self.tokens is not None:  # a token with time left, as the request leaves
+            return Request(url=url, headers={}, json={"message": message}, fresh_auth=self.tokens)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return Request(url=url, headers=headers, json={"message": message})
 
     def message_id(self, response: requests.Response) -> str:
         return str(json_body(response).get("name", ""))

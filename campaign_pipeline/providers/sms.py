@@ -1,4 +1,9 @@
-"""SMS through Twilio ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``."""
+"""SMS through Twilio ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``.
+
+The request authenticates with the account's auth token, or with an API key (``SK...`` and
+its secret), which Twilio recommends: a key can be revoked alone. Either way the AccountSid
+is in the URL, and the account's rate limit applies.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import re
 
 import requests
 
-from ..config import InvalidSecret, sms_api
+from ..config import InvalidSecret, SettingsError, sms_api
 from ..exceptions import PermanentError
 from . import Provider, Request, json_body
 
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+API_KEY_SID = re.compile(r"^SK[0-9a-fA-F]{32}$")
 MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 MAX_BODY = 1600  # Twilio refuses longer bodies with 21617
 
@@ -27,9 +33,23 @@ class SmsProvider(Provider):
         self.account_sid = self.secret(
             config.account_sid_env, "sms_api", "account_sid_env", "AC" + "0" * 32
         )
-        self.auth_token = self.secret(
-            config.auth_token_env, "sms_api", "auth_token_env", "preview-token"
-        )
+        if config.api_key_sid_env:
+            if not config.api_key_secret_env:
+                raise SettingsError(
+                    "[sms_api] api_key_sid_env is set but api_key_secret_env is not: name the "
+                    "variable holding the API key's secret too"
+                )
+            self.user = self.secret(
+                config.api_key_sid_env, "sms_api", "api_key_sid_env", "SK" + "0" * 32
+            )
+            self.password = self.secret(
+                config.api_key_secret_env, "sms_api", "api_key_secret_env", "preview-secret"
+            )
+        else:
+            self.user = self.account_sid
+            self.password = self.secret(
+                config.auth_token_env, "sms_api", "auth_token_env", "preview-token"
+            )
         self.from_number = config.from_number
         self.messaging_service_sid = config.messaging_service_sid
 
@@ -40,6 +60,12 @@ class SmsProvider(Provider):
                 f"environment variable {self.env_keys['account_sid_env']} (named by [sms_api] "
                 "account_sid_env) does not look like AC followed by 32 hex digits, a Twilio "
                 "AccountSid"
+            )
+        if "api_key_sid_env" in self.env_keys and not API_KEY_SID.match(self.user):
+            raise InvalidSecret(
+                f"environment variable {self.env_keys['api_key_sid_env']} (named by [sms_api] "
+                "api_key_sid_env) does not look like SK followed by 32 hex digits, a Twilio "
+                "API key SID"
             )
         if self.messaging_service_sid:
             if not MESSAGING_SERVICE_SID.match(self.messaging_service_sid):
@@ -63,7 +89,7 @@ class SmsProvider(Provider):
             url=f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json",
             headers={},
             data=form,
-            auth=(self.account_sid, self.auth_token),
+            auth=(self.user, self.password),
         )
 
     def message_id(self, response: requests.Response) -> str:
