@@ -7,6 +7,8 @@ users do in production; or one static access token (``token_env``) minted elsewh
 
 from __future__ import annotations
 
+import logging
+
 import requests
 
 from ..config import MissingSecret, push_api
@@ -14,6 +16,7 @@ from ..exceptions import PermanentError
 from . import Provider, Request, json_body
 from .oauth import ServiceAccountTokens, read_key_file
 
+log = logging.getLogger("campaign_pipeline")
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
@@ -59,6 +62,11 @@ class PushProvider(Provider):
             )
         if self.tokens is not None:
             self.tokens.current()  # a key the token endpoint refuses fails before sending
+            log.info(
+                "push: access tokens for %s, minted from the key in $%s",
+                self.tokens.credentials.service_account_email,
+                self.tokens.env_name,
+            )
 
     def renew(self) -> bool:
         return self.tokens is not None and self.tokens.renew()
