@@ -27,15 +27,15 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 ## run: the demo campaign on data/sample/customers.csv against the sandbox provider
-# The base URLs are forced to the sandbox and the credentials are made up, so that a
-# production LUIGI_CONFIG_PATH or real credentials in the environment are never used here.
+# Every provider's base URL is forced to the sandbox (CAMPAIGN_PROVIDER_URL) and the
+# credentials are made up, so that a production LUIGI_CONFIG_PATH or real credentials in the
+# environment are never used here.
 run: $(STAMP)
 	@mkdir -p var
 	@$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
 	    --record var/sandbox-messages.jsonl -- \
-	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler \
-	    --email-api-base-url $(SANDBOX_URL) --sms-api-base-url $(SANDBOX_URL) \
-	    --push-api-base-url $(SANDBOX_URL); \
+	  env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL) \
+	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler; \
 	status=$$?; echo; $(BIN)/campaign-report; exit $$status
 
 ## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing

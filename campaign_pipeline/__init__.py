@@ -10,15 +10,17 @@ from . import defaults
 
 defaults.install()
 
+from .channels import EMAIL, PUSH, SMS  # noqa: E402  (registering makes the channel tasks)
 from .tasks import (  # noqa: E402  (after the defaults: a task class may read the config)
     CustomerFile,
     DailyCampaign,
     LoadSegments,
     RunCampaign,
-    SendEmailCampaign,
-    SendPushNotification,
-    SendSmsCampaign,
 )
+
+SendEmailCampaign = EMAIL.task
+SendSmsCampaign = SMS.task
+SendPushNotification = PUSH.task
 
 __all__ = [
     "CustomerFile",

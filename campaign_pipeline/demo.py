@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 from . import sample_data
+from .channels import registered
+from .providers import PROVIDER_URL_ENV
 from .sandbox import ChannelLimit, Sandbox, SandboxConfig, demo_credentials
 from .sandbox import describe as describe_sandbox
 
@@ -72,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: luigid did not start; see {folder / 'luigid' / 'luigid.out'}")
             return 1
         print(f"demo: visualiser: {url}/static/visualiser/index.html", flush=True)
-        command = luigi_command(args, sandbox.base_url, folder, customers)
-        code = run_campaign(command, {**os.environ, **credentials})
+        command = luigi_command(args, folder, customers)
+        env = {**os.environ, **credentials, PROVIDER_URL_ENV: sandbox.base_url}
+        code = run_campaign(command, env)
         print(f"demo: campaign {CAMPAIGN} ended with exit {code}; run folders in {folder}")
         return code
 
@@ -126,8 +129,9 @@ def answers(url: str, wait: float) -> bool:
     return False
 
 
-def luigi_command(args: argparse.Namespace, base_url: str, folder: Path, customers: Path) -> list:
-    """RunCampaign through the demo's luigid, its provider settings forced to the sandbox."""
+def luigi_command(args: argparse.Namespace, folder: Path, customers: Path) -> list:
+    """RunCampaign through the demo's luigid, its provider settings forced to the sandbox's
+    (the base URLs by $CAMPAIGN_PROVIDER_URL)."""
     today = datetime.date.today().isoformat()
     command = [str(BIN / "luigi"), "--module", "campaign_pipeline", "RunCampaign"]
     command += ["--campaign", CAMPAIGN, "--date", today, "--no-lock"]
@@ -135,11 +139,13 @@ def luigi_command(args: argparse.Namespace, base_url: str, folder: Path, custome
     command += ["--pipeline-input-path", str(customers)]
     command += ["--pipeline-output-dir", str(folder / "campaigns")]
     command += ["--rate-limits-bucket-dir", str(folder / "rate-limits")]
-    command += ["--email-api-batch-size", str(EMAIL_BATCH)]
-    rates = {"email": args.rate / EMAIL_BATCH, "sms": args.rate, "push": args.rate}
-    for channel, rate in rates.items():
-        command += [f"--{channel}-api-base-url", base_url, f"--{channel}-api-burst", "5"]
-        command += [f"--{channel}-api-rate-per-second", str(rate)]
+    for channel in registered():
+        flag = "--" + channel.config.get_task_family().replace("_", "-")
+        rate = args.rate
+        if any(name == "batch_size" for name, _ in channel.config.get_params()):
+            command += [f"{flag}-batch-size", str(EMAIL_BATCH)]
+            rate = args.rate / EMAIL_BATCH  # the provider's limit counts requests
+        command += [f"{flag}-burst", "5", f"{flag}-rate-per-second", str(rate)]
     return command
 
 

@@ -20,7 +20,7 @@ import luigi
 import luigi.notifications
 import luigi.worker
 
-from .config import email_api, notifications, push_api, sms_api
+from .config import notifications
 from .failures import locked_record
 from .sender import redactor
 
@@ -80,13 +80,8 @@ def _count_failure(task: luigi.Task) -> int:
 
 
 def _redact(text: str) -> str:
-    """Mask the credential values of all three providers, wherever they came from."""
-    names = [
-        email_api().token_env,
-        sms_api().account_sid_env,
-        sms_api().auth_token_env,
-        sms_api().api_key_sid_env,
-        sms_api().api_key_secret_env,
-        push_api().token_env,
-    ]
+    """Mask the credential values of every channel, wherever they came from."""
+    from .channels import registered  # notify is imported by tasks, which the registry imports
+
+    names = [name for channel in registered() for name in channel.credential_variables()]
     return redactor([os.environ.get(name, "") for name in names])(text)

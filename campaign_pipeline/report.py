@@ -13,10 +13,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .channels import registered
 from .config import pipeline as campaign_config
 from .tasks import run_dir
 
-CHANNELS = ("email", "sms", "push")
 STATUSES = ("sent", "failed", "unknown", "skipped")
 PREVIEW_STATUSES = ("would_send", "failed", "skipped")
 
@@ -35,7 +35,7 @@ def summarise(folder: Path) -> str:
     statuses = PREVIEW_STATUSES if dry_run else STATUSES
     lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
     notes = []
-    for channel in CHANNELS:
+    for channel in (c.name for c in registered()):
         path = folder / (f"{channel}_preview.json" if dry_run else f"{channel}_results.csv")
         if not path.exists():
             lines.append(f"{channel:<8}  (no {path.name}: the channel has not finished)")

@@ -27,7 +27,7 @@ import luigi
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import SettingsError, email_api, input_file, pipeline, push_api, sms_api
+from .config import SettingsError, input_file, pipeline
 from .sender import BURST_MARGIN
 
 log = logging.getLogger("campaign_pipeline")
@@ -192,7 +192,10 @@ def value_problems(task: luigi.Task) -> list[str]:
     """A line for each setting whose value parses but cannot work."""
     campaign = pipeline()
     problems = _ruled("campaign", campaign, CAMPAIGN_RULES)
-    for provider in (email_api(), sms_api(), push_api()):
+    from .channels import registered  # the registry imports tasks, which import this module
+
+    for channel in registered():
+        provider = channel.config()
         problems += _ruled(provider.get_task_family(), provider, PROVIDER_RULES)
     problems += _campaign_problems(campaign, task)
     problems += _targeting_problems(campaign.segments, task)

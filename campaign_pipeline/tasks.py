@@ -28,11 +28,8 @@ from .config import (
     DateParameter,
     NamedParseErrors,
     SettingsError,
-    email_api,
     input_file,
-    push_api,
     schedule,
-    sms_api,
 )
 from .config import pipeline as campaign_config
 from .exceptions import PermanentError
@@ -40,9 +37,6 @@ from .inputs import CustomerFile, CustomerFileWait
 from .ledger import RESULT_COLUMNS, Ledger
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
-from .providers.email import EmailProvider
-from .providers.push import PushProvider
-from .providers.sms import SmsProvider
 from .sender import ChannelSender, ChannelStopped, SendingInterrupted, Settings
 from .templates import MessageTemplate
 from .termination import stop_on_sigterm
@@ -96,7 +90,9 @@ class CampaignTask(NamedParseErrors, luigi.Task):
         seconds = campaign_config().timeout_seconds
         if not 0 < seconds < math.inf:
             return None  # none, or a bad value that run() names
-        longest = max(section().timeout_seconds for section in (email_api, sms_api, push_api))
+        from .channels import registered
+
+        longest = max(channel.config().timeout_seconds for channel in registered())
         return seconds + 2 * longest + 30
 
     @property
@@ -219,11 +215,16 @@ class LoadSegments(CampaignTask):
 
 
 class ChannelTask(CampaignTask):
-    """Send one channel's message to the targeted customers, at most once each."""
+    """Send one channel's message to the targeted customers, at most once each.
+
+    One subclass per channel, made by :func:`campaign_pipeline.channels.register` from the
+    channel's declaration, which sets the class attributes below.
+    """
 
     channel = ""
     provider_class: type = type(None)
     config_class: type = type(None)
+    parts: tuple = ()  # the template's parts (templates.Parts)
 
     target_segments = luigi.ListParameter(default=["premium", "regular", "new"])
     template = luigi.Parameter(default="spring_sale")
@@ -289,7 +290,8 @@ class ChannelTask(CampaignTask):
             provider.check()
         except ValueError as exc:  # a setting or credential the provider cannot work with
             raise SettingsError(str(exc)) from None
-        template = MessageTemplate(campaign_config().templates_dir, self.channel, self.template)
+        folder = campaign_config().templates_dir
+        template = MessageTemplate(folder, self.channel, self.template, self.parts)
         fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
         template.check(fields)
         if unknown := sorted(set(provider.fields) - fields):
@@ -414,24 +416,6 @@ class ChannelTask(CampaignTask):
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)
 
 
-class SendEmailCampaign(ChannelTask):
-    channel = "email"
-    provider_class = EmailProvider
-    config_class = email_api
-
-
-class SendSmsCampaign(ChannelTask):
-    channel = "sms"
-    provider_class = SmsProvider
-    config_class = sms_api
-
-
-class SendPushNotification(ChannelTask):
-    channel = "push"
-    provider_class = PushProvider
-    config_class = push_api
-
-
 class RunCampaign(CampaignTask, luigi.WrapperTask):
     """The whole campaign: every channel for one date.
 
@@ -440,9 +424,11 @@ class RunCampaign(CampaignTask, luigi.WrapperTask):
     """
 
     def requires(self):
+        from .channels import registered  # the registry makes the channel tasks: it imports us
+
         channels = [
-            task(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
-            for task in (SendEmailCampaign, SendSmsCampaign, SendPushNotification)
+            channel.task(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
+            for channel in registered()
         ]
         previous = previous_date(self.date)
         if previous and not self.dry_run:

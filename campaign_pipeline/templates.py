@@ -22,11 +22,9 @@ from jinja2 import meta
 
 from .exceptions import PermanentError
 
-PARTS = {
-    "email": {"subject.txt": True, "body.txt": False, "body.html": False},
-    "sms": {"body.txt": True},
-    "push": {"title.txt": True, "body.txt": True},
-}
+# A channel's template parts: groups of files of which at least one must exist (see
+# channels.Channel.parts), e.g. (("subject.txt",), ("body.txt", "body.html")).
+Parts = tuple[tuple[str, ...], ...]
 
 
 class TemplateError(PermanentError, ValueError):
@@ -36,7 +34,7 @@ class TemplateError(PermanentError, ValueError):
 class MessageTemplate:
     """The compiled parts of one channel's template, rendered per customer."""
 
-    def __init__(self, templates_dir: str, channel: str, name: str):
+    def __init__(self, templates_dir: str, channel: str, name: str, parts: Parts):
         self.folder = Path(templates_dir) / channel / name
         if not self.folder.is_dir():
             raise TemplateError(f"{channel} template {name!r}: no folder {self.folder}")
@@ -48,13 +46,14 @@ class MessageTemplate:
         )
         self.variables: set[str] = set()  # used at least once without a guard
         self.optional: set[str] = set()  # only ever used guarded
-        self.parts = {
-            part: self._compile(part)
-            for part, required in PARTS[channel].items()
-            if required or (self.folder / part).exists()
-        }
-        if channel == "email" and not {"body.txt", "body.html"} & set(self.parts):
-            raise TemplateError(f"email template {self.folder}: needs body.txt or body.html")
+        self.parts = {}
+        for group in parts:
+            present = [part for part in group if (self.folder / part).exists()]
+            if len(group) > 1 and not present:
+                needs = " or ".join(group)
+                raise TemplateError(f"{channel} template {self.folder}: needs {needs}")
+            for part in present or group:  # a missing single part is named by _compile
+                self.parts[part] = self._compile(part)
 
     def _compile(self, part: str) -> jinja2.Template:
         path = self.folder / part

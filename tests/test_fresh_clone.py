@@ -13,6 +13,7 @@ import jinja2
 import pytest
 from conftest import REPO, SPECS
 
+from campaign_pipeline import channels
 from campaign_pipeline.templates import MessageTemplate, TemplateError
 
 SHARED_SPECS = REPO.parent / "shared" / "provider-specs"
@@ -78,7 +79,7 @@ def template(tmp_path, text: str) -> MessageTemplate:
     folder = tmp_path / "sms" / "t"
     folder.mkdir(parents=True)
     (folder / "body.txt").write_text(text)
-    return MessageTemplate(str(tmp_path), "sms", "t")
+    return MessageTemplate(str(tmp_path), "sms", "t", channels.named("sms").parts)
 
 
 @pytest.mark.parametrize(
@@ -116,8 +117,9 @@ def test_a_variable_used_unguarded_anywhere_must_be_a_column(tmp_path, text):
 
 
 def test_shipped_templates_check_on_the_five_required_columns():
-    for channel in ("email", "sms", "push"):
-        shipped = MessageTemplate(str(REPO / "config" / "templates"), channel, "spring_sale")
+    for channel in channels.registered():
+        folder = str(REPO / "config" / "templates")
+        shipped = MessageTemplate(folder, channel.name, "spring_sale", channel.parts)
         shipped.check({*FIVE, "campaign", "date"})
         parts = shipped.render(dict.fromkeys([*FIVE, "campaign", "date"], "x"))
         assert all(parts.values())

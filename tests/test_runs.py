@@ -17,7 +17,7 @@ import pytest
 from conftest import CHANNELS, DATE, REPO, RETCODE, TASKS, free_port, wait_for
 from test_operations import ALREADY_RUNNING, finish, make, write_dated_customers
 
-from campaign_pipeline.tasks import RunCampaign, SendEmailCampaign
+from campaign_pipeline import RunCampaign, SendEmailCampaign
 
 ALL = ["premium", "regular", "new"]
 

@@ -8,6 +8,7 @@ one table in :mod:`.errors`.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 MAX_RATE_LIMIT_WAIT = 300.0
+# Set, every provider's base URL is this one: how a demo or a test points all channels at
+# the sandbox with one setting (the Makefile does), whatever the config files say.
+PROVIDER_URL_ENV = "CAMPAIGN_PROVIDER_URL"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class Provider:
     success_status = 200
 
     def __init__(self, base_url: str, preview: bool = False):
+        self.overridden = bool(os.environ.get(PROVIDER_URL_ENV))
+        base_url = os.environ.get(PROVIDER_URL_ENV) or base_url
         self.configured_url = base_url  # as written, for messages
         self.base_url = base_url.rstrip("/")
         self.preview = preview
@@ -127,8 +133,8 @@ class Provider:
             url = parse_url(self.base_url)
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise PermanentError(
-                f"[{self.section}] base_url {self.configured_url!r} is not an http:// or https:// "
-                "URL with a host, e.g. https://api.example.com"
+                f"{self._named('base_url')} {self.configured_url!r} is not an http:// or "
+                "https:// URL with a host, e.g. https://api.example.com"
             )
 
     def hint(self, check: str) -> str:
@@ -137,12 +143,7 @@ class Provider:
         keys = []
         for key in [key.strip() for key in check.split(",") if key.strip()] or ["credentials"]:
             keys += list(self.env_keys) if key == "credentials" else [key]
-        named = [
-            f"${self.env_keys[key]} ([{self.section}] {key})"
-            if key in self.env_keys
-            else f"[{self.section}] {key}"
-            for key in keys
-        ]
+        named = [self._named(key) for key in keys]
         return "check " + " and ".join(named)
 
     def renew(self) -> bool:
@@ -153,6 +154,13 @@ class Provider:
     def masked(self) -> list[str]:
         """Every credential value to mask in texts: the secrets, and what is made from them."""
         return list(self.secrets.values())
+
+    def _named(self, key: str) -> str:
+        if key in self.env_keys:
+            return f"${self.env_keys[key]} ([{self.section}] {key})"
+        if key == "base_url" and self.overridden:
+            return f"${PROVIDER_URL_ENV} (set, it replaces [{self.section}] base_url)"
+        return f"[{self.section}] {key}"
 
     def account(self) -> str:
         """What the provider counts its rate limit against: by default the credentials.
