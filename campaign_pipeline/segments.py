@@ -181,13 +181,15 @@ def file_digest(path: str) -> str:
     Raises :class:`InputError` when the file cannot be read."""
     with _input_errors(path):
         stat = os.stat(path)
-        return _digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        return _digest((path, stat.st_size, stat.st_mtime_ns, stat.st_ino))
 
 
 @lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
+def _digest(key: tuple[str, int, int, int]) -> str:
+    """The SHA-256 of the file named by *key* (path, size, mtime, inode): the cache key, so
+    that a file changed since is read again."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open(key[0], "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -403,7 +405,7 @@ def _customer(
     customer["segment"] = customer["segment"].casefold()
     customer["row"] = str(row)
     customer["email"], customer["email_error"] = check_email(customer["email"])
-    customer["phone"], customer["sms_error"] = check_phone.__wrapped__(customer["phone"], *phones)
+    customer["phone"], customer["sms_error"] = check_phone(customer["phone"], *phones)
     customer["device_token"], customer["push_error"] = check_device_token(customer["device_token"])
     return customer
 
@@ -421,7 +423,6 @@ def check_email(value: str) -> tuple[str, str]:
         return "", f"invalid: email {value!r}: {exc}"
 
 
-@lru_cache(maxsize=65536)
 def check_phone(value: str, region: str, accept_vanity: bool = False) -> tuple[str, str]:
     """Return (E.164 number, "") or ("", reason); numbers without + use *region*.
 
@@ -470,7 +471,7 @@ def _check_many(
     The worker processes run this, so it takes and returns plain lists.
     """
     if field == "phone":
-        checked = [check_phone.__wrapped__(value, *phones) for value in values]
+        checked = [check_phone(value, *phones) for value in values]
     elif field == "email":
         with _email_domains_cached():
             checked = [check_email(value) for value in values]
@@ -823,7 +824,7 @@ def _pool(path: str) -> Iterator[ProcessPoolExecutor | None]:
     if os.path.getsize(path) < PARALLEL_MIN_VALUES * _MIN_ROW_BYTES:
         yield None
         return
-    check_phone.__wrapped__("+12125550100", "US")  # load the metadata once, before the fork
+    check_phone("+12125550100", "US")  # load the metadata once, before the fork
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
         pool.submit(int).result()  # with "fork", the first task starts every worker
