@@ -3,7 +3,9 @@
 A file-level problem (missing, empty, not UTF-8, a required column absent) raises
 :class:`InputError` so that nothing is sent. A row-level problem quarantines the row with
 its line number and reason. A bad contact field keeps the customer but removes them from
-that one channel, with the reason kept beside the field.
+every channel that sends to that column, with the reason kept beside it in
+``<column>_error`` (:func:`error_column`). The contact checks are one table by column
+(:func:`contact_checks`): this module knows columns, never channels.
 
 :func:`load` is built for files of a million rows: pyarrow reads the file, the row checks are
 column operations, and each distinct email address and phone number is validated once, by two
@@ -21,11 +23,11 @@ import multiprocessing
 import os
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 
 import numpy as np
 import pandas as pd
@@ -38,17 +40,14 @@ from email_validator import EmailNotValidError, validate_email
 from .exceptions import PermanentError
 
 REQUIRED_COLUMNS = ("customer_id", "segment", "email", "phone", "device_token")
-# The fields each channel needs, and the column holding the reason it is unusable.
-CONTACT_FIELDS = {"email": "email", "sms": "phone", "push": "device_token"}
-ERROR_COLUMN = {channel: f"{channel}_error" for channel in CONTACT_FIELDS}
 REJECTED_COLUMNS = ("row", "reason", "detail", "customer_id", "segment", "raw")
 
 # The module holding validate_email (the package's own validate_email name is the function).
 _EMAIL_VALIDATOR = importlib.import_module("email_validator.validate_email")
 # FCM registration tokens are long URL-safe strings (about 150-200 characters today).
-_DEVICE_TOKEN = re.compile(r"^[A-Za-z0-9_:.\-]{32,4096}$")
+_DEVICE_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{32,4096}")  # the whole value (fullmatch)
 
-# More distinct emails and phones than this are validated by WORKERS processes, each taking
+# More distinct contact values than this are validated by WORKERS processes, each taking
 # CHUNK values at a time; fewer are faster inline than the pickling is worth.
 PARALLEL_MIN_VALUES = 20_000
 WORKERS = 2
@@ -75,6 +74,9 @@ _LETTER = re.compile(r"[^\W\d_]")
 # Shown of a rejected row's raw text at most (a row may hold a field of megabytes).
 MAX_RAW = 2_000
 
+# A contact check takes a stripped value and returns (normalised value, "") or ("", reason).
+Check = Callable[[str], tuple[str, str]]
+
 
 class InputError(PermanentError, ValueError):
     """The customer file cannot be used at all; the message names the file and the problem."""
@@ -86,17 +88,18 @@ class Segments:
 
     ``customers`` has the columns ``columns`` (all strings, empty rather than missing), and
     ``rejected`` the columns :data:`REJECTED_COLUMNS` (``row`` an integer), both in file order.
+    ``checked`` names the contact columns, each with its :func:`error_column` in ``customers``.
     """
 
     customers: pd.DataFrame
     rejected: pd.DataFrame
     columns: list[str]
     records_read: int = 0
+    checked: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         contact_issues = {
-            channel: _reason_counts(self.customers[column])
-            for channel, column in ERROR_COLUMN.items()
+            column: _reason_counts(self.customers[error_column(column)]) for column in self.checked
         }
         return {
             "records_read": self.records_read,
@@ -129,22 +132,35 @@ def _reason_counts(errors: pd.Series) -> dict[str, int]:
 
 
 def load(
-    path: str, segments: list[str], default_region: str, accept_vanity: bool = False
+    path: str,
+    segments: list[str],
+    default_region: str,
+    accept_vanity: bool = False,
+    checks: Mapping[str, Check] | None = None,
 ) -> Segments:
     """Read and validate the customer file at *path*, fast enough for a million rows.
 
     *accept_vanity* lets phone numbers written with letters (1-800-FLOWERS) through.
+    *checks* is the table of contact checks by column, :func:`contact_checks` by default;
+    each of its columns is required.
     """
     folded = [s.casefold() for s in segments]
+    if checks is None:
+        checks = contact_checks(default_region, accept_vanity)
+    required = _required(checks)
     with _input_errors(path), _pool(path) as pool:
-        table = _read_with_pyarrow(path) or _read_with_csv(path)
+        table = _read_with_pyarrow(path, required) or _read_with_csv(path, required)
         checked = _check_rows(table, folded)
         del table  # free the raw cells before the contact values are checked
-        return _check_values(checked, (default_region, accept_vanity), pool)
+        return _check_values(checked, checks, pool)
 
 
 def load_one_by_one(
-    path: str, segments: list[str], default_region: str, accept_vanity: bool = False
+    path: str,
+    segments: list[str],
+    default_region: str,
+    accept_vanity: bool = False,
+    checks: Mapping[str, Check] | None = None,
 ) -> Segments:
     """Read and validate *path* one row and one value at a time: the reference for :func:`load`.
 
@@ -152,9 +168,10 @@ def load_one_by_one(
     that :func:`load` gives identical results.
     """
     folded = [s.casefold() for s in segments]
-    phones = (default_region, accept_vanity)
+    if checks is None:
+        checks = contact_checks(default_region, accept_vanity)
     with _input_errors(path), _reading(path) as reader:
-        columns = _header_columns(next(reader, None), path)
+        columns = _header_columns(next(reader, None), path, _required(checks))
         customers: list[dict[str, str]] = []
         rejected: list[dict[str, object]] = []
         first_row: dict[str, int] = {}
@@ -166,13 +183,13 @@ def load_one_by_one(
             if problem:
                 rejected.append(_rejected(row, record, columns, *problem))
                 continue
-            customer = _customer(record, columns, phones, row)
+            customer = _customer(record, columns, checks, row)
             first_row[customer["customer_id"]] = row
             customers.append(customer)
         _check_width(columns, wider, records_read, path)
-    output = _output_columns(columns)
+    output = _output_columns(columns, checks)
     frame = _frame({name: [c[name] for c in customers] for name in output})
-    return Segments(frame, _rejected_frame(rejected), output, records_read)
+    return Segments(frame, _rejected_frame(rejected), output, records_read, list(checks))
 
 
 def file_digest(path: str) -> str:
@@ -245,7 +262,9 @@ def _reading(path: str) -> Iterator:
         csv.field_size_limit(limit)
 
 
-def _header_columns(header: list[str] | None, path: str) -> list[str]:
+def _header_columns(
+    header: list[str] | None, path: str, required: Sequence[str] = REQUIRED_COLUMNS
+) -> list[str]:
     if header is None or not any(h.strip() for h in header):
         raise InputError(f"customer file {path}: the file is empty (no header row)")
     columns = [h.strip().casefold() for h in header]
@@ -258,7 +277,7 @@ def _header_columns(header: list[str] | None, path: str) -> list[str]:
                 "but for case or spacing; rename or remove one of them"
             )
         seen.setdefault(key, name)
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(
             f"customer file {path}: missing required column(s) {', '.join(missing)} "
@@ -291,9 +310,15 @@ def _check_width(columns: list[str], wider: int, records: int, path: str) -> Non
         )
 
 
-def _output_columns(columns: list[str]) -> list[str]:
-    extras = [c for c in dict.fromkeys(columns) if c and c not in REQUIRED_COLUMNS]
-    return ["row", *REQUIRED_COLUMNS, *ERROR_COLUMN.values(), *extras]
+def _required(checks: Mapping[str, Check]) -> tuple[str, ...]:
+    """The required columns and the checked ones (a table may check a column of its own)."""
+    return tuple(dict.fromkeys([*REQUIRED_COLUMNS, *checks]))
+
+
+def _output_columns(columns: list[str], checks: Mapping[str, Check]) -> list[str]:
+    required = _required(checks)
+    extras = [c for c in dict.fromkeys(columns) if c and c not in required]
+    return ["row", *required, *map(error_column, checks), *extras]
 
 
 def _frame(columns: dict) -> pd.DataFrame:
@@ -399,18 +424,54 @@ def _rejected(row: int, record: list[str], columns: list[str], reason: str, deta
 
 
 def _customer(
-    record: list[str], columns: list[str], phones: tuple[str, bool], row: int
+    record: list[str], columns: list[str], checks: Mapping[str, Check], row: int
 ) -> dict[str, str]:
     customer = _values(record, columns)
     customer["segment"] = customer["segment"].casefold()
     customer["row"] = str(row)
-    customer["email"], customer["email_error"] = check_email(customer["email"])
-    customer["phone"], customer["sms_error"] = check_phone(customer["phone"], *phones)
-    customer["device_token"], customer["push_error"] = check_device_token(customer["device_token"])
+    for column, check in checks.items():
+        customer[column], customer[error_column(column)] = check(customer[column])
     return customer
 
 
 # Value level: shared by both loaders.
+
+
+def contact_checks(default_region: str, accept_vanity: bool = False) -> dict[str, Check]:
+    """The table of contact checks by column, phone numbers read with these settings.
+
+    A channel names the column it sends to (``Provider.contact_field``): a new channel on one
+    of these columns needs nothing here, one on a new column adds its check to this table.
+    Many values are checked in worker processes, so a check must pickle: a module-level
+    function, or a partial of one.
+    """
+    return {
+        "email": check_email,
+        "phone": partial(check_phone, region=default_region, accept_vanity=accept_vanity),
+        "device_token": check_device_token,
+    }
+
+
+def error_column(column: str) -> str:
+    """The customers column that holds why *column*'s value is unusable ("" when usable)."""
+    return f"{column}_error"
+
+
+def unchanged_where(
+    test: Callable[[pa.ChunkedArray], pa.ChunkedArray],
+) -> Callable[[Check], Check]:
+    """Declare that a check passes the values *test* selects unchanged and without a reason.
+
+    *test* takes a whole arrow column and returns a boolean mask; :func:`load` calls the check
+    only for the other values, which keeps a column of mostly distinct values (device tokens)
+    out of the one-value-at-a-time path.
+    """
+
+    def declare(check: Check) -> Check:
+        check.unchanged_where = test  # type: ignore[attr-defined]
+        return check
+
+    return declare
 
 
 def check_email(value: str) -> tuple[str, str]:
@@ -451,11 +512,25 @@ def check_phone(value: str, region: str, accept_vanity: bool = False) -> tuple[s
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), ""
 
 
+def _plausible_tokens(tokens: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Which tokens check_device_token() passes: those ``_DEVICE_TOKEN`` matches whole.
+
+    That is the values of 32 to 4096 characters from its class. RE2 takes no repetition
+    count above 1000, so the length is checked apart.
+    """
+    length = pc.utf8_length(tokens)
+    return pc.and_(
+        pc.match_substring_regex(tokens, r"^[A-Za-z0-9_:.\-]*$"),
+        pc.and_(pc.greater_equal(length, 32), pc.less_equal(length, 4096)),
+    )
+
+
+@unchanged_where(_plausible_tokens)
 def check_device_token(value: str) -> tuple[str, str]:
     """Return (token, "") or ("", reason) for an FCM registration token."""
     if not value:
         return "", "missing: no device token"
-    if not _DEVICE_TOKEN.match(value):
+    if not _DEVICE_TOKEN.fullmatch(value):
         return "", (
             f"invalid: device token of {len(value)} characters is not a plausible FCM token "
             "(32 or more of A-Z a-z 0-9 _ : . -)"
@@ -463,20 +538,14 @@ def check_device_token(value: str) -> tuple[str, str]:
     return value, ""
 
 
-def _check_many(
-    field: str, values: list[str], phones: tuple[str, bool]
-) -> tuple[list[str], list[str]]:
-    """Check each of *values* of one contact field; return the normalised values and errors.
+def _check_many(check: Check, values: list[str]) -> tuple[list[str], list[str]]:
+    """Apply *check* to each of *values*; return the normalised values and the reasons.
 
-    The worker processes run this, so it takes and returns plain lists.
+    The worker processes run this, so it takes and returns plain lists. Email domains are
+    cached for the batch (exact, so harmless to a check that validates no email).
     """
-    if field == "phone":
-        checked = [check_phone(value, *phones) for value in values]
-    elif field == "email":
-        with _email_domains_cached():
-            checked = [check_email(value) for value in values]
-    else:
-        checked = [check_device_token(value) for value in values]
+    with _email_domains_cached():
+        checked = [check(value) for value in values]
     return [c[0] for c in checked], [c[1] for c in checked]
 
 
@@ -519,7 +588,7 @@ class _Table:
     malformed: list[tuple[int, list[str], tuple[int, int, int]]]
 
 
-def _read_with_pyarrow(path: str) -> _Table | None:
+def _read_with_pyarrow(path: str, required: Sequence[str] = REQUIRED_COLUMNS) -> _Table | None:
     """Read *path* with pyarrow's CSV reader, or return None if it might read it differently.
 
     Without quotes, carriage returns, NULs and blank lines every line is one record, so the
@@ -536,7 +605,7 @@ def _read_with_pyarrow(path: str) -> _Table | None:
     end = data.find(b"\n", start)
     end = len(data) if end < 0 else end
     header = next(csv.reader([data[start:end].decode("utf-8")]), None)
-    columns = _header_columns(header, path)
+    columns = _header_columns(header, path, required)
     if data.startswith(b"\xef\xbb\xbf", end + 1):
         return None  # pyarrow would drop a byte-order mark at the start of the first record
     cells = _arrow_columns(pa.py_buffer(data).slice(min(end + 1, len(data))), len(columns))
@@ -569,10 +638,10 @@ def _longest(column: pa.ChunkedArray) -> int:
     return pc.max(pc.binary_length(column)).as_py() or 0
 
 
-def _read_with_csv(path: str) -> _Table:
+def _read_with_csv(path: str, required: Sequence[str] = REQUIRED_COLUMNS) -> _Table:
     """Read *path* with the csv module, as load_one_by_one does, into arrow columns."""
     with _reading(path) as reader:
-        columns = _header_columns(next(reader, None), path)
+        columns = _header_columns(next(reader, None), path, required)
         rows: list[int] = []
         chunks: list[list[pa.Array]] = []
         malformed: list[tuple[int, list[str], tuple[int, int, int]]] = []
@@ -722,68 +791,68 @@ def _rejected_rows(
 
 
 def _check_values(
-    checked: _Rows, phones: tuple[str, bool], pool: ProcessPoolExecutor | None
+    checked: _Rows, checks: Mapping[str, Check], pool: ProcessPoolExecutor | None
 ) -> Segments:
-    """Normalise the contact fields of the customers, with the reason beside a bad one."""
+    """Normalise each checked column of the customers, with the reason beside a bad value."""
     columns = dict(checked.customers)
     columns["row"] = pc.cast(pa.array(checked.rows, pa.int64()), pa.large_string())
-    tokens = _check_tokens(columns["device_token"])
-    contacts = _check_distinct({name: columns[name] for name in ("email", "phone")}, phones, pool)
-    columns["email"], columns["email_error"] = contacts["email"]
-    columns["phone"], columns["sms_error"] = contacts["phone"]
-    columns["device_token"], columns["push_error"] = tokens
-    output = _output_columns(checked.columns)
+    by_value = {}
+    for name, check in checks.items():
+        test = getattr(check, "unchanged_where", None)
+        if test is None:
+            by_value[name] = columns[name]
+        else:
+            columns[name], columns[error_column(name)] = _check_others(columns[name], check, test)
+    for name, (values, errors) in _check_distinct(by_value, checks, pool).items():
+        columns[name], columns[error_column(name)] = values, errors
+    output = _output_columns(checked.columns, checks)
     frame = _frame({name: columns[name] for name in output})
-    return Segments(frame, _rejected_frame(checked.rejected), output, checked.records_read)
-
-
-def _check_tokens(tokens: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """check_device_token() on a whole column, calling it only for the implausible tokens.
-
-    ``_DEVICE_TOKEN`` matches exactly the values of 32 to 4096 characters from its class: its
-    ``$`` would also allow a final newline, but the cells are stripped. RE2 takes no
-    repetition count above 1000, so the length is checked apart.
-    """
-    length = pc.utf8_length(tokens)
-    plausible = pc.and_(
-        pc.match_substring_regex(tokens, r"^[A-Za-z0-9_:.\-]*$"),
-        pc.and_(pc.greater_equal(length, 32), pc.less_equal(length, 4096)),
+    return Segments(
+        frame, _rejected_frame(checked.rejected), output, checked.records_read, list(checks)
     )
-    implausible = pc.invert(plausible)
-    errors = [check_device_token(value)[1] for value in tokens.filter(implausible).to_pylist()]
-    empty = pa.scalar("", pa.large_string())
-    if isinstance(implausible, pa.ChunkedArray):
-        implausible = implausible.combine_chunks()  # replace_with_mask takes a plain mask
-    reasons = pc.replace_with_mask(
-        pa.repeat(empty, len(tokens)), implausible, pa.array(errors, pa.large_string())
+
+
+def _check_others(
+    values: pa.ChunkedArray, check: Check, test: Callable[[pa.ChunkedArray], pa.ChunkedArray]
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """*check* on a whole column, called only for the values *test* does not pass as they are."""
+    passed = test(values)
+    others = pc.invert(passed)
+    results = [check(value) for value in values.filter(others).to_pylist()]
+    if isinstance(others, pa.ChunkedArray):
+        others = others.combine_chunks()  # replace_with_mask takes a plain mask
+    empty = pa.repeat(pa.scalar("", pa.large_string()), len(values))
+    normalised, reasons = (
+        pc.replace_with_mask(empty, others, pa.array([r[i] for r in results], pa.large_string()))
+        for i in (0, 1)
     )
-    return pc.if_else(plausible, tokens, empty), reasons
+    return pc.if_else(passed, values, normalised), reasons
 
 
 def _check_distinct(
-    fields: dict[str, pa.ChunkedArray], phones: tuple[str, bool], pool: ProcessPoolExecutor | None
+    fields: dict[str, pa.ChunkedArray],
+    checks: Mapping[str, Check],
+    pool: ProcessPoolExecutor | None,
 ) -> dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]]:
     """Check each distinct value of each field once; in the pool if there are many."""
     distinct = {name: _distinct(values) for name, values in fields.items()}
     values = {name: d[0] for name, d in distinct.items()}
     if pool is not None and sum(len(v) for v in values.values()) > PARALLEL_MIN_VALUES:
-        results = _check_in_pool(pool, values, phones)
+        results = _check_in_pool(pool, values, checks)
     else:
-        results = {name: _check_chunk(name, v, phones) for name, v in values.items()}
+        results = {name: _check_chunk(checks[name], v) for name, v in values.items()}
     return {
         name: tuple(result.take(distinct[name][1]) for result in results[name]) for name in fields
     }
 
 
-def _check_chunk(
-    field: str, values: pa.Array, phones: tuple[str, bool]
-) -> tuple[pa.Array, pa.Array]:
-    normalised, errors = _check_many(field, values.to_pylist(), phones)
+def _check_chunk(check: Check, values: pa.Array) -> tuple[pa.Array, pa.Array]:
+    normalised, errors = _check_many(check, values.to_pylist())
     return pa.array(normalised, pa.large_string()), pa.array(errors, pa.large_string())
 
 
 def _check_in_pool(
-    pool: ProcessPoolExecutor, fields: dict[str, pa.Array], phones: tuple[str, bool]
+    pool: ProcessPoolExecutor, fields: dict[str, pa.Array], checks: Mapping[str, Check]
 ) -> dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]]:
     """Check the values in chunks of CHUNK, a few chunks queued at a time.
 
@@ -797,7 +866,7 @@ def _check_in_pool(
             if len(pending) >= 2 * WORKERS:
                 _collect(pending.popleft(), parts)
             chunk = values.slice(start, CHUNK).to_pylist()
-            pending.append((name, pool.submit(_check_many, name, chunk, phones)))
+            pending.append((name, pool.submit(_check_many, checks[name], chunk)))
     while pending:
         _collect(pending.popleft(), parts)
     return {

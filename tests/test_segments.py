@@ -166,7 +166,7 @@ def test_messy_file_rejects_only_the_bad_rows(tmp_path, parallel):
     }  # fmt: skip
     assert customers.loc["M9", "first_name"] == "Two\nlines"
     assert customers.loc["M15", "first_name"] == "Spaced"
-    errors = customers["sms_error"]
+    errors = customers["phone_error"]
     assert errors["M2"] == (
         "invalid: phone '2125550lOO' contains letters; fix the number, or set [campaign] "
         "accept_vanity_numbers = true for numbers such as 1-800-FLOWERS"
@@ -187,8 +187,8 @@ def test_vanity_numbers_are_texted_when_accepted(tmp_path, parallel):
 
     customers = assert_same(path, vanity=True).customers.set_index("customer_id")
 
-    assert customers.loc["M5", ["phone", "sms_error"]].tolist() == ["+18003569377", ""]
-    assert customers.loc["M4", "sms_error"].endswith("a text message cannot reach an extension")
+    assert customers.loc["M5", ["phone", "phone_error"]].tolist() == ["+18003569377", ""]
+    assert customers.loc["M4", "phone_error"].endswith("a text message cannot reach an extension")
 
 
 def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path, parallel):
