@@ -9,6 +9,8 @@ import pytest
 from conftest import TOKEN
 
 from campaign_pipeline import segments
+from campaign_pipeline.segments import contacts
+from campaign_pipeline.testing.reference import load_one_by_one
 
 SEGMENTS = ["premium", "regular", "new"]
 
@@ -106,7 +108,7 @@ def write_customers(path, header: str, rows: list[str]) -> str:
 @pytest.mark.parametrize("where", ["inline", "pool"])
 def test_a_check_added_to_the_table_is_applied_with_no_other_edit(tmp_path, monkeypatch, where):
     if where == "pool":
-        monkeypatch.setattr(segments, "PARALLEL_MIN_VALUES", 0)
+        monkeypatch.setattr(contacts, "PARALLEL_MIN_VALUES", 0)
     path = write_customers(
         tmp_path / "customers.csv",
         "customer_id,segment,email,phone,device_token,fax,notes",
@@ -118,7 +120,7 @@ def test_a_check_added_to_the_table_is_applied_with_no_other_edit(tmp_path, monk
     checks = {**segments.contact_checks("US"), "fax": check_fax}
 
     fast = segments.load(path, SEGMENTS, "US", checks=checks)
-    slow = segments.load_one_by_one(path, SEGMENTS, "US", checks=checks)
+    slow = load_one_by_one(path, SEGMENTS, "US", checks=checks)
 
     assert fast.columns == slow.columns == list(fast.customers.columns)
     assert fast.columns == [
@@ -135,7 +137,7 @@ def test_a_check_added_to_the_table_is_applied_with_no_other_edit(tmp_path, monk
     assert issues == {"email": {}, "phone": {}, "device_token": {}, "fax": {"invalid": 1}}
 
 
-@pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])
+@pytest.mark.parametrize("load", [segments.load, load_one_by_one])
 def test_a_checked_column_is_required(tmp_path, load):
     path = write_customers(
         tmp_path / "customers.csv",
