@@ -281,6 +281,7 @@ def load_segments_child(path: str) -> None:
     import pandas as pd
 
     from . import segments
+    from .testing.reference import load_one_by_one
 
     started = time.monotonic()
     fast = segments.load(path, ["premium", "regular", "new"], "US")
@@ -290,7 +291,7 @@ def load_segments_child(path: str) -> None:
     started = time.monotonic()
     pd.read_csv(path, engine="pyarrow", dtype=str)
     pyarrow_wall = time.monotonic() - started
-    slow = segments.load_one_by_one(path, ["premium", "regular", "new"], "US")
+    slow = load_one_by_one(path, ["premium", "regular", "new"], "US")
     identical = (
         fast.customers.equals(slow.customers)
         and fast.rejected.equals(slow.rejected)

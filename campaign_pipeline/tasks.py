@@ -366,7 +366,7 @@ class ChannelTask(CampaignTask):
     def _customers(self, contact: str) -> Iterator[dict]:
         """Every customer of the loaded file; the targeted ones with their recipient row."""
         segments_wanted = {s.casefold() for s in self.target_segments}
-        error_column = segments.ERROR_COLUMN[self.channel]
+        error_column = segments.error_column(contact)
         context_extra = {"campaign": self.campaign, "date": self.date.isoformat()}
         # LoadSegments writes empty strings, never nulls: no fillna copy of a 1M-row frame
         customers = pd.read_parquet(self.customers_path(), dtype_backend="pyarrow")

@@ -10,6 +10,8 @@ import pytest
 from conftest import EDGE_CASE_CSV, TOKEN
 
 from campaign_pipeline import sample_data, segments
+from campaign_pipeline.segments import contacts, reading, rows
+from campaign_pipeline.testing.reference import load_one_by_one
 
 SEGMENTS = ["premium", "regular", "new"]
 
@@ -46,7 +48,7 @@ PLAIN_FILE = (
 
 def assert_same(path, region: str = "US", vanity: bool = False) -> segments.Segments:
     fast = segments.load(str(path), SEGMENTS, region, vanity)
-    slow = segments.load_one_by_one(str(path), SEGMENTS, region, vanity)
+    slow = load_one_by_one(str(path), SEGMENTS, region, vanity)
     assert list(fast.customers.columns) == fast.columns == slow.columns
     pdt.assert_frame_equal(fast.customers, slow.customers)
     pdt.assert_frame_equal(fast.rejected, slow.rejected)
@@ -59,14 +61,14 @@ def assert_same(path, region: str = "US", vanity: bool = False) -> segments.Segm
 def parallel(request, monkeypatch) -> str:
     """Check the values in this process, or (threshold 0) in the worker processes."""
     if request.param == "pool":
-        monkeypatch.setattr(segments, "PARALLEL_MIN_VALUES", 0)
+        monkeypatch.setattr(contacts, "PARALLEL_MIN_VALUES", 0)
     return request.param
 
 
 def test_quoted_file_matches_the_reference(tmp_path, parallel):
     path = tmp_path / "customers.csv"
     path.write_text(QUOTED_FILE, encoding="utf-8")
-    assert segments._read_with_pyarrow(str(path)) is None, "needs the csv module"
+    assert reading.read_with_pyarrow(str(path)) is None, "needs the csv module"
 
     loaded = assert_same(path)
 
@@ -92,7 +94,7 @@ def test_quoted_file_matches_the_reference(tmp_path, parallel):
 def test_plain_file_takes_pyarrow_and_matches_the_reference(tmp_path, parallel):
     path = tmp_path / "customers.csv"
     path.write_text(PLAIN_FILE, encoding="utf-8")
-    assert segments._read_with_pyarrow(str(path)) is not None
+    assert reading.read_with_pyarrow(str(path)) is not None
 
     loaded = assert_same(path)
 
@@ -166,7 +168,7 @@ def test_messy_file_rejects_only_the_bad_rows(tmp_path, parallel):
     }  # fmt: skip
     assert customers.loc["M9", "first_name"] == "Two\nlines"
     assert customers.loc["M15", "first_name"] == "Spaced"
-    errors = customers["sms_error"]
+    errors = customers["phone_error"]
     assert errors["M2"] == (
         "invalid: phone '2125550lOO' contains letters; fix the number, or set [campaign] "
         "accept_vanity_numbers = true for numbers such as 1-800-FLOWERS"
@@ -187,8 +189,8 @@ def test_vanity_numbers_are_texted_when_accepted(tmp_path, parallel):
 
     customers = assert_same(path, vanity=True).customers.set_index("customer_id")
 
-    assert customers.loc["M5", ["phone", "sms_error"]].tolist() == ["+18003569377", ""]
-    assert customers.loc["M4", "sms_error"].endswith("a text message cannot reach an extension")
+    assert customers.loc["M5", ["phone", "phone_error"]].tolist() == ["+18003569377", ""]
+    assert customers.loc["M4", "phone_error"].endswith("a text message cannot reach an extension")
 
 
 def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path, parallel):
@@ -230,7 +232,7 @@ def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path, parallel)
     assert loaded.customers["customer_id"].tolist() == ["U3"]
 
 
-@pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])
+@pytest.mark.parametrize("load", [segments.load, load_one_by_one])
 def test_header_mistakes_are_fatal(tmp_path, load):
     path = tmp_path / "customers.csv"
     path.write_text(HEADER.replace("first_name", " Email ") + row("H1"), encoding="utf-8")
@@ -253,7 +255,7 @@ def test_header_mistakes_are_fatal(tmp_path, load):
     assert load(str(path), SEGMENTS, "US").rejected["row"].tolist() == [2]
 
 
-@pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])
+@pytest.mark.parametrize("load", [segments.load, load_one_by_one])
 def test_a_bad_byte_is_counted_from_the_start_of_the_file(tmp_path, load):
     path = tmp_path / "customers.csv"
     body = HEADER.encode() + row("B1").encode() * 400  # beyond the text reader's first chunk
@@ -262,7 +264,7 @@ def test_a_bad_byte_is_counted_from_the_start_of_the_file(tmp_path, load):
         load(str(path), SEGMENTS, "US")
 
 
-@pytest.mark.parametrize("load", [segments.load, segments.load_one_by_one])
+@pytest.mark.parametrize("load", [segments.load, load_one_by_one])
 def test_file_errors_are_the_same(tmp_path, load):
     path = tmp_path / "customers.csv"
     with pytest.raises(segments.InputError, match="no such file"):
@@ -280,7 +282,7 @@ def test_file_errors_are_the_same(tmp_path, load):
 
 def test_whitespace_is_what_str_strip_removes():
     spaces = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
-    assert spaces == segments._WHITESPACE
+    assert spaces == rows._WHITESPACE
 
 
 @pytest.fixture(scope="module")
@@ -291,11 +293,11 @@ def large_file(tmp_path_factory):
 
 
 def test_large_file_through_the_pool_matches_the_reference(large_file, monkeypatch):
-    monkeypatch.setattr(segments, "PARALLEL_MIN_VALUES", 1_000)
+    monkeypatch.setattr(contacts, "PARALLEL_MIN_VALUES", 1_000)
     pooled = []
-    check_in_pool = segments._check_in_pool
+    check_in_pool = contacts._check_in_pool
     monkeypatch.setattr(
-        segments, "_check_in_pool", lambda *a: pooled.append(1) or check_in_pool(*a)
+        contacts, "_check_in_pool", lambda *a: pooled.append(1) or check_in_pool(*a)
     )
 
     loaded = assert_same(large_file)

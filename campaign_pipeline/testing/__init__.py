@@ -1,0 +1,1 @@
+"""What the tests and the benchmark share, shipped with the package (as gokart.testing)."""
