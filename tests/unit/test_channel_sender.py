@@ -17,15 +17,18 @@ import luigi
 import pytest
 import requests
 
+from campaign_pipeline.ledger import FAILED as FAILED_ROW
 from campaign_pipeline.ledger import PENDING, Ledger
 from campaign_pipeline.ledger import SENT as SENT_ROW
+from campaign_pipeline.ledger import UNKNOWN as UNKNOWN_ROW
 from campaign_pipeline.providers import Outcome, Provider, Request, json_body
-from campaign_pipeline.providers.errors import FAILED, RENEW, RETRY, SENT, STOP
+from campaign_pipeline.providers.errors import FAILED, RENEW, RETRY, SENT, STOP, UNKNOWN
 from campaign_pipeline.sender import ChannelSender, ChannelStopped, Settings
 from campaign_pipeline.templates import MessageTemplate
 
 TOKEN_ENV = "UNIT_FAKE_TOKEN"
 UNAVAILABLE = (503, {"error": {"code": "UNAVAILABLE", "message": "try later"}}, {})
+NO_ANSWER = (0, {}, {})  # the server reads the request and answers nothing
 
 
 # -- the provider's side: a server on 127.0.0.1 answering as the test says ----------------------
@@ -33,19 +36,28 @@ UNAVAILABLE = (503, {"error": {"code": "UNAVAILABLE", "message": "try later"}}, 
 
 @dataclass
 class Seen:
-    recipient: str
+    recipients: tuple[str, ...]
     token: str
     at: float  # time.monotonic() when the request arrived
+
+    @property
+    def recipient(self) -> str:
+        return " ".join(self.recipients)
 
 
 class ScriptedServer:
     """Answers each recipient's requests from its script, in order, then 200 with an id;
-    refuses the tokens :attr:`refused` picks with 401 ``EXPIRED``. Records every request."""
+    refuses the tokens :attr:`refused` picks with 401 ``EXPIRED``, and a batch holding one of
+    the :attr:`bad` recipients with 400 (naming its index if :attr:`blame`). Records every
+    request."""
 
     def __init__(self) -> None:
         self.script: dict[str, list[tuple[int, dict, dict]]] = {}
         self.forever: dict[str, tuple[int, dict, dict]] = {}
         self.refused = lambda token: False
+        self.bad: set[str] = set()
+        self.blame = True
+        self.released = threading.Event()  # requests given NO_ANSWER wait for it
         self.seen: list[Seen] = []
         self.in_flight = self.most_in_flight = 0
         self.barrier: threading.Barrier | None = None
@@ -66,17 +78,23 @@ class ScriptedServer:
         self.barrier = threading.Barrier(requests, timeout=5)
 
     def requests_for(self, recipient: str) -> list[Seen]:
-        return [seen for seen in self.seen if seen.recipient == recipient]
+        return [seen for seen in self.seen if recipient in seen.recipients]
 
-    def take(self, recipient: str, token: str) -> tuple[tuple[int, dict, dict], bool]:
+    def take(self, recipients: list[str], token: str) -> tuple[tuple[int, dict, dict], bool]:
         """The answer to one request, and whether to hold it at the barrier."""
         with self._lock:
-            self.seen.append(Seen(recipient, token, time.monotonic()))
+            self.seen.append(Seen(tuple(recipients), token, time.monotonic()))
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             hold = self.barrier is not None and len(self.seen) <= self.barrier.parties
             if self.refused(token):
                 return (401, {"error": {"code": "EXPIRED", "message": "token expired"}}, {}), hold
+            if bad := [n for n, recipient in enumerate(recipients) if recipient in self.bad]:
+                error = {"code": "BAD_ADDRESS", "message": f"{recipients[bad[0]]} is not valid"}
+                if self.blame and len(recipients) > 1:
+                    error["index"] = bad[0]
+                return (400, {"error": error}, {}), hold
+            recipient = recipients[0] if len(recipients) == 1 else None  # scripts: singles
             if self.script.get(recipient):
                 return self.script[recipient].pop(0), hold
             if recipient in self.forever:
@@ -92,6 +110,7 @@ class ScriptedServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -106,6 +125,10 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
         (status, answer, headers), hold = scripted.take(body["to"], token)
         try:
+            if status == NO_ANSWER[0]:
+                scripted.released.wait()
+                self.close_connection = True
+                return
             if hold:
                 try:
                     scripted.barrier.wait()
@@ -143,26 +166,38 @@ class Tokens(requests.auth.AuthBase):
 
 
 class FakeProvider(Provider):
-    """JSON ``{"to", "text"}`` in; ``{"id"}`` or ``{"error": {"code", "message"}}`` out. The
-    error table has no row for it, so an error means what its HTTP status says, except that
-    ``EXPIRED`` asks for new credentials."""
+    """JSON ``{"to": [...], "text": [...]}`` in; ``{"id"}`` or ``{"error": {"code", "message",
+    "index"}}`` out. The error table has no row for it, so an error means what its HTTP status
+    says, except that ``EXPIRED`` asks for new credentials. With *batches*, any requests
+    travel together."""
 
     channel = "fake"
     section = "fake_api"
     name = "Fake"
     contact_field = "phone"
 
-    def __init__(self, base_url: str, renewable: bool = False):
+    def __init__(self, base_url: str, renewable: bool = False, batches: bool = False):
         super().__init__(base_url)
         self.token = self.secret(TOKEN_ENV, self.section, "token_env", "")
         self.tokens = Tokens(self.token) if renewable else None
+        self.batches = batches
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
-        body = {"to": recipient, "text": parts["body.txt"]}
+        body = {"to": [recipient], "text": [parts["body.txt"]]}
         url = f"{self.base_url}/send"
         if self.tokens is not None:
             return Request(url=url, headers={}, json=body, fresh_auth=self.tokens)
         return Request(url=url, headers={"Authorization": f"Bearer {self.token}"}, json=body)
+
+    def batch_key(self, request: Request) -> object | None:
+        return "all" if self.batches else None
+
+    def combine(self, requests: list[Request]) -> Request:
+        body = {key: [v for r in requests for v in r.json[key]] for key in ("to", "text")}
+        return replace(requests[0], json=body)
+
+    def culprit(self, response: requests.Response) -> int | None:
+        return (json_body(response).get("error") or {}).get("index")
 
     def renew(self) -> bool:
         if self.tokens is None:
@@ -395,3 +430,80 @@ def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, 
     )
     assert statuses(ledger)["r1"] == (FAILED, 0)
     assert sender.counts == Counter({SENT: 2, FAILED: 1})
+
+
+def test_a_request_left_unanswered_is_sent_again_by_default(tmp_path, server, token, ledger):
+    customers(ledger, 2)
+    server.answer("r0", NO_ANSWER)
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, timeout_seconds=0.2)
+
+    assert len(server.requests_for("r0")) == 2
+    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1)}
+    assert sender.last_transient_error.startswith("ReadTimeout: ")
+
+
+def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 2)
+    server.answer("r0", NO_ANSWER)
+
+    sender = send(
+        tmp_path,
+        FakeProvider(server.base_url),
+        ledger,
+        timeout_seconds=0.2,
+        retry_unanswered=False,
+    )
+
+    assert len(server.requests_for("r0")) == 1, "it may have arrived: never twice"
+    assert statuses(ledger) == {"r0": (UNKNOWN_ROW, 1), "r1": (SENT_ROW, 1)}
+    assert sender.counts == Counter({SENT: 1, UNKNOWN: 1})
+
+
+def test_a_refused_batch_fails_the_recipient_it_names_and_sends_the_others_once(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 4)
+    server.bad = {"r2"}
+
+    sender = send(tmp_path, FakeProvider(server.base_url, batches=True), ledger, batch_size=4)
+
+    assert [seen.recipients for seen in server.seen] == [
+        ("r0", "r1", "r2", "r3"),
+        ("r0", "r1", "r3"),
+    ]
+    assert statuses(ledger) == {
+        "r0": (SENT_ROW, 2),  # the refused batch took nothing: its rows went back to pending
+        "r1": (SENT_ROW, 2),
+        "r2": (FAILED_ROW, 1),
+        "r3": (SENT_ROW, 2),
+    }
+    errors = {row["recipient"]: row["error"] for row in ledger.rows()}
+    assert errors["r2"] == "fake provider answered 400 BAD_ADDRESS: r2 is not valid"
+    assert sender.counts == Counter({SENT: 3, FAILED: 1})
+
+
+def test_a_refused_batch_naming_nobody_is_halved_until_the_bad_one_is_alone(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 4)
+    server.bad, server.blame = {"r2"}, False
+
+    sender = send(tmp_path, FakeProvider(server.base_url, batches=True), ledger, batch_size=4)
+
+    assert sorted(seen.recipients for seen in server.seen) == [
+        ("r0", "r1"),
+        ("r0", "r1", "r2", "r3"),
+        ("r2",),
+        ("r2", "r3"),
+        ("r3",),
+    ]
+    assert {r: status for r, (status, _) in statuses(ledger).items()} == {
+        "r0": SENT_ROW,
+        "r1": SENT_ROW,
+        "r2": FAILED_ROW,
+        "r3": SENT_ROW,
+    }
+    assert sender.counts == Counter({SENT: 3, FAILED: 1})
