@@ -128,7 +128,9 @@ def sms_provider(monkeypatch: pytest.MonkeyPatch, **settings) -> SmsProvider:
     return SmsProvider(sms_api(**values))
 
 
-def push_provider(monkeypatch: pytest.MonkeyPatch, **settings) -> PushProvider:
+def push_provider(
+    monkeypatch: pytest.MonkeyPatch, preview: bool = False, **settings
+) -> PushProvider:
     monkeypatch.setenv(PUSH_TOKEN_ENV, "ya29." + secrets.token_hex(16))
     values = {
         "base_url": BASE_URL,
@@ -138,4 +140,4 @@ def push_provider(monkeypatch: pytest.MonkeyPatch, **settings) -> PushProvider:
         "data": ["campaign", "customer_id"],
         **settings,
     }
-    return PushProvider(push_api(**values))
+    return PushProvider(push_api(**values), preview=preview)

@@ -1,6 +1,7 @@
 """The sender against a provider of the test's own: a small Provider subclass sending to a
 real HTTP server on 127.0.0.1 whose answers each test scripts. Threads, the delay queue,
-429 waits, a stop, and renewed credentials; retry delays are small, never patched out."""
+429 waits, a stop, renewed credentials, unanswered requests and refused batches; retry
+delays and timeouts are small, never patched out."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -459,6 +460,27 @@ def test_a_static_push_token_cannot_be_renewed_and_is_masked(monkeypatch):
     assert push.renew() is False
     assert push.masked() == [push.secrets[PUSH_TOKEN_ENV]]
     assert push.account() == PROJECT, "FCM's quota is the project's"
+
+
+def test_a_push_preview_reads_the_key_file_and_asks_google_for_nothing(monkeypatch, tmp_path):
+    key = {
+        "type": "service_account",
+        "project_id": "from-the-key",
+        "client_email": "sender@from-the-key.iam.gserviceaccount.com",
+        "private_key": "not read by a preview",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    (tmp_path / "key.json").write_text(json.dumps(key))
+    monkeypatch.setenv("UNIT_PUSH_KEY", str(tmp_path / "key.json"))
+    preview = push_provider(
+        monkeypatch, preview=True, project_id="", service_account_env="UNIT_PUSH_KEY"
+    )
+
+    request = preview.request("device-1", {"title.txt": "t", "body.txt": "b"}, CONTEXT)
+
+    assert preview.tokens is None and preview.project_id == "from-the-key"
+    assert request.url == f"{BASE_URL}/v1/projects/from-the-key/messages:send"
+    assert request.headers == {"Authorization": "Bearer <access token minted from $UNIT_PUSH_KEY>"}
 
 
 def test_push_needs_a_project(monkeypatch):
