@@ -16,7 +16,7 @@ LOG_DIR ?= var/log
 export LOG_DIR
 LUIGID_DIR ?= var/luigid
 
-.PHONY: run preview bench test lint format clean clean-data scheduler scheduler-stop daily backfill browser
+.PHONY: run preview bench test test-fast lint format clean clean-data scheduler scheduler-stop daily backfill browser
 
 $(STAMP): setup.cfg pyproject.toml
 	@echo "creating $(VENV) and installing campaign_pipeline with its dependencies" \
@@ -45,9 +45,15 @@ preview: $(STAMP)
 	status=$$?; echo; $(BIN)/campaign-report --dry-run $(if $(DATE),--date $(DATE)) \
 	    $(if $(CAMPAIGN),--campaign $(CAMPAIGN)); exit $$status
 
-## test: the whole suite (real HTTP on 127.0.0.1, real luigi runs)
+## test: the whole suite: the unit layer and the end-to-end tests (real HTTP on 127.0.0.1,
+## real luigi runs)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+## test-fast: the unit layer only (every test not marked e2e: no luigi run, no subprocess),
+## in seconds; `make test` runs it too, with the end-to-end tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
 # The visualiser test drives headless Chromium (Debian's package); install it when absent.
 browser:

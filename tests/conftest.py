@@ -50,6 +50,19 @@ EDGE_CASE_CSV = (
 )
 
 
+# Fixtures that run the luigi CLI, luigid or another program: a test using one is end to end.
+E2E_FIXTURES = {"campaign", "luigid", "quick_luigid", "prism"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test that uses an end-to-end fixture (its fixture closure, so
+    through other fixtures too); a test that starts a process itself says so with
+    ``@pytest.mark.e2e``. ``make test-fast`` runs the others: ``-m 'not e2e'``."""
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def credentials() -> dict[str, str]:
     """Random credentials: a test that finds one of these in an output found a leak."""

@@ -23,6 +23,7 @@ from campaign_pipeline import runner, sandbox
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.e2e
 def test_sandbox_help_explains_every_option_and_the_command():
     shown = subprocess.run([str(BIN / "campaign-sandbox"), "--help"], capture_output=True,
                            text=True, timeout=30, cwd=REPO)  # fmt: skip
@@ -154,6 +155,7 @@ def make_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=60)  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_make_clean_keeps_campaign_data_and_clean_data_names_it_and_asks(tmp_path):
     for name in REBUILT + DATA:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

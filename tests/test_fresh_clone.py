@@ -41,6 +41,7 @@ def test_contract_tests_read_the_committed_spec_subset():
     not SHARED_SPECS.is_dir(),
     reason=f"no official provider specs at {SHARED_SPECS} to compare the committed subset with",
 )
+@pytest.mark.e2e
 def test_committed_spec_subset_is_what_the_script_makes_from_the_official_specs():
     done = subprocess.run(
         [sys.executable, str(REPO / "tests" / "specs" / "make_subset.py"), "--check"],

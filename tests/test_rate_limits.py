@@ -153,6 +153,7 @@ def python(script: str, *args: object) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_two_processes_drawing_from_one_bucket_file_share_its_rate(tmp_path):
     rate, burst, each = 20, 4, 15
     takers = [python(TAKER, tmp_path / "sms.bucket", rate, burst, each) for _ in range(2)]
@@ -183,6 +184,7 @@ def test_two_processes_drawing_from_one_bucket_file_share_its_rate(tmp_path):
     assert pace == pytest.approx(rate, rel=0.1), "together at the rate, not each at it"
 
 
+@pytest.mark.e2e
 def test_a_process_killed_while_holding_the_bucket_does_not_block_the_others(tmp_path):
     path = tmp_path / "push.bucket"
     holder = python(HOLDER, path)

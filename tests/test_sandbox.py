@@ -268,6 +268,7 @@ def cli_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.e2e
 def test_cli_runs_command_and_returns_its_exit_code():
     command = [sys.executable, "-m", "campaign_pipeline.sandbox", "--port", "0", "--"]
     command += [sys.executable, "-c", "import sys; sys.exit(3)"]
@@ -278,6 +279,7 @@ def test_cli_runs_command_and_returns_its_exit_code():
     assert done.stdout.startswith("sandbox provider listening on http://127.0.0.1:")
 
 
+@pytest.mark.e2e
 def test_cli_names_missing_credentials():
     env = cli_env(PUSH_API_TOKEN="")
     command = [sys.executable, "-m", "campaign_pipeline.sandbox", "--port", "0", "--", "true"]

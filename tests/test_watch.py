@@ -16,9 +16,12 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import CHANNELS, DATE, REPO, free_port, unlimited, wait_for
 
 from campaign_pipeline.sandbox import ChannelLimit, substitute
+
+pytestmark = pytest.mark.e2e  # every test here runs luigi or make demo
 
 PROGRESS = re.compile(
     r"sms progress: (?P<sent>[\d,]+) / (?P<total>[\d,]+) sent · (?P<failed>[\d,]+) failed"

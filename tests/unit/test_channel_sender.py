@@ -1,0 +1,510 @@
+"""The sender against a provider of the test's own: a small Provider subclass sending to a
+real HTTP server on 127.0.0.1 whose answers each test scripts. Threads, the delay queue,
+429 waits, a stop, renewed credentials, unanswered requests and refused batches; retry
+delays and timeouts are small, never patched out."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import luigi
+import pytest
+import requests
+
+from campaign_pipeline.ledger import FAILED as FAILED_ROW
+from campaign_pipeline.ledger import PENDING, Ledger
+from campaign_pipeline.ledger import SENT as SENT_ROW
+from campaign_pipeline.ledger import UNKNOWN as UNKNOWN_ROW
+from campaign_pipeline.providers import Outcome, Provider, Request, json_body
+from campaign_pipeline.providers.errors import FAILED, RENEW, RETRY, SENT, STOP, UNKNOWN
+from campaign_pipeline.sender import ChannelSender, ChannelStopped, Settings
+from campaign_pipeline.templates import MessageTemplate
+
+TOKEN_ENV = "UNIT_FAKE_TOKEN"
+UNAVAILABLE = (503, {"error": {"code": "UNAVAILABLE", "message": "try later"}}, {})
+NO_ANSWER = (0, {}, {})  # the server reads the request and answers nothing
+
+
+# -- the provider's side: a server on 127.0.0.1 answering as the test says ----------------------
+
+
+@dataclass
+class Seen:
+    recipients: tuple[str, ...]
+    token: str
+    at: float  # time.monotonic() when the request arrived
+
+    @property
+    def recipient(self) -> str:
+        return " ".join(self.recipients)
+
+
+class ScriptedServer:
+    """Answers each recipient's requests from its script, in order, then 200 with an id;
+    refuses the tokens :attr:`refused` picks with 401 ``EXPIRED``, and a batch holding one of
+    the :attr:`bad` recipients with 400 (naming its index if :attr:`blame`). Records every
+    request."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[tuple[int, dict, dict]]] = {}
+        self.forever: dict[str, tuple[int, dict, dict]] = {}
+        self.refused = lambda token: False
+        self.bad: set[str] = set()
+        self.blame = True
+        self.released = threading.Event()  # requests given NO_ANSWER wait for it
+        self.seen: list[Seen] = []
+        self.in_flight = self.most_in_flight = 0
+        self.barrier: threading.Barrier | None = None
+        self.barrier_broken = False
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.scripted = self
+        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}
+        )
+
+    def answer(self, recipient: str, *answers: tuple[int, dict, dict]) -> None:
+        self.script.setdefault(recipient, []).extend(answers)
+
+    def hold_first(self, requests: int) -> None:
+        """Hold the first *requests* requests until that many are in flight at once."""
+        self.barrier = threading.Barrier(requests, timeout=5)
+
+    def requests_for(self, recipient: str) -> list[Seen]:
+        return [seen for seen in self.seen if recipient in seen.recipients]
+
+    def take(self, recipients: list[str], token: str) -> tuple[tuple[int, dict, dict], bool]:
+        """The answer to one request, and whether to hold it at the barrier."""
+        with self._lock:
+            self.seen.append(Seen(tuple(recipients), token, time.monotonic()))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            hold = self.barrier is not None and len(self.seen) <= self.barrier.parties
+            if self.refused(token):
+                return (401, {"error": {"code": "EXPIRED", "message": "token expired"}}, {}), hold
+            if bad := [n for n, recipient in enumerate(recipients) if recipient in self.bad]:
+                error = {"code": "BAD_ADDRESS", "message": f"{recipients[bad[0]]} is not valid"}
+                if self.blame and len(recipients) > 1:
+                    error["index"] = bad[0]
+                return (400, {"error": error}, {}), hold
+            recipient = recipients[0] if len(recipients) == 1 else None  # scripts: singles
+            if self.script.get(recipient):
+                return self.script[recipient].pop(0), hold
+            if recipient in self.forever:
+                return self.forever[recipient], hold
+            return (200, {"id": f"msg-{len(self.seen)}"}, {}), hold
+
+    def done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.released.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a provider's API
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+        scripted: ScriptedServer = self.server.scripted
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        (status, answer, headers), hold = scripted.take(body["to"], token)
+        try:
+            if status == NO_ANSWER[0]:
+                scripted.released.wait()
+                self.close_connection = True
+                return
+            if hold:
+                try:
+                    scripted.barrier.wait()
+                except threading.BrokenBarrierError:
+                    scripted.barrier_broken = True
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        finally:
+            scripted.done()
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+
+# -- the client's side: a provider of the test's own ---------------------------------------------
+
+
+class Tokens(requests.auth.AuthBase):
+    """Access tokens that can be renewed, applied as the request leaves."""
+
+    def __init__(self, first: str):
+        self.minted = [first]
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.minted[-1]}"
+        return request
+
+    def renew(self) -> None:
+        self.minted.append("renewed-" + secrets.token_hex(8))
+
+
+class FakeProvider(Provider):
+    """JSON ``{"to": [...], "text": [...]}`` in; ``{"id"}`` or ``{"error": {"code", "message",
+    "index"}}`` out. The error table has no row for it, so an error means what its HTTP status
+    says, except that ``EXPIRED`` asks for new credentials. With *batches*, any requests
+    travel together."""
+
+    channel = "fake"
+    section = "fake_api"
+    name = "Fake"
+    contact_field = "phone"
+
+    def __init__(self, base_url: str, renewable: bool = False, batches: bool = False):
+        super().__init__(base_url)
+        self.token = self.secret(TOKEN_ENV, self.section, "token_env", "")
+        self.tokens = Tokens(self.token) if renewable else None
+        self.batches = batches
+
+    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
+        body = {"to": [recipient], "text": [parts["body.txt"]]}
+        url = f"{self.base_url}/send"
+        if self.tokens is not None:
+            return Request(url=url, headers={}, json=body, fresh_auth=self.tokens)
+        return Request(url=url, headers={"Authorization": f"Bearer {self.token}"}, json=body)
+
+    def batch_key(self, request: Request) -> object | None:
+        return "all" if self.batches else None
+
+    def combine(self, requests: list[Request]) -> Request:
+        body = {key: [v for r in requests for v in r.json[key]] for key in ("to", "text")}
+        return replace(requests[0], json=body)
+
+    def culprit(self, response: requests.Response) -> int | None:
+        return (json_body(response).get("error") or {}).get("index")
+
+    def renew(self) -> bool:
+        if self.tokens is None:
+            return False
+        self.tokens.renew()
+        return True
+
+    def masked(self) -> list[str]:
+        return [*super().masked(), *(self.tokens.minted if self.tokens else [])]
+
+    def interpret(self, response: requests.Response) -> Outcome:
+        outcome = super().interpret(response)
+        if outcome.kind == STOP and self.error_of(response)[0] == "EXPIRED":
+            return replace(outcome, kind=RENEW)
+        return outcome
+
+    def speaks(self, response: requests.Response) -> bool:
+        return isinstance(json_body(response).get("error"), dict)
+
+    def message_id(self, response: requests.Response) -> str:
+        return str(json_body(response).get("id", ""))
+
+    def error_of(self, response: requests.Response) -> tuple[str, str]:
+        error = json_body(response).get("error") or {}
+        return str(error.get("code", "")), str(error.get("message", ""))
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as started:
+        yield started
+
+
+@pytest.fixture
+def token(monkeypatch, tmp_path) -> str:
+    """The fake provider's credential; the token buckets in this test's own folder."""
+    value = "fake-" + secrets.token_hex(16)
+    monkeypatch.setenv(TOKEN_ENV, value)
+    config = luigi.configuration.get_config()
+    before = config.get("rate_limits", "bucket_dir", "")
+    config.set("rate_limits", "bucket_dir", str(tmp_path / "buckets"))
+    yield value
+    config.set("rate_limits", "bucket_dir", before)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    opened = Ledger(str(tmp_path / "fake_ledger.sqlite"))
+    yield opened
+    opened.close()
+
+
+def customers(ledger: Ledger, count: int, points: dict[str, int] | None = None) -> None:
+    """Recipients r0, r1, ... each with 10 points unless *points* says otherwise."""
+    rows = [
+        {
+            "customer_id": f"C{n}",
+            "targeted": True,
+            "segment": "new",
+            "recipient": f"r{n}",
+            "status": PENDING,
+            "context": {"first_name": f"Name{n}", "points": (points or {}).get(f"r{n}", 10)},
+        }
+        for n in range(count)
+    ]
+    ledger.follow(rows, "v1")
+
+
+def send(tmp_path, provider: Provider, ledger: Ledger, **settings) -> ChannelSender:
+    """Run a sender over the ledger's pending rows; return it (its counts, stop reason)."""
+    folder = tmp_path / "templates" / "sms" / "t"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "body.txt").write_text("Hi {{ first_name }}, {{ 100 // points }}% off")
+    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t")
+    values = {
+        "rate_per_second": 1000.0,
+        "burst": 100,
+        "concurrency": 1,
+        "timeout_seconds": 5.0,
+        "retry_attempts": 2,
+        "retry_delay_seconds": 0.05,
+        **settings,
+    }
+    sender = ChannelSender(provider, template, ledger, Settings(**values))
+    sender.run()
+    return sender
+
+
+def statuses(ledger: Ledger) -> dict[str, tuple[str, int]]:
+    """recipient -> (status, attempts)"""
+    return {row["recipient"]: (row["status"], row["attempts"]) for row in ledger.rows()}
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+
+def test_every_row_is_sent_once_by_as_many_threads_as_configured(tmp_path, server, token, ledger):
+    customers(ledger, 12)
+    server.hold_first(4)  # answers none of the first four until all four are in flight
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, concurrency=4)
+
+    assert not server.barrier_broken, "four requests were in flight at once"
+    assert server.most_in_flight == 4, "never more than the four threads"
+    assert sender.counts == Counter({SENT: 12})
+    assert Counter(seen.recipient for seen in server.seen) == {f"r{n}": 1 for n in range(12)}
+    ids = [row["provider_message_id"] for row in ledger.rows()]
+    assert all(row["status"] == SENT_ROW for row in ledger.rows())
+    assert len(set(ids)) == 12 and all(ids)
+    assert {seen.token for seen in server.seen} == {token}
+
+
+def test_a_transient_failure_waits_in_the_delay_queue_while_others_are_sent(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 3)
+    server.answer("r0", UNAVAILABLE)
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, retry_delay_seconds=0.1)
+
+    first, again = server.requests_for("r0")
+    assert again.at - first.at >= 0.1, "sent again after the delay"
+    order = [seen.recipient for seen in server.seen]
+    assert order.index("r1") < order.index("r0", 1), "the one thread sent to r1 meanwhile"
+    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1), "r2": (SENT_ROW, 1)}
+    assert sender.counts == Counter({SENT: 3, RETRY: 1})
+
+
+def test_a_recipient_still_failing_after_its_attempts_stays_pending(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 3)
+    server.forever["r1"] = UNAVAILABLE
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, retry_attempts=2)
+
+    assert len(server.requests_for("r1")) == 2
+    assert statuses(ledger)["r1"] == (PENDING, 2)
+    error = {row["recipient"]: row["error"] for row in ledger.rows()}["r1"]
+    assert error == "fake provider answered 503 UNAVAILABLE: try later"
+    assert sender.last_transient_error == error
+    assert sender.counts == Counter({SENT: 2, RETRY: 2, "exhausted": 1})
+
+
+def test_a_429_waits_as_told_and_does_not_use_an_attempt(tmp_path, server, token, ledger):
+    customers(ledger, 2)
+    busy = (429, {"error": {"code": "RATE", "message": "slow down"}}, {"Retry-After": "0.05"})
+    server.answer("r0", busy, busy)
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, retry_attempts=1)
+
+    tries = server.requests_for("r0")
+    assert len(tries) == 3, "one attempt allowed, two 429 did not use it"
+    assert all(b.at - a.at >= 0.05 for a, b in itertools.pairwise(tries)), "waited as told"
+    assert statuses(ledger) == {"r0": (SENT_ROW, 3), "r1": (SENT_ROW, 1)}
+    assert sender.counts == Counter({SENT: 2})
+
+
+def test_a_stop_answer_stops_the_channel_and_leaves_the_rest_pending(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 5)
+    echo = {"error": {"code": "AUTH", "message": f"bad token {token}"}}  # echoes the credential
+    server.answer("r1", (401, echo, {}))
+
+    with pytest.raises(ChannelStopped) as stopped:
+        send(tmp_path, FakeProvider(server.base_url), ledger)
+
+    assert str(stopped.value) == (
+        f"fake provider answered 401 AUTH: bad token ***; check ${TOKEN_ENV} ([fake_api] token_env)"
+    )
+    assert [seen.recipient for seen in server.seen] == ["r0", "r1"], "nothing after the stop"
+    assert statuses(ledger) == {
+        "r0": (SENT_ROW, 1),
+        "r1": (PENDING, 1),
+        **{f"r{n}": (PENDING, 0) for n in range(2, 5)},
+    }
+
+
+def test_an_expired_token_is_renewed_once_and_the_message_goes(tmp_path, server, token, ledger):
+    customers(ledger, 3)
+    server.refused = lambda sent: sent == token
+    provider = FakeProvider(server.base_url, renewable=True)
+
+    sender = send(tmp_path, provider, ledger)
+
+    renewed = provider.tokens.minted[1]
+    assert [seen.token for seen in server.seen] == [token, renewed, renewed, renewed]
+    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1), "r2": (SENT_ROW, 1)}
+    assert sender.counts == Counter({SENT: 3})
+
+
+def test_a_token_refused_again_after_renewal_stops_the_channel(tmp_path, server, token, ledger):
+    customers(ledger, 3)
+    server.refused = lambda sent: True
+    provider = FakeProvider(server.base_url, renewable=True)
+
+    with pytest.raises(ChannelStopped, match=r"\(also with a new access token\)"):
+        send(tmp_path, provider, ledger)
+
+    assert len(server.seen) == 2 and len(provider.tokens.minted) == 2
+    assert {status for status, _ in statuses(ledger).values()} == {PENDING}
+
+
+def test_an_expired_static_token_stops_the_channel_at_once(tmp_path, server, token, ledger):
+    customers(ledger, 3)
+    server.refused = lambda sent: sent == token
+
+    with pytest.raises(ChannelStopped) as stopped:
+        send(tmp_path, FakeProvider(server.base_url), ledger)
+
+    assert str(stopped.value).endswith(f"; check ${TOKEN_ENV} ([fake_api] token_env)")
+    assert len(server.seen) == 1
+    assert {status for status, _ in statuses(ledger).values()} == {PENDING}
+
+
+def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, token, ledger):
+    customers(ledger, 3, points={"r1": 0})
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger)
+
+    assert [seen.recipient for seen in server.seen] == ["r0", "r2"]
+    errors = {row["recipient"]: row["error"] for row in ledger.rows()}
+    assert errors["r1"] == (
+        "not sent: template sms/t/body.txt line 1: ZeroDivisionError: integer division or "
+        "modulo by zero"
+    )
+    assert statuses(ledger)["r1"] == (FAILED, 0)
+    assert sender.counts == Counter({SENT: 2, FAILED: 1})
+
+
+def test_a_request_left_unanswered_is_sent_again_by_default(tmp_path, server, token, ledger):
+    customers(ledger, 2)
+    server.answer("r0", NO_ANSWER)
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, timeout_seconds=0.2)
+
+    assert len(server.requests_for("r0")) == 2
+    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1)}
+    assert sender.last_transient_error.startswith("ReadTimeout: ")
+
+
+def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 2)
+    server.answer("r0", NO_ANSWER)
+
+    sender = send(
+        tmp_path,
+        FakeProvider(server.base_url),
+        ledger,
+        timeout_seconds=0.2,
+        retry_unanswered=False,
+    )
+
+    assert len(server.requests_for("r0")) == 1, "it may have arrived: never twice"
+    assert statuses(ledger) == {"r0": (UNKNOWN_ROW, 1), "r1": (SENT_ROW, 1)}
+    assert sender.counts == Counter({SENT: 1, UNKNOWN: 1})
+
+
+def test_a_refused_batch_fails_the_recipient_it_names_and_sends_the_others_once(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 4)
+    server.bad = {"r2"}
+
+    sender = send(tmp_path, FakeProvider(server.base_url, batches=True), ledger, batch_size=4)
+
+    assert [seen.recipients for seen in server.seen] == [
+        ("r0", "r1", "r2", "r3"),
+        ("r0", "r1", "r3"),
+    ]
+    assert statuses(ledger) == {
+        "r0": (SENT_ROW, 2),  # the refused batch took nothing: its rows went back to pending
+        "r1": (SENT_ROW, 2),
+        "r2": (FAILED_ROW, 1),
+        "r3": (SENT_ROW, 2),
+    }
+    errors = {row["recipient"]: row["error"] for row in ledger.rows()}
+    assert errors["r2"] == "fake provider answered 400 BAD_ADDRESS: r2 is not valid"
+    assert sender.counts == Counter({SENT: 3, FAILED: 1})
+
+
+def test_a_refused_batch_naming_nobody_is_halved_until_the_bad_one_is_alone(
+    tmp_path, server, token, ledger
+):
+    customers(ledger, 4)
+    server.bad, server.blame = {"r2"}, False
+
+    sender = send(tmp_path, FakeProvider(server.base_url, batches=True), ledger, batch_size=4)
+
+    assert sorted(seen.recipients for seen in server.seen) == [
+        ("r0", "r1"),
+        ("r0", "r1", "r2", "r3"),
+        ("r2",),
+        ("r2", "r3"),
+        ("r3",),
+    ]
+    assert {r: status for r, (status, _) in statuses(ledger).items()} == {
+        "r0": SENT_ROW,
+        "r1": SENT_ROW,
+        "r2": FAILED_ROW,
+        "r3": SENT_ROW,
+    }
+    assert sender.counts == Counter({SENT: 3, FAILED: 1})
