@@ -275,7 +275,7 @@ def send(tmp_path, provider: Provider, ledger: Ledger, **settings) -> ChannelSen
     folder = tmp_path / "templates" / "sms" / "t"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "body.txt").write_text("Hi {{ first_name }}, {{ 100 // points }}% off")
-    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t")
+    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
     values = {
         "rate_per_second": 1000.0,
         "burst": 100,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from campaign_pipeline import channels
 from campaign_pipeline.templates import MessageTemplate, TemplateError
 
 
@@ -16,7 +17,7 @@ def template(root: Path, channel: str = "sms", **parts: str) -> MessageTemplate:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in parts.items():
         (folder / name.replace("_", ".")).write_text(text)
-    return MessageTemplate(str(root), channel, "t")
+    return MessageTemplate(str(root), channel, "t", channels.named(channel).parts)
 
 
 def test_the_check_names_every_unknown_variable_and_what_is_available(tmp_path):
@@ -105,4 +106,4 @@ def test_a_template_that_cannot_work_fails_naming_its_file(tmp_path, channel, pa
 
 def test_a_missing_template_folder_is_named(tmp_path):
     with pytest.raises(TemplateError, match=r"^sms template 'spring': no folder .*/sms/spring$"):
-        MessageTemplate(str(tmp_path), "sms", "spring")
+        MessageTemplate(str(tmp_path), "sms", "spring", channels.named("sms").parts)
