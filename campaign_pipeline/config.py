@@ -16,21 +16,9 @@ import unicodedata
 
 import luigi
 
-from .exceptions import PermanentError
+from .exceptions import InvalidSecretError, MissingSecretError, SettingsError
 
 log = logging.getLogger("campaign_pipeline")
-
-
-class MissingSecret(PermanentError, RuntimeError):
-    """A required credential's environment variable is unset or empty."""
-
-
-class InvalidSecret(PermanentError):
-    """A credential's value cannot be right (say, a line break pasted with it)."""
-
-
-class SettingsError(PermanentError, ValueError):
-    """A setting is unknown or has a value the pipeline cannot use; the message names the key."""
 
 
 class NamedParseErrors:
@@ -82,12 +70,12 @@ def secret(env_name: str, section: str, key: str) -> str:
     """
     value = os.environ.get(env_name, "")
     if not value:
-        raise MissingSecret(
+        raise MissingSecretError(
             f"environment variable {env_name} is not set (named by [{section}] {key}); "
             "export it before running the campaign"
         )
     if flaw := _flaw(value):
-        raise InvalidSecret(
+        raise InvalidSecretError(
             f"environment variable {env_name} (named by [{section}] {key}) has {flaw}; "
             "a paste error? Export it again without it"
         )

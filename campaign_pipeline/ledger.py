@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .exceptions import LedgerBusyError
+
 PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED = (
     "pending",
     "in_flight",
@@ -130,11 +132,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class LedgerBusy(RuntimeError):
-    """Another process is sending this channel of this campaign and date."""
-
-
-class _NotAllPending(Exception):
+class _NotAllPendingError(Exception):
     """Raised inside :meth:`Ledger.claim` to roll its transaction back."""
 
 
@@ -152,7 +150,7 @@ class Ledger:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._owner.close()
-            raise LedgerBusy(f"{path} is in use by another run of this channel") from None
+            raise LedgerBusyError(f"{path} is in use by another run of this channel") from None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -246,8 +244,8 @@ class Ledger:
                         [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
                     )
                     if self._db.total_changes - before != len(customer_ids):
-                        raise _NotAllPending
-            except _NotAllPending:
+                        raise _NotAllPendingError
+            except _NotAllPendingError:
                 return False
             return True
 

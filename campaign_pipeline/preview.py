@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 import requests
 
+from .exceptions import MessageError
 from .ledger import PENDING
 from .providers import Provider, Request
 from .templates import MessageTemplate
@@ -50,7 +51,7 @@ def preview(
                 parts = template.render(row["context"])
                 request = provider.request(row["recipient"], parts, row["context"])
                 status = WOULD_SEND
-            except ValueError as exc:  # a TemplateError, whatever rendering raised
+            except MessageError as exc:
                 status, reason = "failed", f"not sent: {exc}"
             if status == WOULD_SEND and batch_size and pending_seen <= batch_size:
                 first_rows.append(request)

@@ -28,7 +28,14 @@ import requests
 from urllib3.exceptions import ProtocolError
 
 from . import ledger as states
-from .exceptions import CampaignError, PermanentError
+from .exceptions import (
+    CampaignError,
+    ChannelStoppedError,
+    MessageError,
+    NotSentError,
+    PermanentError,
+    SendingInterruptedError,
+)
 from .ledger import Ledger
 from .providers import (
     FAILED,
@@ -44,7 +51,7 @@ from .providers import (
 )
 from .ratelimit import BURST_MARGIN, Throttle, account_throttle  # noqa: F401 (sender.* names)
 from .templates import MessageTemplate
-from .transport import NotSent, Session
+from .transport import Session
 
 log = logging.getLogger("campaign_pipeline.sender")
 
@@ -71,17 +78,6 @@ class Settings:
         """Take the sending settings from a provider's ``luigi.Config`` section."""
         values = {f.name: getattr(section, f.name, f.default) for f in fields(cls)}
         return cls(**values)
-
-
-class ChannelStopped(PermanentError):
-    """The provider refused the channel as a whole, or its requests cannot be sent: the
-    credentials, the account or the configuration is wrong. Every recipient not yet sent
-    stays pending, for the run after the fix."""
-
-
-class SendingInterrupted(CampaignError):
-    """Sending stopped for a reason a rerun may not meet again: a signal (luigi's
-    worker_timeout, an operator) or an unexpected error."""
 
 
 def unanswered(exc: requests.RequestException) -> bool:
@@ -153,7 +149,7 @@ class ChannelSender:
         self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
         self.stop_reason = ""
-        self._stop_error: type[Exception] = ChannelStopped
+        self._stop_error: type[CampaignError] = ChannelStoppedError
         self.last_transient_error = ""
         self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
@@ -239,7 +235,7 @@ class ChannelSender:
                 if not self._stopped.is_set():
                     self._deliver(item)
             except Exception as exc:  # a bug must stop the channel, not hang it
-                self._stop(self._unexpected("internal error", exc), SendingInterrupted)
+                self._stop(self._unexpected("internal error", exc), SendingInterruptedError)
             finally:
                 with self._changed:
                     self._active -= 1
@@ -277,7 +273,7 @@ class ChannelSender:
             try:
                 parts = self.template.render(row["context"])
                 built.append((row, self.provider.request(row["recipient"], parts, row["context"])))
-            except ValueError as exc:  # TemplateError is one
+            except MessageError as exc:
                 self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
                 self._count(FAILED)
         return built
@@ -364,7 +360,7 @@ class ChannelSender:
         here, once, for the ledger, the logs and every message built from it."""
         try:
             response = session.transmit(prepared, timeout=self.settings.timeout_seconds)
-        except NotSent as exc:
+        except NotSentError as exc:
             return Outcome(STOP, error=self._unsendable(exc.__cause__))
         except (
             requests.exceptions.InvalidURL,
@@ -397,7 +393,7 @@ class ChannelSender:
     def _unsure(self, reason: str) -> Outcome:
         """Record the request unknown (the provider may have it) and stop the channel: an
         error that is not the provider's answer would likely meet every request."""
-        self._stop(reason, SendingInterrupted)
+        self._stop(reason, SendingInterruptedError)
         return Outcome(UNKNOWN, error=reason)
 
     def _unexpected(self, what: str, exc: Exception) -> str:
@@ -429,7 +425,7 @@ class ChannelSender:
             heapq.heappush(self._delayed, (time.monotonic() + delay, id(item), item))
             self._changed.notify_all()
 
-    def _stop(self, reason: str, error: type[Exception] = ChannelStopped) -> None:
+    def _stop(self, reason: str, error: type[CampaignError] = ChannelStoppedError) -> None:
         with self._changed:
             if not self.stop_reason:
                 self.stop_reason, self._stop_error = reason, error
@@ -447,7 +443,7 @@ class ChannelSender:
 
     def stop(self, reason: str) -> None:
         """Send nothing more; requests already in flight finish and are recorded."""
-        self._stop(reason, SendingInterrupted)
+        self._stop(reason, SendingInterruptedError)
 
     def _log_rate_limited(self, details: dict) -> None:
         log.info(

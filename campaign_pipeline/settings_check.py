@@ -27,7 +27,8 @@ import luigi
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import SettingsError, email_api, input_file, pipeline, push_api, sms_api
+from .config import email_api, input_file, pipeline, push_api, sms_api
+from .exceptions import SettingsError
 from .sender import BURST_MARGIN
 
 log = logging.getLogger("campaign_pipeline")

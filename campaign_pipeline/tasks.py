@@ -27,7 +27,6 @@ from . import ledger as states
 from .config import (
     DateParameter,
     NamedParseErrors,
-    SettingsError,
     email_api,
     input_file,
     push_api,
@@ -35,7 +34,13 @@ from .config import (
     sms_api,
 )
 from .config import pipeline as campaign_config
-from .exceptions import PermanentError
+from .exceptions import (
+    ChannelStoppedError,
+    PermanentError,
+    RecipientsPendingError,
+    SendingInterruptedError,
+    SettingsError,
+)
 from .inputs import CustomerFile, CustomerFileWait
 from .ledger import RESULT_COLUMNS, Ledger
 from .preview import preview
@@ -43,7 +48,7 @@ from .progress import ProgressReporter, rate_limit
 from .providers.email import EmailProvider
 from .providers.push import PushProvider
 from .providers.sms import SmsProvider
-from .sender import ChannelSender, ChannelStopped, SendingInterrupted, Settings
+from .sender import ChannelSender, Settings
 from .templates import MessageTemplate
 from .termination import stop_on_sigterm
 
@@ -57,7 +62,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def run_dir(campaign: str, date: datetime.date) -> Path:
     """The folder holding everything of one campaign's run on one date."""
     if not _SAFE_NAME.match(campaign):
-        raise ValueError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
+        raise SettingsError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
     return Path(campaign_config().output_dir) / campaign / date.isoformat()
 
 
@@ -285,10 +290,7 @@ class ChannelTask(CampaignTask):
         settings_check.check(self)
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
-        try:
-            provider.check()
-        except ValueError as exc:  # a setting or credential the provider cannot work with
-            raise SettingsError(str(exc)) from None
+        provider.check()
         template = MessageTemplate(campaign_config().templates_dir, self.channel, self.template)
         fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
         template.check(fields)
@@ -331,7 +333,10 @@ class ChannelTask(CampaignTask):
         try:
             with progress, stop_on_sigterm(sender):
                 sender.run()
-        except (ChannelStopped, SendingInterrupted) as exc:  # the message is masked already
+        except (
+            ChannelStoppedError,
+            SendingInterruptedError,
+        ) as exc:  # the message is masked already
             waiting = ledger.counts().get(states.PENDING, 0)
             raise type(exc)(
                 f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
@@ -339,7 +344,7 @@ class ChannelTask(CampaignTask):
             ) from None
         waiting = ledger.counts().get(states.PENDING, 0)
         if waiting:
-            raise RuntimeError(
+            raise RecipientsPendingError(
                 f"{self.channel}: {waiting} recipient(s) still failing transiently after "
                 f"{config.retry_attempts} attempt(s); the next run retries exactly those. "
                 f"Last error: {sender.last_transient_error}"

@@ -20,17 +20,13 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
-from .exceptions import PermanentError
+from .exceptions import MessageError, TemplateError
 
 PARTS = {
     "email": {"subject.txt": True, "body.txt": False, "body.html": False},
     "sms": {"body.txt": True},
     "push": {"title.txt": True, "body.txt": True},
 }
-
-
-class TemplateError(PermanentError, ValueError):
-    """A template is missing, does not compile, or uses a variable no customer has."""
 
 
 class MessageTemplate:
@@ -87,7 +83,7 @@ class MessageTemplate:
         """Return each part rendered for one customer, keyed by file name.
 
         Whatever a part raises (``{{ 1 / points }}`` with a zero, a filter on a value of the
-        wrong type) is raised as a :class:`TemplateError` naming the part and its line: it
+        wrong type) is raised as a :class:`MessageError` naming the part and its line: it
         is this customer's data meeting the template, not a fault of the run."""
         rendered = {}
         for part, template in self.parts.items():
@@ -99,7 +95,7 @@ class MessageTemplate:
                          if f.filename == template.filename]  # fmt: skip
                 if lines:
                     where += f" line {lines[-1]}"
-                raise TemplateError(f"template {where}: {type(exc).__name__}: {exc}") from None
+                raise MessageError(f"template {where}: {type(exc).__name__}: {exc}") from None
         return rendered
 
 

@@ -22,12 +22,7 @@ import contextlib
 import signal
 import threading
 
-from .exceptions import CampaignError
-
-
-class TimedOut(CampaignError):
-    """A task ran longer than ``[campaign] timeout_seconds``; its retry may finish."""
-
+from .exceptions import TimedOutError
 
 _state = {"sender": None, "seconds": 0.0, "armed": False}
 
@@ -62,7 +57,7 @@ def _on_deadline(signum, frame) -> None:
     reason = f"timed out after {_state['seconds']:g} s ([campaign] timeout_seconds)"
     sender = _state["sender"]
     if sender is None:
-        raise TimedOut(reason)  # not sending: nothing to record, stop where it is
+        raise TimedOutError(reason)  # not sending: nothing to record, stop where it is
     sender.stop(reason)
 
 

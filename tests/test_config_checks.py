@@ -23,7 +23,8 @@ from test_notifications import body, inbox  # noqa: F401 - the SMTP fixture
 from test_operations import luigid, task_list  # noqa: F401 - luigid: config/luigid.cfg
 
 from campaign_pipeline import settings_check
-from campaign_pipeline.config import SettingsError, input_file
+from campaign_pipeline.config import input_file
+from campaign_pipeline.exceptions import SettingsError
 from campaign_pipeline.runner import scheduler_answers
 from campaign_pipeline.sender import BURST_MARGIN
 

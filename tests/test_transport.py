@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from campaign_pipeline.transport import NotSent, Session
+from campaign_pipeline.exceptions import NotSentError
+from campaign_pipeline.transport import Session
 
 
 class Counting(BaseHTTPRequestHandler):
@@ -50,7 +51,7 @@ def prepared(session: Session, url: str, **kwargs) -> requests.PreparedRequest:
 def test_an_error_before_the_first_byte_is_not_sent(server, headers, timeout):
     session = Session()
 
-    with pytest.raises(NotSent):
+    with pytest.raises(NotSentError):
         session.transmit(prepared(session, server, headers=headers), timeout=timeout)
 
     assert Counting.seen == 0

@@ -15,8 +15,8 @@ from email.utils import parsedate_to_datetime
 import requests
 from urllib3.util import parse_url
 
-from ..config import MissingSecret, secret
-from ..exceptions import PermanentError
+from ..config import secret
+from ..exceptions import MissingSecretError, SettingsError
 from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, lookup
 
 __all__ = [
@@ -112,7 +112,7 @@ class Provider:
         """Read a credential; a preview goes on with *stand_in* when it is not set."""
         try:
             value = secret(env_name, section, key)
-        except MissingSecret:
+        except MissingSecretError:
             if not self.preview:
                 raise
             value = stand_in
@@ -121,12 +121,13 @@ class Provider:
         return value
 
     def check(self) -> None:
-        """Raise PermanentError when the configuration cannot send anything."""
+        """Raise a PermanentError (a SettingsError, say) when the configuration cannot send
+        anything."""
         url = None
         with contextlib.suppress(ValueError):  # urllib3's parser, as requests uses it
             url = parse_url(self.base_url)
         if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise PermanentError(
+            raise SettingsError(
                 f"[{self.section}] base_url {self.configured_url!r} is not an http:// or https:// "
                 "URL with a host, e.g. https://api.example.com"
             )
@@ -162,7 +163,7 @@ class Provider:
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         """Build the request for one recipient from the rendered *parts* of the template."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement request()")
 
     def batch_key(self, request: Request) -> object | None:
         """Requests with equal keys can travel as one; None means this one goes alone."""
@@ -211,18 +212,19 @@ class Provider:
 
     def speaks(self, response: requests.Response) -> bool:
         """Whether an error answer is in the provider's own format."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement speaks()")
 
     def culprit(self, response: requests.Response) -> int | None:
         """Which recipient of a batch an error answer names, if it names one."""
         return None
 
     def message_id(self, response: requests.Response) -> str:
-        raise NotImplementedError
+        """The provider's id of the message it took, from a success response."""
+        raise NotImplementedError(f"{type(self).__name__} must implement message_id()")
 
     def error_of(self, response: requests.Response) -> tuple[str, str]:
         """Return (provider error code or "", message) from an error response."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement error_of()")
 
 
 def json_body(response: requests.Response) -> dict:
