@@ -14,11 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 from .config import pipeline as campaign_config
+from .ledger import Status
+from .preview import WOULD_SEND
 from .tasks import run_dir
 
 CHANNELS = ("email", "sms", "push")
-STATUSES = ("sent", "failed", "unknown", "skipped")
-PREVIEW_STATUSES = ("would_send", "failed", "skipped")
+STATUSES = (Status.SENT, Status.FAILED, Status.UNKNOWN, Status.SKIPPED)
+PREVIEW_STATUSES = (WOULD_SEND, Status.FAILED, Status.SKIPPED)
 
 
 def summarise(folder: Path) -> str:

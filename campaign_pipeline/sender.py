@@ -27,7 +27,6 @@ import backoff
 import requests
 from urllib3.exceptions import ProtocolError
 
-from . import ledger as states
 from .exceptions import (
     CampaignError,
     ChannelStoppedError,
@@ -36,19 +35,8 @@ from .exceptions import (
     PermanentError,
     SendingInterruptedError,
 )
-from .ledger import Ledger
-from .providers import (
-    FAILED,
-    RATE_LIMITED,
-    RENEW,
-    RETRY,
-    SENT,
-    STOP,
-    UNKNOWN,
-    Outcome,
-    Provider,
-    Request,
-)
+from .ledger import Ledger, Status
+from .providers import Kind, Outcome, Provider, Request
 from .ratelimit import BURST_MARGIN, Throttle, account_throttle  # noqa: F401 (sender.* names)
 from .templates import MessageTemplate
 from .transport import Session
@@ -56,8 +44,13 @@ from .transport import Session
 log = logging.getLogger("campaign_pipeline.sender")
 
 MAX_RATE_LIMITED_TRIES = 20
-# Outcomes that settle a ledger row for good; any other puts it back to pending.
-TERMINAL = {SENT: states.SENT, FAILED: states.FAILED, UNKNOWN: states.UNKNOWN}
+# The kinds of outcome that settle a ledger row for good, and the state each leaves it in;
+# any other kind puts the row back to pending.
+TERMINAL: dict[Kind, Status] = {
+    Kind.SENT: Status.SENT,
+    Kind.FAILED: Status.FAILED,
+    Kind.UNKNOWN: Status.UNKNOWN,
+}
 
 
 @dataclass
@@ -160,7 +153,7 @@ class ChannelSender:
         self._sessions: list[requests.Session] = []
         self._send_admitted = backoff.on_predicate(
             backoff.runtime,
-            predicate=lambda outcome: outcome.kind == RATE_LIMITED,
+            predicate=lambda outcome: outcome.kind == Kind.RATE_LIMITED,
             value=lambda outcome: outcome.retry_after if outcome.retry_after is not None else 1.0,
             max_tries=MAX_RATE_LIMITED_TRIES,
             jitter=None,
@@ -249,16 +242,16 @@ class ChannelSender:
         rows = [row for row, _ in singles]
         request = self.provider.combine([request for _, request in singles])
         outcome = self._send_admitted(rows, request)
-        if outcome.kind == RENEW:
+        if outcome.kind == Kind.RENEW:
             outcome = self._renewed(rows, request, outcome)
-        if outcome.kind == RATE_LIMITED:
-            outcome = Outcome(RETRY, error=outcome.error, retry_after=outcome.retry_after)
-        if outcome.kind == FAILED and len(rows) > 1:
+        if outcome.kind == Kind.RATE_LIMITED:
+            outcome = Outcome(Kind.RETRY, error=outcome.error, retry_after=outcome.retry_after)
+        if outcome.kind == Kind.FAILED and len(rows) > 1:
             self._split(rows, item["tries"], outcome)
             return
-        if outcome.kind == RETRY:
+        if outcome.kind == Kind.RETRY:
             self._retry_later({"rows": rows, "tries": item["tries"]}, outcome)
-        elif outcome.kind == STOP:
+        elif outcome.kind == Kind.STOP:
             self._stop(outcome.error)
         self._count(outcome.kind, len(rows))
 
@@ -275,7 +268,7 @@ class ChannelSender:
                 built.append((row, self.provider.request(row["recipient"], parts, row["context"])))
             except MessageError as exc:
                 self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
-                self._count(FAILED)
+                self._count(Kind.FAILED)
         return built
 
     def _together(self, singles: list[tuple[dict, Request]], tries: int) -> list:
@@ -296,7 +289,7 @@ class ChannelSender:
         if outcome.culprit is not None and 0 <= outcome.culprit < len(rows):
             bad = rows[outcome.culprit]
             self.ledger.fail_pending(bad["customer_id"], outcome.error)
-            self._count(FAILED)
+            self._count(Kind.FAILED)
             parts = [[row for row in rows if row is not bad]]
         else:
             half = len(rows) // 2
@@ -318,40 +311,40 @@ class ChannelSender:
                 self.provider.channel,
             )
             outcome = self._send_admitted(rows, request)
-            if outcome.kind != RENEW:
+            if outcome.kind != Kind.RENEW:
                 return outcome
             refused = replace(outcome, error=f"{outcome.error} (also with a new access token)")
-        return replace(refused, kind=STOP)
+        return replace(refused, kind=Kind.STOP)
 
     def _no_credentials(self, exc: CampaignError) -> Outcome:
         """No credentials to send with: a refusal stops the channel, anything else is
         transient. Nothing was claimed, so the recipients stay pending either way."""
-        kind = STOP if isinstance(exc, PermanentError) else RETRY
+        kind = Kind.STOP if isinstance(exc, PermanentError) else Kind.RETRY
         return Outcome(kind, error=self.redact(str(exc)))
 
     def _send_once(self, rows: list[dict], request: Request) -> Outcome:
         if self._stopped.is_set():
-            return Outcome(STOP, error=self.stop_reason)
+            return Outcome(Kind.STOP, error=self.stop_reason)
         ids = [row["customer_id"] for row in rows]
         session = self._session()
         try:  # before the claim: what fails here fails alike for every request
             prepared = request.prepare(session)
         except Exception as exc:
-            return Outcome(STOP, error=self._unsendable(exc))
+            return Outcome(Kind.STOP, error=self._unsendable(exc))
         self.throttle.take()
         try:  # after the wait for the rate limit, which may outlast an access token
             prepared = request.authorize(prepared)
         except CampaignError as exc:
             return self._no_credentials(exc)
         except Exception as exc:
-            return Outcome(STOP, error=self._unsendable(exc))
+            return Outcome(Kind.STOP, error=self._unsendable(exc))
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
         outcome = self._post(session, prepared)
-        if outcome.kind == FAILED and len(ids) > 1:
-            status = states.PENDING  # refused as a whole: nobody in it got the message
+        if outcome.kind == Kind.FAILED and len(ids) > 1:
+            status = Status.PENDING  # refused as a whole: nobody in it got the message
         else:
-            status = TERMINAL.get(outcome.kind, states.PENDING)
+            status = TERMINAL.get(outcome.kind, Status.PENDING)
         self.ledger.finish(ids, status, outcome.message_id, outcome.error)
         return outcome
 
@@ -361,17 +354,17 @@ class ChannelSender:
         try:
             response = session.transmit(prepared, timeout=self.settings.timeout_seconds)
         except NotSentError as exc:
-            return Outcome(STOP, error=self._unsendable(exc.__cause__))
+            return Outcome(Kind.STOP, error=self._unsendable(exc.__cause__))
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.InvalidSchema,
             requests.exceptions.MissingSchema,
         ) as exc:
             error = f"bad base_url: {exc}; check [{self.provider.section}] base_url"
-            return Outcome(STOP, error=self.redact(error))
+            return Outcome(Kind.STOP, error=self.redact(error))
         except requests.RequestException as exc:
             unsure = unanswered(exc) and not self.settings.retry_unanswered
-            kind = UNKNOWN if unsure else RETRY
+            kind = Kind.UNKNOWN if unsure else Kind.RETRY
             return Outcome(kind, error=self.redact(f"{type(exc).__name__}: {exc}"))
         except Exception as exc:  # after the first byte left: it may have been delivered
             return self._unsure(self._unexpected("unexpected error while sending", exc))
@@ -394,7 +387,7 @@ class ChannelSender:
         """Record the request unknown (the provider may have it) and stop the channel: an
         error that is not the provider's answer would likely meet every request."""
         self._stop(reason, SendingInterruptedError)
-        return Outcome(UNKNOWN, error=reason)
+        return Outcome(Kind.UNKNOWN, error=reason)
 
     def _unexpected(self, what: str, exc: Exception) -> str:
         """Log an unexpected error with its traceback, masked; return it as one line."""

@@ -23,7 +23,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from . import failures, notify, safecsv, segments, settings_check, termination
-from . import ledger as states
 from .config import (
     DateParameter,
     NamedParseErrors,
@@ -42,7 +41,7 @@ from .exceptions import (
     SettingsError,
 )
 from .inputs import CustomerFile, CustomerFileWait
-from .ledger import RESULT_COLUMNS, Ledger
+from .ledger import RESULT_COLUMNS, Ledger, Status
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
 from .providers.email import EmailProvider
@@ -337,12 +336,12 @@ class ChannelTask(CampaignTask):
             ChannelStoppedError,
             SendingInterruptedError,
         ) as exc:  # the message is masked already
-            waiting = ledger.counts().get(states.PENDING, 0)
+            waiting = ledger.counts().get(Status.PENDING, 0)
             raise type(exc)(
                 f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
                 "for the next run"
             ) from None
-        waiting = ledger.counts().get(states.PENDING, 0)
+        waiting = ledger.counts().get(Status.PENDING, 0)
         if waiting:
             raise RecipientsPendingError(
                 f"{self.channel}: {waiting} recipient(s) still failing transiently after "
@@ -384,7 +383,7 @@ class ChannelTask(CampaignTask):
                     "targeted": True,
                     "segment": customer["segment"],
                     "recipient": customer[contact],
-                    "status": states.SKIPPED if error else states.PENDING,
+                    "status": Status.SKIPPED if error else Status.PENDING,
                     "error": error,
                     "context": {**customer, **context_extra},
                 }

@@ -17,7 +17,7 @@ from urllib3.util import parse_url
 
 from ..config import secret
 from ..exceptions import MissingSecretError, SettingsError
-from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, lookup
+from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, Kind, lookup
 
 __all__ = [
     "FAILED",
@@ -27,6 +27,7 @@ __all__ = [
     "SENT",
     "STOP",
     "UNKNOWN",
+    "Kind",
     "Outcome",
     "Provider",
     "Request",
@@ -39,11 +40,16 @@ MAX_RATE_LIMIT_WAIT = 300.0
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str
+    """What became of one request (see :class:`Kind`), with what the sender needs of it."""
+
+    kind: Kind
     message_id: str = ""
     error: str = ""
     retry_after: float | None = None
     culprit: int | None = None  # in a refused batch, the recipient the provider blamed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", Kind(self.kind))  # "snet" fails here, not later
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,7 @@ class Provider:
 
     def interpret(self, response: requests.Response) -> Outcome:
         if response.status_code == self.success_status:
-            return Outcome(SENT, message_id=self.message_id(response))
+            return Outcome(Kind.SENT, message_id=self.message_id(response))
         code, message = self.error_of(response)
         row = lookup(self.channel, response.status_code, code)
         kind, check = row.action, row.check
@@ -196,17 +202,17 @@ class Provider:
         if code:
             label += f" {code}"
         error = f"{label}: {message}" if message else label
-        if kind == FAILED and not self.speaks(response):
+        if kind == Kind.FAILED and not self.speaks(response):
             # a wrong server (say, an HTML error page): nothing about the recipient
-            kind, check = STOP, "base_url"
+            kind, check = Kind.STOP, "base_url"
             what = response.headers.get("Content-Type") or "no Content-Type"
             error = f"{label} with a body that is not {self.name}'s ({what})"
-        if kind in (STOP, RENEW):
+        if kind in (Kind.STOP, Kind.RENEW):
             error = f"{error.rstrip('.')}; {self.hint(check)}"
         return Outcome(
             kind,
             error=error,
-            retry_after=retry_after(response) if kind in (RATE_LIMITED, RETRY) else None,
+            retry_after=retry_after(response) if kind in (Kind.RATE_LIMITED, Kind.RETRY) else None,
             culprit=self.culprit(response),
         )
 
