@@ -231,8 +231,11 @@ class ChannelTask(CampaignTask):
 
     target_segments = luigi.ListParameter(default=["premium", "regular", "new"])
     template = luigi.Parameter(default="spring_sale")
+    # How a run treats the unknown rows, not what the task produces: no part of its id (as
+    # gokart's rerun), so a run with the flag resumes the same task and its ledger
     resend_unknown = luigi.BoolParameter(
         default=False,
+        significant=False,
         description="Send again to recipients whose request was in flight when a run died",
     )
 
