@@ -102,7 +102,7 @@ def _in_campaign(key: str) -> dict:
     return {"section": "campaign", "name": key}
 
 
-class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801
+class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801 - luigi's flags: --pipeline-*
     """The ``[campaign]`` section.
 
     The class has another name because luigi turns a Config class into command-line flags
@@ -176,7 +176,7 @@ def input_file(template: str, date: datetime.date) -> str:
     )
 
 
-class schedule(NamedParseErrors, luigi.Config):  # noqa: N801
+class schedule(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     start_date = DateParameter(
         default=datetime.date(1970, 1, 1), description="First date the campaign may run for"
     )
@@ -191,13 +191,13 @@ class schedule(NamedParseErrors, luigi.Config):  # noqa: N801
     )
 
 
-class notifications(NamedParseErrors, luigi.Config):  # noqa: N801
+class notifications(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     owner = luigi.Parameter(default="", description="Email address told about failures")
     email_on_failure = luigi.BoolParameter(default=True)
     email_on_retry = luigi.BoolParameter(default=False)
 
 
-class _provider(NamedParseErrors, luigi.Config):
+class _provider(NamedParseErrors, luigi.Config):  # noqa: N801 - named as the sections are
     """Settings every provider section shares."""
 
     base_url = luigi.Parameter()
@@ -214,7 +214,7 @@ class _provider(NamedParseErrors, luigi.Config):
     )
 
 
-class email_api(_provider):  # noqa: N801
+class email_api(_provider):  # noqa: N801 - the section's name
     base_url = luigi.Parameter(default="http://127.0.0.1:8765")
     token_env = luigi.Parameter(default="EMAIL_API_TOKEN")
     from_email = luigi.Parameter(default="")
@@ -232,7 +232,7 @@ class email_api(_provider):  # noqa: N801
     concurrency = luigi.IntParameter(default=8)
 
 
-class sms_api(_provider):  # noqa: N801
+class sms_api(_provider):  # noqa: N801 - the section's name
     base_url = luigi.Parameter(default="http://127.0.0.1:8765")
     account_sid_env = luigi.Parameter(default="SMS_API_ACCOUNT_SID")
     auth_token_env = luigi.Parameter(default="SMS_API_AUTH_TOKEN")
@@ -251,7 +251,7 @@ class sms_api(_provider):  # noqa: N801
     concurrency = luigi.IntParameter(default=4)
 
 
-class push_api(_provider):  # noqa: N801
+class push_api(_provider):  # noqa: N801 - the section's name
     base_url = luigi.Parameter(default="http://127.0.0.1:8765")
     project_id = luigi.Parameter(
         default="", description="Firebase project; empty takes the service-account key's"
@@ -273,7 +273,7 @@ class push_api(_provider):  # noqa: N801
     concurrency = luigi.IntParameter(default=4)
 
 
-class rate_limits(luigi.Config):  # noqa: N801
+class rate_limits(luigi.Config):  # noqa: N801 - the section's name
     """The ``[rate_limits]`` section: where the providers' shared token buckets live."""
 
     bucket_dir = luigi.Parameter(

@@ -110,13 +110,13 @@ class CampaignTask(NamedParseErrors, luigi.Task):
 
 
 @CampaignTask.event_handler(luigi.Event.START)
-def _start_deadline(task: CampaignTask) -> None:
+def _start_deadline(_task: CampaignTask) -> None:
     termination.start_deadline(campaign_config().timeout_seconds)
 
 
 @CampaignTask.event_handler(luigi.Event.PROCESSING_TIME)  # run() returned
 @CampaignTask.event_handler(luigi.Event.FAILURE)  # run() raised
-def _end_deadline(task: CampaignTask, *details) -> None:
+def _end_deadline(_task: CampaignTask, *_details) -> None:
     termination.end_deadline()
 
 

@@ -51,7 +51,7 @@ def end_deadline() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _on_deadline(signum, frame) -> None:
+def _on_deadline(_signum, _frame) -> None:
     if not _state["armed"]:
         return
     reason = f"timed out after {_state['seconds']:g} s ([campaign] timeout_seconds)"
@@ -69,7 +69,7 @@ def stop_on_sigterm(sender):
         yield
         return
 
-    def stop(signum, frame):
+    def stop(signum, _frame):
         sender.stop(f"terminated by signal {signum} (an operator, or worker_timeout)")
 
     _state["sender"] = sender

@@ -70,7 +70,7 @@ def drop_push_token(campaign) -> dict:
     return {"env": without(campaign, "PUSH_API_TOKEN")}
 
 
-def missing_template(campaign) -> dict:
+def missing_template(_campaign) -> dict:
     return {"args": ("--SendSmsCampaign-template", "no_such_template")}
 
 

@@ -16,7 +16,7 @@ class Counting(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).seen += 1
         self.send_response(200)
@@ -60,7 +60,7 @@ def test_an_error_before_the_first_byte_is_not_sent(server, headers, timeout):
 
 
 def test_an_error_after_the_request_left_is_not_called_unsent(server):
-    def broken(response, **kwargs):
+    def broken(_response, **_kwargs):
         raise LookupError("a bug while reading the answer")
 
     session = Session()

@@ -171,7 +171,7 @@ class Provider:
         """Build the request for one recipient from the rendered *parts* of the template."""
         raise NotImplementedError(f"{type(self).__name__} must implement request()")
 
-    def batch_key(self, request: Request) -> object | None:
+    def batch_key(self, request: Request) -> object | None:  # noqa: ARG002 - a hook
         """Requests with equal keys can travel as one; None means this one goes alone."""
         return None
 
@@ -220,7 +220,7 @@ class Provider:
         """Whether an error answer is in the provider's own format."""
         raise NotImplementedError(f"{type(self).__name__} must implement speaks()")
 
-    def culprit(self, response: requests.Response) -> int | None:
+    def culprit(self, response: requests.Response) -> int | None:  # noqa: ARG002 - a hook
         """Which recipient of a batch an error answer names, if it names one."""
         return None
 

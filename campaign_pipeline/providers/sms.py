@@ -76,7 +76,7 @@ class SmsProvider(Provider):
     def account(self) -> str:
         return self.account_sid  # Twilio's limits are the account's, whatever its auth token
 
-    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
+    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:  # noqa: ARG002 - Provider.request's: an SMS carries no fields
         body = parts["body.txt"]
         if not body or len(body) > MAX_BODY:
             raise MessageError(f"SMS body has {len(body)} characters; Twilio takes 1 to {MAX_BODY}")
