@@ -68,8 +68,14 @@ def run_dir(campaign: str, date: datetime.date) -> Path:
 class CampaignTask(NamedParseErrors, luigi.Task):
     """Parameters every task of a campaign run shares."""
 
-    date = DateParameter(default=datetime.date.today())
-    campaign = luigi.Parameter(default="demo", config_path={"section": "campaign", "name": "name"})
+    date = DateParameter(
+        default=datetime.date.today(), description="The date to run for, YYYY-MM-DD; default today"
+    )
+    campaign = luigi.Parameter(
+        default="demo",
+        config_path={"section": "campaign", "name": "name"},
+        description="Campaign name; default [campaign] name",
+    )
     dry_run = luigi.BoolParameter(
         default=False, description="Validate, render and build every request; send nothing"
     )
@@ -229,8 +235,14 @@ class ChannelTask(CampaignTask):
     provider_class: type = type(None)
     config_class: type = type(None)
 
-    target_segments = luigi.ListParameter(default=["premium", "regular", "new"])
-    template = luigi.Parameter(default="spring_sale")
+    target_segments = luigi.ListParameter(
+        default=["premium", "regular", "new"],
+        description="The segments this channel sends to (JSON list)",
+    )
+    template = luigi.Parameter(
+        default="spring_sale",
+        description="Template folder under [campaign] templates_dir/<channel>/",
+    )
     # How a run treats the unknown rows, not what the task produces: no part of its id (as
     # gokart's rerun), so a run with the flag resumes the same task and its ledger
     resend_unknown = luigi.BoolParameter(

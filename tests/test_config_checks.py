@@ -540,6 +540,26 @@ def test_sections_and_keys_come_from_the_classes():
     assert not {"CampaignTask", "ChannelTask", "_provider", "core", "worker"} & set(known)
 
 
+def test_luigis_help_says_what_every_key_means():
+    undescribed = [
+        f"{cls.get_task_family()}.{name}"
+        for cls in settings_check.package_classes()
+        for name, param in cls.get_params()
+        if not param.description
+    ]
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "luigi"), "--module", "campaign_pipeline", "--help-all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+
+    assert undescribed == []
+    words = " ".join(shown.stdout.split())  # as argparse wrapped them
+    assert "--sms-api-burst SMS_API_BURST Requests the provider lets through at once" in words
+    assert "--pipeline-templates-dir PIPELINE_TEMPLATES_DIR Folder of the message" in words
+
+
 def test_luigis_own_and_unrelated_sections_are_left_alone():
     config = parsed(
         "[core]\nworkers = 3\n[worker]\nkeep_alive = true\n[scheduler]\nretry_count = 2\n"
