@@ -242,7 +242,7 @@ def email_batching(bench: Bench, requests: int, unbatched: float) -> Figure:
     )
 
 
-def load_segments(bench: Bench, customers: Path) -> list[Figure]:
+def load_segments(_bench: Bench, customers: Path) -> list[Figure]:
     """4. LoadSegments' loader on a large file, in a fresh process for a clean peak RSS."""
     out = subprocess.run(
         [sys.executable, "-m", "campaign_pipeline.bench", "--load-segments", str(customers)],

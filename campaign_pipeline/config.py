@@ -16,21 +16,9 @@ import unicodedata
 
 import luigi
 
-from .exceptions import PermanentError
+from .exceptions import InvalidSecretError, MissingSecretError, SettingsError
 
 log = logging.getLogger("campaign_pipeline")
-
-
-class MissingSecret(PermanentError, RuntimeError):
-    """A required credential's environment variable is unset or empty."""
-
-
-class InvalidSecret(PermanentError):
-    """A credential's value cannot be right (say, a line break pasted with it)."""
-
-
-class SettingsError(PermanentError, ValueError):
-    """A setting is unknown or has a value the pipeline cannot use; the message names the key."""
 
 
 class NamedParseErrors:
@@ -82,12 +70,12 @@ def secret(env_name: str, section: str, key: str) -> str:
     """
     value = os.environ.get(env_name, "")
     if not value:
-        raise MissingSecret(
+        raise MissingSecretError(
             f"environment variable {env_name} is not set (named by [{section}] {key}); "
             "export it before running the campaign"
         )
     if flaw := _flaw(value):
-        raise InvalidSecret(
+        raise InvalidSecretError(
             f"environment variable {env_name} (named by [{section}] {key}) has {flaw}; "
             "a paste error? Export it again without it"
         )
@@ -114,7 +102,7 @@ def _in_campaign(key: str) -> dict:
     return {"section": "campaign", "name": key}
 
 
-class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801
+class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801 - luigi's flags: --pipeline-*
     """The ``[campaign]`` section.
 
     The class has another name because luigi turns a Config class into command-line flags
@@ -123,7 +111,10 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801
     """
 
     name = luigi.Parameter(
-        default="demo", config_path=_in_campaign("name"), description="Campaign name"
+        default="demo",
+        config_path=_in_campaign("name"),
+        description="Campaign name, the default of every task's --campaign and part of its run "
+        "folder (letters, digits, '.', '_', '-')",
     )
     input_path = luigi.Parameter(
         default="data/sample/customers.csv",
@@ -131,13 +122,19 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801
         description="Customer CSV; may contain {date}, formatted YYYY-MM-DD",
     )
     output_dir = luigi.Parameter(
-        default="var/campaigns", config_path=_in_campaign("output_dir"), description="Run folders"
+        default="var/campaigns",
+        config_path=_in_campaign("output_dir"),
+        description="Folder of the run folders, {output_dir}/{campaign}/{date}/",
     )
     templates_dir = luigi.Parameter(
-        default="config/templates", config_path=_in_campaign("templates_dir")
+        default="config/templates",
+        config_path=_in_campaign("templates_dir"),
+        description="Folder of the message templates, one <channel>/<name>/ folder each",
     )
     segments = luigi.ListParameter(
-        default=["premium", "regular", "new"], config_path=_in_campaign("segments")
+        default=["premium", "regular", "new"],
+        config_path=_in_campaign("segments"),
+        description="The allowed segments (JSON list); a row with any other is rejected",
     )
     default_region = luigi.Parameter(
         default="US",
@@ -188,7 +185,7 @@ def input_file(template: str, date: datetime.date) -> str:
     )
 
 
-class schedule(NamedParseErrors, luigi.Config):  # noqa: N801
+class schedule(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     start_date = DateParameter(
         default=datetime.date(1970, 1, 1), description="First date the campaign may run for"
     )
@@ -203,22 +200,60 @@ class schedule(NamedParseErrors, luigi.Config):  # noqa: N801
     )
 
 
-class notifications(NamedParseErrors, luigi.Config):  # noqa: N801
+class notifications(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     owner = luigi.Parameter(default="", description="Email address told about failures")
-    email_on_failure = luigi.BoolParameter(default=True)
-    email_on_retry = luigi.BoolParameter(default=False)
+    email_on_failure = luigi.BoolParameter(
+        default=True, description="Email the owner when a task has failed for good"
+    )
+    email_on_retry = luigi.BoolParameter(
+        default=False, description="Email the owner when a task failed and luigi will retry it"
+    )
 
 
-class _provider(NamedParseErrors, luigi.Config):
+# The keys every provider section has; each section gives them defaults of its own.
+
+
+def _base_url(**default: str) -> luigi.Parameter:
+    return luigi.Parameter(
+        description="The provider's URL; the client appends the API's path", **default
+    )
+
+
+def _rate_per_second(**default: float) -> luigi.FloatParameter:
+    return luigi.FloatParameter(
+        description="Requests per second the provider allows the account, shared by every "
+        "process on this machine that sends through it",
+        **default,
+    )
+
+
+def _burst(**default: int) -> luigi.IntParameter:
+    return luigi.IntParameter(
+        description="Requests the provider lets through at once (its bucket size)", **default
+    )
+
+
+def _concurrency(**default: int) -> luigi.IntParameter:
+    return luigi.IntParameter(description="Sending threads", **default)
+
+
+class _provider(NamedParseErrors, luigi.Config):  # noqa: N801 - named as the sections are
     """Settings every provider section shares."""
 
-    base_url = luigi.Parameter()
-    rate_per_second = luigi.FloatParameter()
-    burst = luigi.IntParameter()
-    concurrency = luigi.IntParameter()
-    timeout_seconds = luigi.FloatParameter(default=10.0)
-    retry_attempts = luigi.IntParameter(default=2)
-    retry_delay_seconds = luigi.FloatParameter(default=300.0)
+    base_url = _base_url()
+    rate_per_second = _rate_per_second()
+    burst = _burst()
+    concurrency = _concurrency()
+    timeout_seconds = luigi.FloatParameter(
+        default=10.0, description="Seconds to connect, and to wait for the answer, per request"
+    )
+    retry_attempts = luigi.IntParameter(
+        default=2,
+        description="Attempts per recipient per run for transient failures, the first included",
+    )
+    retry_delay_seconds = luigi.FloatParameter(
+        default=300.0, description="Seconds before a transient failure is tried again"
+    )
     retry_unanswered = luigi.BoolParameter(
         default=True,
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
@@ -226,11 +261,13 @@ class _provider(NamedParseErrors, luigi.Config):
     )
 
 
-class email_api(_provider):  # noqa: N801
-    base_url = luigi.Parameter(default="http://127.0.0.1:8765")
-    token_env = luigi.Parameter(default="EMAIL_API_TOKEN")
-    from_email = luigi.Parameter(default="")
-    from_name = luigi.Parameter(default="")
+class email_api(_provider):  # noqa: N801 - the section's name
+    base_url = _base_url(default="http://127.0.0.1:8765")
+    token_env = luigi.Parameter(
+        default="EMAIL_API_TOKEN", description="Variable holding the SendGrid API key"
+    )
+    from_email = luigi.Parameter(default="", description="The verified SendGrid sender's address")
+    from_name = luigi.Parameter(default="", description="The sender's name; empty: none")
     batch_size = luigi.IntParameter(
         default=100,
         description="Recipients per request, 1 to 1000 (SendGrid personalizations)",
@@ -239,15 +276,20 @@ class email_api(_provider):  # noqa: N801
         default=["campaign", "customer_id"],
         description="Fields sent as SendGrid custom_args (tracked in its event webhook)",
     )
-    rate_per_second = luigi.FloatParameter(default=10.0)
-    burst = luigi.IntParameter(default=50)
-    concurrency = luigi.IntParameter(default=8)
+    rate_per_second = _rate_per_second(default=10.0)
+    burst = _burst(default=50)
+    concurrency = _concurrency(default=8)
 
 
-class sms_api(_provider):  # noqa: N801
-    base_url = luigi.Parameter(default="http://127.0.0.1:8765")
-    account_sid_env = luigi.Parameter(default="SMS_API_ACCOUNT_SID")
-    auth_token_env = luigi.Parameter(default="SMS_API_AUTH_TOKEN")
+class sms_api(_provider):  # noqa: N801 - the section's name
+    base_url = _base_url(default="http://127.0.0.1:8765")
+    account_sid_env = luigi.Parameter(
+        default="SMS_API_ACCOUNT_SID", description="Variable holding the Twilio AccountSid (AC...)"
+    )
+    auth_token_env = luigi.Parameter(
+        default="SMS_API_AUTH_TOKEN",
+        description="Variable holding the Twilio auth token; unread with api_key_sid_env",
+    )
     api_key_sid_env = luigi.Parameter(
         default="",
         description="Variable holding a Twilio API key SID (SK...); set, the API key and "
@@ -256,15 +298,19 @@ class sms_api(_provider):  # noqa: N801
     api_key_secret_env = luigi.Parameter(
         default="", description="Variable holding the Twilio API key's secret"
     )
-    from_number = luigi.Parameter(default="")
-    messaging_service_sid = luigi.Parameter(default="")
-    rate_per_second = luigi.FloatParameter(default=5.0)
-    burst = luigi.IntParameter(default=20)
-    concurrency = luigi.IntParameter(default=4)
+    from_number = luigi.Parameter(
+        default="", description="Twilio From number, unless messaging_service_sid is set"
+    )
+    messaging_service_sid = luigi.Parameter(
+        default="", description="Twilio Messaging Service (MG...), which wins over from_number"
+    )
+    rate_per_second = _rate_per_second(default=5.0)
+    burst = _burst(default=20)
+    concurrency = _concurrency(default=4)
 
 
-class push_api(_provider):  # noqa: N801
-    base_url = luigi.Parameter(default="http://127.0.0.1:8765")
+class push_api(_provider):  # noqa: N801 - the section's name
+    base_url = _base_url(default="http://127.0.0.1:8765")
     project_id = luigi.Parameter(
         default="", description="Firebase project; empty takes the service-account key's"
     )
@@ -280,12 +326,12 @@ class push_api(_provider):  # noqa: N801
         default=["campaign", "customer_id"],
         description="Fields sent in the FCM message's data (empty: notification only)",
     )
-    rate_per_second = luigi.FloatParameter(default=2.0)
-    burst = luigi.IntParameter(default=10)
-    concurrency = luigi.IntParameter(default=4)
+    rate_per_second = _rate_per_second(default=2.0)
+    burst = _burst(default=10)
+    concurrency = _concurrency(default=4)
 
 
-class rate_limits(luigi.Config):  # noqa: N801
+class rate_limits(luigi.Config):  # noqa: N801 - the section's name
     """The ``[rate_limits]`` section: where the providers' shared token buckets live."""
 
     bucket_dir = luigi.Parameter(

@@ -34,6 +34,8 @@ import luigi
 import luigi.interface
 import luigi.worker
 
+from .exceptions import SettingsError
+
 log = logging.getLogger("campaign_pipeline")
 DISABLE_WINDOW = 3600  # luigi's default [scheduler] disable_window, in seconds
 RECORD = ".permanent_failures.json"
@@ -138,7 +140,10 @@ def _remember(task: luigi.Task) -> None:
     scheduler = _scheduler()
     if scheduler is None:
         return
-    path = Path(task.run_dir()) / RECORD
+    try:
+        path = Path(task.run_dir()) / RECORD
+    except SettingsError:  # a campaign name that names no folder: nowhere to record it
+        return
     try:
         with locked_record(path) as records:
             mine = records.setdefault(task.task_id, {})

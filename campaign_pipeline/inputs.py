@@ -35,7 +35,7 @@ def _missing(path: str) -> bool:
 class CustomerFile(luigi.ExternalTask):
     """The customer CSV, produced outside this pipeline."""
 
-    path = luigi.Parameter()
+    path = luigi.Parameter(description="The customer CSV")
 
     def output(self):
         return luigi.LocalTarget(self.path)
@@ -56,7 +56,7 @@ class CustomerFileWait(luigi.ExternalTask):
     it ``not_run``, exit 25, rather than a missing dependency.)
     """
 
-    path = luigi.Parameter()
+    path = luigi.Parameter(description="The customer CSV")
     POLL_SECONDS = 1.0
     _present: bool | None = None
 

@@ -20,17 +20,31 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
-PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED = (
-    "pending",
-    "in_flight",
-    "sent",
-    "failed",
-    "unknown",
-    "skipped",
-)
+from .exceptions import LedgerBusyError
+
+
+class Status(StrEnum):
+    """The state of a recipient's row; the value is what the ledger and the result file hold."""
+
+    PENDING = "pending"  # to be sent (again): the provider certainly does not have it
+    IN_FLIGHT = "in_flight"  # claimed: its request is leaving or waiting for the answer
+    SENT = "sent"  # the provider took it
+    FAILED = "failed"  # refused for this recipient, or the message could not be built
+    UNKNOWN = "unknown"  # the request left and no answer came: it may have been delivered
+    SKIPPED = "skipped"  # never sent: no usable contact, or no longer selected
+
+
+# The states by their names alone, as the modules and tests use them.
+PENDING = Status.PENDING
+IN_FLIGHT = Status.IN_FLIGHT
+SENT = Status.SENT
+FAILED = Status.FAILED
+UNKNOWN = Status.UNKNOWN
+SKIPPED = Status.SKIPPED
 IN_FLIGHT_AT_CRASH = (
     "the request was in flight when an earlier run stopped, so it may have been delivered; "
     "not resent (set resend_unknown to send it again)"
@@ -127,14 +141,10 @@ def _current_values(customer: dict) -> tuple:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-class LedgerBusy(RuntimeError):
-    """Another process is sending this channel of this campaign and date."""
-
-
-class _NotAllPending(Exception):
+class _NotAllPendingError(Exception):
     """Raised inside :meth:`Ledger.claim` to roll its transaction back."""
 
 
@@ -152,7 +162,7 @@ class Ledger:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._owner.close()
-            raise LedgerBusy(f"{path} is in use by another run of this channel") from None
+            raise LedgerBusyError(f"{path} is in use by another run of this channel") from None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -246,19 +256,20 @@ class Ledger:
                         [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
                     )
                     if self._db.total_changes - before != len(customer_ids):
-                        raise _NotAllPending
-            except _NotAllPending:
+                        raise _NotAllPendingError
+            except _NotAllPendingError:
                 return False
             return True
 
     def finish(
-        self, customer_ids: list[str], status: str, message_id: str = "", error: str = ""
+        self, customer_ids: list[str], status: Status, message_id: str = "", error: str = ""
     ) -> None:
         """Record the outcome of the request in flight for *customer_ids*.
 
         ``PENDING`` means the provider certainly did not take the message (a 429, a 5xx, a
         refused connection): it may be sent again.
         """
+        status = Status(status)  # a typo fails here, not as a row no query finds
         with self._lock, self._transaction():
             self._db.executemany(
                 "UPDATE deliveries SET status = ?, provider_message_id = ?, error = ?"
@@ -289,9 +300,11 @@ class Ledger:
                 (FAILED, error, utc_now(), customer_id, PENDING),
             )
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[Status, int]:
+        """How many rows are in each state."""
         with self._lock:
-            return dict(self._db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+            found = self._db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+            return {Status(status): n for status, n in found}
 
     def rows(self, page: int = 5000) -> Iterator[dict]:
         """Yield every row in file order, for the result file."""

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 import requests
 
-from .ledger import PENDING
+from .exceptions import MessageError
+from .ledger import Status
 from .providers import Provider, Request
 from .templates import MessageTemplate
 
@@ -44,14 +45,14 @@ def preview(
     not_sent: list[dict] = []
     for row in recipients:
         status, reason = row["status"], row["error"]
-        if status == PENDING:
+        if status == Status.PENDING:
             pending_seen += 1
             try:
                 parts = template.render(row["context"])
                 request = provider.request(row["recipient"], parts, row["context"])
                 status = WOULD_SEND
-            except ValueError as exc:  # a TemplateError, whatever rendering raised
-                status, reason = "failed", f"not sent: {exc}"
+            except MessageError as exc:
+                status, reason = Status.FAILED, f"not sent: {exc}"
             if status == WOULD_SEND and batch_size and pending_seen <= batch_size:
                 first_rows.append(request)
         by_status[status] += 1

@@ -18,6 +18,9 @@ from collections.abc import Callable
 
 import luigi
 
+from .ledger import Status
+from .providers import Kind
+
 log = logging.getLogger("campaign_pipeline")
 
 
@@ -59,12 +62,15 @@ def _duration(seconds: float) -> str:
 
 class ProgressReporter:
     """Reports sent/failed counts, the current rate and an ETA for one channel task while
-    it sends: to the visualiser every *interval* seconds, to the log every *log_every*."""
+    it sends: to the visualiser every *interval* seconds, to the log every *log_every*.
+
+    *baseline* is the ledger's rows by state before the run; *counts* returns the run's
+    outcomes so far by kind (:meth:`ChannelSender.snapshot`)."""
 
     def __init__(
         self,
         task: luigi.Task,
-        baseline: dict[str, int],
+        baseline: dict[Status, int],
         counts: Callable[[], Counter],
         interval: float = 2.0,
         log_every: float = 10.0,
@@ -79,7 +85,7 @@ class ProgressReporter:
         self.limit = limit
         self.name = name or str(task)
         # Recipients still to be settled this run, plus those settled by earlier runs.
-        self.total = sum(n for status, n in baseline.items() if status != "skipped")
+        self.total = sum(n for status, n in baseline.items() if status != Status.SKIPPED)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._started = time.monotonic()
@@ -106,10 +112,10 @@ class ProgressReporter:
     def report(self, final: str = "") -> None:
         """Update the visualiser; log when due, and always when *final* (done, stopped)."""
         now = self.counts()
-        sent = self.baseline["sent"] + now["sent"]
-        failed = self.baseline["failed"] + now["failed"]
-        settled = sent + failed + self.baseline["unknown"]
-        done_now = now["sent"] + now["failed"]
+        sent = self.baseline[Status.SENT] + now[Kind.SENT]
+        failed = self.baseline[Status.FAILED] + now[Kind.FAILED]
+        settled = sent + failed + self.baseline[Status.UNKNOWN]
+        done_now = now[Kind.SENT] + now[Kind.FAILED]
         remaining = self.total - settled
         clock = time.monotonic()
         elapsed = clock - self._started

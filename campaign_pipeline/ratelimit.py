@@ -40,7 +40,7 @@ from pyrate_limiter import (
 )
 
 from .config import rate_limits
-from .exceptions import PermanentError
+from .exceptions import SettingsError
 
 log = logging.getLogger("campaign_pipeline.ratelimit")
 
@@ -118,17 +118,17 @@ def bucket_dir() -> Path:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = folder.lstat()
     except OSError as exc:
-        raise PermanentError(
+        raise SettingsError(
             f"[rate_limits] bucket_dir {folder}: cannot create it ({exc.strerror}); "
             "set it to a folder that every sending process can write"
         ) from None
     if not configured and (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()):
-        raise PermanentError(
+        raise SettingsError(
             f"[rate_limits] bucket_dir: the default {folder} is not a folder of this user's; "
             "remove it, or set bucket_dir to a folder that every sending process can write"
         )
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermanentError(
+        raise SettingsError(
             f"[rate_limits] bucket_dir {folder} is not writable; "
             "set it to a folder that every sending process can write"
         )
@@ -158,7 +158,7 @@ class FileStateStore(StateStore):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             detail = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-            raise PermanentError(
+            raise SettingsError(
                 f"[rate_limits] bucket_dir: cannot open {self.path} ({detail})"
             ) from None
         try:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from .channels import registered
 from .config import pipeline as campaign_config
+from .ledger import Status
+from .preview import WOULD_SEND
 from .tasks import run_dir
 
-STATUSES = ("sent", "failed", "unknown", "skipped")
-PREVIEW_STATUSES = ("would_send", "failed", "skipped")
+STATUSES = (Status.SENT, Status.FAILED, Status.UNKNOWN, Status.SKIPPED)
+PREVIEW_STATUSES = (WOULD_SEND, Status.FAILED, Status.SKIPPED)
 
 
 def summarise(folder: Path) -> str:

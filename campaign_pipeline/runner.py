@@ -199,7 +199,7 @@ class PassOn:
         self._pid = 0
         self._over = threading.Event()
 
-    def __call__(self, signum, frame) -> None:
+    def __call__(self, signum: int, _frame) -> None:
         first = not self.signum
         self.signum = signum
         if first and self._pid:

@@ -27,30 +27,30 @@ import backoff
 import requests
 from urllib3.exceptions import ProtocolError
 
-from . import ledger as states
-from .exceptions import CampaignError, PermanentError
-from .ledger import Ledger
-from .providers import (
-    FAILED,
-    RATE_LIMITED,
-    RENEW,
-    RETRY,
-    SENT,
-    STOP,
-    UNKNOWN,
-    Outcome,
-    Provider,
-    Request,
+from .exceptions import (
+    CampaignError,
+    ChannelStoppedError,
+    MessageError,
+    NotSentError,
+    PermanentError,
+    SendingInterruptedError,
 )
+from .ledger import Ledger, Status
+from .providers import Kind, Outcome, Provider, Request
 from .ratelimit import BURST_MARGIN, Throttle, account_throttle  # noqa: F401 (sender.* names)
 from .templates import MessageTemplate
-from .transport import NotSent, Session
+from .transport import Session
 
 log = logging.getLogger("campaign_pipeline.sender")
 
 MAX_RATE_LIMITED_TRIES = 20
-# Outcomes that settle a ledger row for good; any other puts it back to pending.
-TERMINAL = {SENT: states.SENT, FAILED: states.FAILED, UNKNOWN: states.UNKNOWN}
+# The kinds of outcome that settle a ledger row for good, and the state each leaves it in;
+# any other kind puts the row back to pending.
+TERMINAL: dict[Kind, Status] = {
+    Kind.SENT: Status.SENT,
+    Kind.FAILED: Status.FAILED,
+    Kind.UNKNOWN: Status.UNKNOWN,
+}
 
 
 @dataclass
@@ -71,17 +71,6 @@ class Settings:
         """Take the sending settings from a provider's ``luigi.Config`` section."""
         values = {f.name: getattr(section, f.name, f.default) for f in fields(cls)}
         return cls(**values)
-
-
-class ChannelStopped(PermanentError):
-    """The provider refused the channel as a whole, or its requests cannot be sent: the
-    credentials, the account or the configuration is wrong. Every recipient not yet sent
-    stays pending, for the run after the fix."""
-
-
-class SendingInterrupted(CampaignError):
-    """Sending stopped for a reason a rerun may not meet again: a signal (luigi's
-    worker_timeout, an operator) or an unexpected error."""
 
 
 def unanswered(exc: requests.RequestException) -> bool:
@@ -153,7 +142,7 @@ class ChannelSender:
         self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
         self.stop_reason = ""
-        self._stop_error: type[Exception] = ChannelStopped
+        self._stop_error: type[CampaignError] = ChannelStoppedError
         self.last_transient_error = ""
         self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
@@ -164,7 +153,7 @@ class ChannelSender:
         self._sessions: list[requests.Session] = []
         self._send_admitted = backoff.on_predicate(
             backoff.runtime,
-            predicate=lambda outcome: outcome.kind == RATE_LIMITED,
+            predicate=lambda outcome: outcome.kind == Kind.RATE_LIMITED,
             value=lambda outcome: outcome.retry_after if outcome.retry_after is not None else 1.0,
             max_tries=MAX_RATE_LIMITED_TRIES,
             jitter=None,
@@ -239,7 +228,7 @@ class ChannelSender:
                 if not self._stopped.is_set():
                     self._deliver(item)
             except Exception as exc:  # a bug must stop the channel, not hang it
-                self._stop(self._unexpected("internal error", exc), SendingInterrupted)
+                self._stop(self._unexpected("internal error", exc), SendingInterruptedError)
             finally:
                 with self._changed:
                     self._active -= 1
@@ -253,16 +242,16 @@ class ChannelSender:
         rows = [row for row, _ in singles]
         request = self.provider.combine([request for _, request in singles])
         outcome = self._send_admitted(rows, request)
-        if outcome.kind == RENEW:
+        if outcome.kind == Kind.RENEW:
             outcome = self._renewed(rows, request, outcome)
-        if outcome.kind == RATE_LIMITED:
-            outcome = Outcome(RETRY, error=outcome.error, retry_after=outcome.retry_after)
-        if outcome.kind == FAILED and len(rows) > 1:
+        if outcome.kind == Kind.RATE_LIMITED:
+            outcome = Outcome(Kind.RETRY, error=outcome.error, retry_after=outcome.retry_after)
+        if outcome.kind == Kind.FAILED and len(rows) > 1:
             self._split(rows, item["tries"], outcome)
             return
-        if outcome.kind == RETRY:
+        if outcome.kind == Kind.RETRY:
             self._retry_later({"rows": rows, "tries": item["tries"]}, outcome)
-        elif outcome.kind == STOP:
+        elif outcome.kind == Kind.STOP:
             self._stop(outcome.error)
         self._count(outcome.kind, len(rows))
 
@@ -277,9 +266,9 @@ class ChannelSender:
             try:
                 parts = self.template.render(row["context"])
                 built.append((row, self.provider.request(row["recipient"], parts, row["context"])))
-            except ValueError as exc:  # TemplateError is one
+            except MessageError as exc:
                 self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
-                self._count(FAILED)
+                self._count(Kind.FAILED)
         return built
 
     def _together(self, singles: list[tuple[dict, Request]], tries: int) -> list:
@@ -300,7 +289,7 @@ class ChannelSender:
         if outcome.culprit is not None and 0 <= outcome.culprit < len(rows):
             bad = rows[outcome.culprit]
             self.ledger.fail_pending(bad["customer_id"], outcome.error)
-            self._count(FAILED)
+            self._count(Kind.FAILED)
             parts = [[row for row in rows if row is not bad]]
         else:
             half = len(rows) // 2
@@ -322,40 +311,40 @@ class ChannelSender:
                 self.provider.channel,
             )
             outcome = self._send_admitted(rows, request)
-            if outcome.kind != RENEW:
+            if outcome.kind != Kind.RENEW:
                 return outcome
             refused = replace(outcome, error=f"{outcome.error} (also with a new access token)")
-        return replace(refused, kind=STOP)
+        return replace(refused, kind=Kind.STOP)
 
     def _no_credentials(self, exc: CampaignError) -> Outcome:
         """No credentials to send with: a refusal stops the channel, anything else is
         transient. Nothing was claimed, so the recipients stay pending either way."""
-        kind = STOP if isinstance(exc, PermanentError) else RETRY
+        kind = Kind.STOP if isinstance(exc, PermanentError) else Kind.RETRY
         return Outcome(kind, error=self.redact(str(exc)))
 
     def _send_once(self, rows: list[dict], request: Request) -> Outcome:
         if self._stopped.is_set():
-            return Outcome(STOP, error=self.stop_reason)
+            return Outcome(Kind.STOP, error=self.stop_reason)
         ids = [row["customer_id"] for row in rows]
         session = self._session()
         try:  # before the claim: what fails here fails alike for every request
             prepared = request.prepare(session)
         except Exception as exc:
-            return Outcome(STOP, error=self._unsendable(exc))
+            return Outcome(Kind.STOP, error=self._unsendable(exc))
         self.throttle.take()
         try:  # after the wait for the rate limit, which may outlast an access token
             prepared = request.authorize(prepared)
         except CampaignError as exc:
             return self._no_credentials(exc)
         except Exception as exc:
-            return Outcome(STOP, error=self._unsendable(exc))
+            return Outcome(Kind.STOP, error=self._unsendable(exc))
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
         outcome = self._post(session, prepared)
-        if outcome.kind == FAILED and len(ids) > 1:
-            status = states.PENDING  # refused as a whole: nobody in it got the message
+        if outcome.kind == Kind.FAILED and len(ids) > 1:
+            status = Status.PENDING  # refused as a whole: nobody in it got the message
         else:
-            status = TERMINAL.get(outcome.kind, states.PENDING)
+            status = TERMINAL.get(outcome.kind, Status.PENDING)
         self.ledger.finish(ids, status, outcome.message_id, outcome.error)
         return outcome
 
@@ -364,18 +353,18 @@ class ChannelSender:
         here, once, for the ledger, the logs and every message built from it."""
         try:
             response = session.transmit(prepared, timeout=self.settings.timeout_seconds)
-        except NotSent as exc:
-            return Outcome(STOP, error=self._unsendable(exc.__cause__))
+        except NotSentError as exc:
+            return Outcome(Kind.STOP, error=self._unsendable(exc.__cause__))
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.InvalidSchema,
             requests.exceptions.MissingSchema,
         ) as exc:
             error = f"bad base_url: {exc}; check [{self.provider.section}] base_url"
-            return Outcome(STOP, error=self.redact(error))
+            return Outcome(Kind.STOP, error=self.redact(error))
         except requests.RequestException as exc:
             unsure = unanswered(exc) and not self.settings.retry_unanswered
-            kind = UNKNOWN if unsure else RETRY
+            kind = Kind.UNKNOWN if unsure else Kind.RETRY
             return Outcome(kind, error=self.redact(f"{type(exc).__name__}: {exc}"))
         except Exception as exc:  # after the first byte left: it may have been delivered
             return self._unsure(self._unexpected("unexpected error while sending", exc))
@@ -397,8 +386,8 @@ class ChannelSender:
     def _unsure(self, reason: str) -> Outcome:
         """Record the request unknown (the provider may have it) and stop the channel: an
         error that is not the provider's answer would likely meet every request."""
-        self._stop(reason, SendingInterrupted)
-        return Outcome(UNKNOWN, error=reason)
+        self._stop(reason, SendingInterruptedError)
+        return Outcome(Kind.UNKNOWN, error=reason)
 
     def _unexpected(self, what: str, exc: Exception) -> str:
         """Log an unexpected error with its traceback, masked; return it as one line."""
@@ -429,7 +418,7 @@ class ChannelSender:
             heapq.heappush(self._delayed, (time.monotonic() + delay, id(item), item))
             self._changed.notify_all()
 
-    def _stop(self, reason: str, error: type[Exception] = ChannelStopped) -> None:
+    def _stop(self, reason: str, error: type[CampaignError] = ChannelStoppedError) -> None:
         with self._changed:
             if not self.stop_reason:
                 self.stop_reason, self._stop_error = reason, error
@@ -447,7 +436,7 @@ class ChannelSender:
 
     def stop(self, reason: str) -> None:
         """Send nothing more; requests already in flight finish and are recorded."""
-        self._stop(reason, SendingInterrupted)
+        self._stop(reason, SendingInterruptedError)
 
     def _log_rate_limited(self, details: dict) -> None:
         log.info(

@@ -27,7 +27,8 @@ import luigi
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import SettingsError, input_file, pipeline
+from .config import input_file, pipeline
+from .exceptions import SettingsError
 from .sender import BURST_MARGIN
 
 log = logging.getLogger("campaign_pipeline")

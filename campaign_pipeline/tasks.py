@@ -23,21 +23,25 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from . import failures, notify, safecsv, segments, settings_check, termination
-from . import ledger as states
 from .config import (
     DateParameter,
     NamedParseErrors,
-    SettingsError,
     input_file,
     schedule,
 )
 from .config import pipeline as campaign_config
-from .exceptions import PermanentError
+from .exceptions import (
+    ChannelStoppedError,
+    PermanentError,
+    RecipientsPendingError,
+    SendingInterruptedError,
+    SettingsError,
+)
 from .inputs import CustomerFile, CustomerFileWait
-from .ledger import RESULT_COLUMNS, Ledger
+from .ledger import RESULT_COLUMNS, Ledger, Status
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
-from .sender import ChannelSender, ChannelStopped, SendingInterrupted, Settings
+from .sender import ChannelSender, Settings
 from .templates import MessageTemplate
 from .termination import stop_on_sigterm
 
@@ -51,15 +55,21 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def run_dir(campaign: str, date: datetime.date) -> Path:
     """The folder holding everything of one campaign's run on one date."""
     if not _SAFE_NAME.match(campaign):
-        raise ValueError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
+        raise SettingsError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
     return Path(campaign_config().output_dir) / campaign / date.isoformat()
 
 
 class CampaignTask(NamedParseErrors, luigi.Task):
     """Parameters every task of a campaign run shares."""
 
-    date = DateParameter(default=datetime.date.today())
-    campaign = luigi.Parameter(default="demo", config_path={"section": "campaign", "name": "name"})
+    date = DateParameter(
+        default=datetime.date.today(), description="The date to run for, YYYY-MM-DD; default today"
+    )
+    campaign = luigi.Parameter(
+        default="demo",
+        config_path={"section": "campaign", "name": "name"},
+        description="Campaign name; default [campaign] name",
+    )
     dry_run = luigi.BoolParameter(
         default=False, description="Validate, render and build every request; send nothing"
     )
@@ -102,13 +112,13 @@ class CampaignTask(NamedParseErrors, luigi.Task):
 
 
 @CampaignTask.event_handler(luigi.Event.START)
-def _start_deadline(task: CampaignTask) -> None:
+def _start_deadline(_task: CampaignTask) -> None:
     termination.start_deadline(campaign_config().timeout_seconds)
 
 
 @CampaignTask.event_handler(luigi.Event.PROCESSING_TIME)  # run() returned
 @CampaignTask.event_handler(luigi.Event.FAILURE)  # run() raised
-def _end_deadline(task: CampaignTask, *details) -> None:
+def _end_deadline(_task: CampaignTask, *_details) -> None:
     termination.end_deadline()
 
 
@@ -226,10 +236,19 @@ class ChannelTask(CampaignTask):
     config_class: type = type(None)
     parts: tuple = ()  # the template's parts (templates.Parts)
 
-    target_segments = luigi.ListParameter(default=["premium", "regular", "new"])
-    template = luigi.Parameter(default="spring_sale")
+    target_segments = luigi.ListParameter(
+        default=["premium", "regular", "new"],
+        description="The segments this channel sends to (JSON list)",
+    )
+    template = luigi.Parameter(
+        default="spring_sale",
+        description="Template folder under [campaign] templates_dir/<channel>/",
+    )
+    # How a run treats the unknown rows, not what the task produces: no part of its id (as
+    # gokart's rerun), so a run with the flag resumes the same task and its ledger
     resend_unknown = luigi.BoolParameter(
         default=False,
+        significant=False,
         description="Send again to recipients whose request was in flight when a run died",
     )
 
@@ -286,10 +305,7 @@ class ChannelTask(CampaignTask):
         settings_check.check(self)
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
-        try:
-            provider.check()
-        except ValueError as exc:  # a setting or credential the provider cannot work with
-            raise SettingsError(str(exc)) from None
+        provider.check()
         folder = campaign_config().templates_dir
         template = MessageTemplate(folder, self.channel, self.template, self.parts)
         fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
@@ -333,15 +349,18 @@ class ChannelTask(CampaignTask):
         try:
             with progress, stop_on_sigterm(sender):
                 sender.run()
-        except (ChannelStopped, SendingInterrupted) as exc:  # the message is masked already
-            waiting = ledger.counts().get(states.PENDING, 0)
+        except (
+            ChannelStoppedError,
+            SendingInterruptedError,
+        ) as exc:  # the message is masked already
+            waiting = ledger.counts().get(Status.PENDING, 0)
             raise type(exc)(
                 f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
                 "for the next run"
             ) from None
-        waiting = ledger.counts().get(states.PENDING, 0)
+        waiting = ledger.counts().get(Status.PENDING, 0)
         if waiting:
-            raise RuntimeError(
+            raise RecipientsPendingError(
                 f"{self.channel}: {waiting} recipient(s) still failing transiently after "
                 f"{config.retry_attempts} attempt(s); the next run retries exactly those. "
                 f"Last error: {sender.last_transient_error}"
@@ -381,7 +400,7 @@ class ChannelTask(CampaignTask):
                     "targeted": True,
                     "segment": customer["segment"],
                     "recipient": customer[contact],
-                    "status": states.SKIPPED if error else states.PENDING,
+                    "status": Status.SKIPPED if error else Status.PENDING,
                     "error": error,
                     "context": {**customer, **context_extra},
                 }

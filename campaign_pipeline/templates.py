@@ -20,15 +20,11 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
-from .exceptions import PermanentError
+from .exceptions import MessageError, TemplateError
 
 # A channel's template parts: groups of files of which at least one must exist (see
 # channels.Channel.parts), e.g. (("subject.txt",), ("body.txt", "body.html")).
 Parts = tuple[tuple[str, ...], ...]
-
-
-class TemplateError(PermanentError, ValueError):
-    """A template is missing, does not compile, or uses a variable no customer has."""
 
 
 class MessageTemplate:
@@ -86,7 +82,7 @@ class MessageTemplate:
         """Return each part rendered for one customer, keyed by file name.
 
         Whatever a part raises (``{{ 1 / points }}`` with a zero, a filter on a value of the
-        wrong type) is raised as a :class:`TemplateError` naming the part and its line: it
+        wrong type) is raised as a :class:`MessageError` naming the part and its line: it
         is this customer's data meeting the template, not a fault of the run."""
         rendered = {}
         for part, template in self.parts.items():
@@ -98,7 +94,7 @@ class MessageTemplate:
                          if f.filename == template.filename]  # fmt: skip
                 if lines:
                     where += f" line {lines[-1]}"
-                raise TemplateError(f"template {where}: {type(exc).__name__}: {exc}") from None
+                raise MessageError(f"template {where}: {type(exc).__name__}: {exc}") from None
         return rendered
 
 

@@ -22,12 +22,7 @@ import contextlib
 import signal
 import threading
 
-from .exceptions import CampaignError
-
-
-class TimedOut(CampaignError):
-    """A task ran longer than ``[campaign] timeout_seconds``; its retry may finish."""
-
+from .exceptions import TimedOutError
 
 _state = {"sender": None, "seconds": 0.0, "armed": False}
 
@@ -56,13 +51,13 @@ def end_deadline() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _on_deadline(signum, frame) -> None:
+def _on_deadline(_signum, _frame) -> None:
     if not _state["armed"]:
         return
     reason = f"timed out after {_state['seconds']:g} s ([campaign] timeout_seconds)"
     sender = _state["sender"]
     if sender is None:
-        raise TimedOut(reason)  # not sending: nothing to record, stop where it is
+        raise TimedOutError(reason)  # not sending: nothing to record, stop where it is
     sender.stop(reason)
 
 
@@ -74,7 +69,7 @@ def stop_on_sigterm(sender):
         yield
         return
 
-    def stop(signum, frame):
+    def stop(signum, _frame):
         sender.stop(f"terminated by signal {signum} (an operator, or worker_timeout)")
 
     _state["sender"] = sender

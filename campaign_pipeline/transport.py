@@ -6,7 +6,7 @@ that was written may have been delivered. ``requests`` wraps the failures of a c
 its own exceptions, but an error of another kind (a header value that cannot be encoded, a
 timeout it refuses, a CA bundle that is missing, a bug) can come before or after the first
 byte. The connections of a :class:`Session` note each write, so :meth:`Session.transmit`
-can tell the two apart and raises :class:`NotSent` for the first kind.
+can tell the two apart and raises :class:`NotSentError` for the first kind.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import threading
 import requests
 from requests.adapters import HTTPAdapter
 
+from .exceptions import NotSentError
+
 _writes = threading.local()  # a session belongs to one thread, so this is the session's
-
-
-class NotSent(Exception):
-    """A request failed before any byte of it was written; ``__cause__`` is the error."""
 
 
 class _Noting:
@@ -57,8 +55,8 @@ class Session(requests.Session):
             self.mount(prefix, _NotingAdapter(pool_maxsize=1, max_retries=0))
 
     def transmit(self, prepared: requests.PreparedRequest, timeout: float) -> requests.Response:
-        """Send *prepared*; raise :class:`NotSent` for an error other than requests' own that
-        came before any byte of it was written."""
+        """Send *prepared*; raise :class:`NotSentError` for an error other than requests' own
+        that came before any byte of it was written."""
         _writes.any = False
         try:
             return self.send(prepared, timeout=timeout)
@@ -66,5 +64,5 @@ class Session(requests.Session):
             raise
         except Exception as exc:
             if not _writes.any:
-                raise NotSent(f"{type(exc).__name__}: {exc}") from exc
+                raise NotSentError(f"{type(exc).__name__}: {exc}") from exc
             raise

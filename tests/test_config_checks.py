@@ -23,7 +23,8 @@ from test_notifications import body, inbox  # noqa: F401 - the SMTP fixture
 from test_operations import luigid, task_list  # noqa: F401 - luigid: config/luigid.cfg
 
 from campaign_pipeline import settings_check
-from campaign_pipeline.config import SettingsError, input_file
+from campaign_pipeline.config import input_file
+from campaign_pipeline.exceptions import SettingsError
 from campaign_pipeline.runner import scheduler_answers
 from campaign_pipeline.sender import BURST_MARGIN
 
@@ -69,7 +70,7 @@ def drop_push_token(campaign) -> dict:
     return {"env": without(campaign, "PUSH_API_TOKEN")}
 
 
-def missing_template(campaign) -> dict:
+def missing_template(_campaign) -> dict:
     return {"args": ("--SendSmsCampaign-template", "no_such_template")}
 
 
@@ -537,6 +538,26 @@ def test_sections_and_keys_come_from_the_classes():
     assert {"batch_size", "rate_per_second", "retry_unanswered"} <= set(known["email_api"])
     assert "batch_size" not in known["sms_api"]
     assert not {"CampaignTask", "ChannelTask", "_provider", "core", "worker"} & set(known)
+
+
+def test_luigis_help_says_what_every_key_means():
+    undescribed = [
+        f"{cls.get_task_family()}.{name}"
+        for cls in settings_check.package_classes()
+        for name, param in cls.get_params()
+        if not param.description
+    ]
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "luigi"), "--module", "campaign_pipeline", "--help-all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+
+    assert undescribed == []
+    words = " ".join(shown.stdout.split())  # as argparse wrapped them
+    assert "--sms-api-burst SMS_API_BURST Requests the provider lets through at once" in words
+    assert "--pipeline-templates-dir PIPELINE_TEMPLATES_DIR Folder of the message" in words
 
 
 def test_luigis_own_and_unrelated_sections_are_left_alone():

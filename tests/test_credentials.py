@@ -18,8 +18,14 @@ import pytest
 import requests
 from conftest import RETCODE, free_port
 
-from campaign_pipeline.config import InvalidSecret, MissingSecret, SettingsError, push_api, sms_api
-from campaign_pipeline.providers.oauth import FCM_SCOPE, KeyFileError, read_key_file
+from campaign_pipeline.config import push_api, sms_api
+from campaign_pipeline.exceptions import (
+    InvalidSecretError,
+    KeyFileError,
+    MissingSecretError,
+    SettingsError,
+)
+from campaign_pipeline.providers.oauth import FCM_SCOPE, read_key_file
 from campaign_pipeline.providers.push import PushProvider
 from campaign_pipeline.providers.sms import SmsProvider
 from campaign_pipeline.sandbox import ErrorRule
@@ -184,7 +190,7 @@ def key_file_problem(monkeypatch, tmp_path, content) -> str:
     if content is not None:
         path.write_text(content)
     monkeypatch.setenv(KEY_VAR, str(path))
-    with pytest.raises((KeyFileError, MissingSecret)) as caught:
+    with pytest.raises((KeyFileError, MissingSecretError)) as caught:
         PushProvider(push_api(service_account_env=KEY_VAR, project_id="p"))
     return str(caught.value)
 
@@ -216,7 +222,7 @@ def test_a_damaged_private_key_is_named_never_quoted(monkeypatch, tmp_path):
 
 def test_an_unset_key_variable_names_it(monkeypatch):
     monkeypatch.delenv(KEY_VAR, raising=False)
-    with pytest.raises(MissingSecret, match=f"{KEY_VAR} is not set .* service_account_env"):
+    with pytest.raises(MissingSecretError, match=f"{KEY_VAR} is not set .* service_account_env"):
         read_key_file(KEY_VAR, "push_api", "service_account_env")
 
 
@@ -342,5 +348,7 @@ def test_api_key_settings_that_cannot_work_are_one_line(monkeypatch):
     provider = SmsProvider(
         sms_api(api_key_sid_env="KEY_SID", api_key_secret_env="KEY_SECRET", from_number="+1500")
     )
-    with pytest.raises(InvalidSecret, match=r"KEY_SID \(named by \[sms_api\] api_key_sid_env\)"):
+    with pytest.raises(
+        InvalidSecretError, match=r"KEY_SID \(named by \[sms_api\] api_key_sid_env\)"
+    ):
         provider.check()

@@ -14,7 +14,8 @@ import pytest
 from conftest import REPO, SPECS
 
 from campaign_pipeline import channels
-from campaign_pipeline.templates import MessageTemplate, TemplateError
+from campaign_pipeline.exceptions import TemplateError
+from campaign_pipeline.templates import MessageTemplate
 
 SHARED_SPECS = REPO.parent / "shared" / "provider-specs"
 FIVE = ["customer_id", "segment", "email", "phone", "device_token"]

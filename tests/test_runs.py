@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import json
 import os
@@ -15,9 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import CHANNELS, DATE, REPO, RETCODE, TASKS, free_port, wait_for
+from luigi.cmdline_parser import CmdlineParser
 from test_operations import ALREADY_RUNNING, finish, make, write_dated_customers
 
-from campaign_pipeline import RunCampaign, SendEmailCampaign
+from campaign_pipeline import RunCampaign, SendEmailCampaign, SendSmsCampaign
 
 ALL = ["premium", "regular", "new"]
 
@@ -114,6 +116,26 @@ def test_a_dry_run_cannot_require_a_real_run():
     with pytest.raises(RuntimeError, match="requires real runs, which send"):
         LeakyPreview(campaign="demo", dry_run=True).deps()
     assert LeakyPreview(campaign="demo", dry_run=False).deps()
+
+
+def test_resend_unknown_changes_what_a_run_does_not_which_task_it_is():
+    """Like gokart's ``rerun``: the flag is no part of what the task produces, so no part of
+    its id; it still works on the command line, on the channel or through RunCampaign (the
+    test above shows it resends the unknown rows)."""
+    date = datetime.date.fromisoformat(DATE)
+    plain = SendEmailCampaign(date=date)
+    with CmdlineParser.global_instance(["SendEmailCampaign", "--date", DATE, "--resend-unknown"]):
+        flagged = CmdlineParser.get_instance().get_task_obj()
+    with CmdlineParser.global_instance(
+        ["RunCampaign", "--date", DATE, "--SendEmailCampaign-resend-unknown"]
+    ):
+        required = {type(task): task for task in RunCampaign(date=date).requires()}
+
+    assert flagged.resend_unknown and not plain.resend_unknown
+    assert flagged.task_id == plain.task_id
+    assert required[SendEmailCampaign].resend_unknown
+    assert required[SendEmailCampaign].task_id == plain.task_id
+    assert not required[SendSmsCampaign].resend_unknown, "the flag is per channel"
 
 
 def campaign_run(campaign, *args: str) -> subprocess.Popen:

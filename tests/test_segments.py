@@ -65,7 +65,8 @@ def parallel(request, monkeypatch) -> str:
     return request.param
 
 
-def test_quoted_file_matches_the_reference(tmp_path, parallel):
+@pytest.mark.usefixtures("parallel")
+def test_quoted_file_matches_the_reference(tmp_path):
     path = tmp_path / "customers.csv"
     path.write_text(QUOTED_FILE, encoding="utf-8")
     assert reading.read_with_pyarrow(str(path)) is None, "needs the csv module"
@@ -91,7 +92,8 @@ def test_quoted_file_matches_the_reference(tmp_path, parallel):
     assert loaded.records_read == 13
 
 
-def test_plain_file_takes_pyarrow_and_matches_the_reference(tmp_path, parallel):
+@pytest.mark.usefixtures("parallel")
+def test_plain_file_takes_pyarrow_and_matches_the_reference(tmp_path):
     path = tmp_path / "customers.csv"
     path.write_text(PLAIN_FILE, encoding="utf-8")
     assert reading.read_with_pyarrow(str(path)) is not None
@@ -137,7 +139,8 @@ MESSY_FILE = (
 )
 
 
-def test_messy_file_rejects_only_the_bad_rows(tmp_path, parallel):
+@pytest.mark.usefixtures("parallel")
+def test_messy_file_rejects_only_the_bad_rows(tmp_path):
     path = tmp_path / "customers.csv"
     path.write_text(MESSY_FILE, encoding="utf-8")
 
@@ -183,7 +186,8 @@ def test_messy_file_rejects_only_the_bad_rows(tmp_path, parallel):
     assert loaded.records_read == 14
 
 
-def test_vanity_numbers_are_texted_when_accepted(tmp_path, parallel):
+@pytest.mark.usefixtures("parallel")
+def test_vanity_numbers_are_texted_when_accepted(tmp_path):
     path = tmp_path / "customers.csv"
     path.write_text(MESSY_FILE, encoding="utf-8")
 
@@ -193,7 +197,8 @@ def test_vanity_numbers_are_texted_when_accepted(tmp_path, parallel):
     assert customers.loc["M4", "phone_error"].endswith("a text message cannot reach an extension")
 
 
-def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path, parallel):
+@pytest.mark.usefixtures("parallel")
+def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path):
     path = tmp_path / "customers.csv"
     path.write_text(
         HEADER + row("R1", name='"Line\nbreak\nthree"') + "\n" + row("R2") + row("R2"),
@@ -208,7 +213,8 @@ def test_row_numbers_follow_the_spreadsheet_after_a_multiline_field(tmp_path, pa
     ]
 
 
-def test_a_control_character_in_any_column_rejects_the_row(tmp_path, parallel):
+@pytest.mark.usefixtures("parallel")
+def test_a_control_character_in_any_column_rejects_the_row(tmp_path):
     path = tmp_path / "customers.csv"
     header = HEADER.replace("\n", ",,\n")  # two unnamed columns, as spreadsheets export
     text = row("K1").replace("\n", ",a,\x01b\n") + row("K2").replace("\n", ",,\n")
@@ -221,7 +227,8 @@ def test_a_control_character_in_any_column_rejects_the_row(tmp_path, parallel):
     ]
 
 
-def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path, parallel):
+@pytest.mark.usefixtures("parallel")
+def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path):
     path = tmp_path / "customers.csv"
     text = row("U1", name='"Unclosed') + row("U2", name='"Closed"') + row("U3")
     path.write_text(HEADER + text, encoding="utf-8")

@@ -159,7 +159,7 @@ def test_a_misconfigured_channel_stops_and_the_fixed_rerun_sends_everyone(campai
 class NotAProvider(BaseHTTPRequestHandler):
     """Another web server: an HTML error page for every request."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         page = b"<html><body><h1>400 Bad Request</h1></body></html>"
         self.send_response(400)

@@ -8,14 +8,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from campaign_pipeline.transport import NotSent, Session
+from campaign_pipeline.exceptions import NotSentError
+from campaign_pipeline.transport import Session
 
 
 class Counting(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).seen += 1
         self.send_response(200)
@@ -50,7 +51,7 @@ def prepared(session: Session, url: str, **kwargs) -> requests.PreparedRequest:
 def test_an_error_before_the_first_byte_is_not_sent(server, headers, timeout):
     session = Session()
 
-    with pytest.raises(NotSent):
+    with pytest.raises(NotSentError):
         session.transmit(prepared(session, server, headers=headers), timeout=timeout)
 
     assert Counting.seen == 0
@@ -59,7 +60,7 @@ def test_an_error_before_the_first_byte_is_not_sent(server, headers, timeout):
 
 
 def test_an_error_after_the_request_left_is_not_called_unsent(server):
-    def broken(response, **kwargs):
+    def broken(_response, **_kwargs):
         raise LookupError("a bug while reading the answer")
 
     session = Session()

@@ -16,9 +16,9 @@ from email.utils import parsedate_to_datetime
 import requests
 from urllib3.util import parse_url
 
-from ..config import MissingSecret, secret
-from ..exceptions import PermanentError
-from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, lookup
+from ..config import secret
+from ..exceptions import MissingSecretError, SettingsError
+from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, Kind, lookup
 
 __all__ = [
     "FAILED",
@@ -28,6 +28,7 @@ __all__ = [
     "SENT",
     "STOP",
     "UNKNOWN",
+    "Kind",
     "Outcome",
     "Provider",
     "Request",
@@ -43,11 +44,16 @@ PROVIDER_URL_ENV = "CAMPAIGN_PROVIDER_URL"
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str
+    """What became of one request (see :class:`Kind`), with what the sender needs of it."""
+
+    kind: Kind
     message_id: str = ""
     error: str = ""
     retry_after: float | None = None
     culprit: int | None = None  # in a refused batch, the recipient the provider blamed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", Kind(self.kind))  # "snet" fails here, not later
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ class Provider:
         """Read a credential; a preview goes on with *stand_in* when it is not set."""
         try:
             value = secret(env_name, section, key)
-        except MissingSecret:
+        except MissingSecretError:
             if not self.preview:
                 raise
             value = stand_in
@@ -127,12 +133,13 @@ class Provider:
         return value
 
     def check(self) -> None:
-        """Raise PermanentError when the configuration cannot send anything."""
+        """Raise a PermanentError (a SettingsError, say) when the configuration cannot send
+        anything."""
         url = None
         with contextlib.suppress(ValueError):  # urllib3's parser, as requests uses it
             url = parse_url(self.base_url)
         if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise PermanentError(
+            raise SettingsError(
                 f"{self._named('base_url')} {self.configured_url!r} is not an http:// or "
                 "https:// URL with a host, e.g. https://api.example.com"
             )
@@ -170,9 +177,9 @@ class Provider:
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         """Build the request for one recipient from the rendered *parts* of the template."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement request()")
 
-    def batch_key(self, request: Request) -> object | None:
+    def batch_key(self, request: Request) -> object | None:  # noqa: ARG002 - a hook
         """Requests with equal keys can travel as one; None means this one goes alone."""
         return None
 
@@ -195,7 +202,7 @@ class Provider:
 
     def interpret(self, response: requests.Response) -> Outcome:
         if response.status_code == self.success_status:
-            return Outcome(SENT, message_id=self.message_id(response))
+            return Outcome(Kind.SENT, message_id=self.message_id(response))
         code, message = self.error_of(response)
         row = lookup(self.channel, response.status_code, code)
         kind, check = row.action, row.check
@@ -203,34 +210,35 @@ class Provider:
         if code:
             label += f" {code}"
         error = f"{label}: {message}" if message else label
-        if kind == FAILED and not self.speaks(response):
+        if kind == Kind.FAILED and not self.speaks(response):
             # a wrong server (say, an HTML error page): nothing about the recipient
-            kind, check = STOP, "base_url"
+            kind, check = Kind.STOP, "base_url"
             what = response.headers.get("Content-Type") or "no Content-Type"
             error = f"{label} with a body that is not {self.name}'s ({what})"
-        if kind in (STOP, RENEW):
+        if kind in (Kind.STOP, Kind.RENEW):
             error = f"{error.rstrip('.')}; {self.hint(check)}"
         return Outcome(
             kind,
             error=error,
-            retry_after=retry_after(response) if kind in (RATE_LIMITED, RETRY) else None,
+            retry_after=retry_after(response) if kind in (Kind.RATE_LIMITED, Kind.RETRY) else None,
             culprit=self.culprit(response),
         )
 
     def speaks(self, response: requests.Response) -> bool:
         """Whether an error answer is in the provider's own format."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement speaks()")
 
-    def culprit(self, response: requests.Response) -> int | None:
+    def culprit(self, response: requests.Response) -> int | None:  # noqa: ARG002 - a hook
         """Which recipient of a batch an error answer names, if it names one."""
         return None
 
     def message_id(self, response: requests.Response) -> str:
-        raise NotImplementedError
+        """The provider's id of the message it took, from a success response."""
+        raise NotImplementedError(f"{type(self).__name__} must implement message_id()")
 
     def error_of(self, response: requests.Response) -> tuple[str, str]:
         """Return (provider error code or "", message) from an error response."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement error_of()")
 
 
 def json_body(response: requests.Response) -> dict:

@@ -8,7 +8,7 @@ import secrets
 import requests
 
 from ..config import email_api
-from ..exceptions import PermanentError
+from ..exceptions import MessageError, SettingsError
 from . import Provider, Request, json_body
 
 # A batch shares one content template whose tags each personalization fills in. SendGrid
@@ -43,13 +43,13 @@ class EmailProvider(Provider):
     def check(self) -> None:
         super().check()
         if not self.from_email:
-            raise PermanentError(
+            raise SettingsError(
                 "[email_api] from_email is not set: SendGrid needs a verified sender"
             )
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         if not parts["subject.txt"]:
-            raise ValueError("the email subject rendered empty")
+            raise MessageError("the email subject rendered empty")
         sender = {"email": self.from_email}
         if self.from_name:
             sender["name"] = self.from_name

@@ -15,19 +15,40 @@ code: Twilio's number, FCM's ``errorCode``) and the action taken:
 
 An answer no row names falls back to its HTTP status (:func:`by_status`). The README's
 "Provider errors" table is this table, and a test keeps the two the same.
+
+The actions, with ``sent`` and ``unknown``, are the kinds of :class:`Kind`: what became of a
+request. The ledger has a vocabulary of its own, the states of a recipient's row
+(:class:`~campaign_pipeline.ledger.Status`); the sender maps the kinds that settle a row to
+the states they leave it in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-SENT = "sent"
-FAILED = "failed"
-RETRY = "retry"
-RATE_LIMITED = "rate_limited"
-STOP = "stop"
-RENEW = "renew"  # the credentials expired: renew them and send again once, else stop
-UNKNOWN = "unknown"  # no answer after the request left: it may have been delivered
+
+class Kind(StrEnum):
+    """What became of a request, as the provider's answer (or its absence) says; the
+    sender's next step follows from it. The values are the texts of the table above."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY = "retry"
+    RATE_LIMITED = "rate_limited"
+    STOP = "stop"
+    RENEW = "renew"  # the credentials expired: renew them and send again once, else stop
+    UNKNOWN = "unknown"  # no answer after the request left: it may have been delivered
+
+
+# The kinds by their names alone, as the providers and their tests use them.
+SENT = Kind.SENT
+FAILED = Kind.FAILED
+RETRY = Kind.RETRY
+RATE_LIMITED = Kind.RATE_LIMITED
+STOP = Kind.STOP
+RENEW = Kind.RENEW
+UNKNOWN = Kind.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -35,9 +56,12 @@ class ErrorRow:
     channel: str
     status: int
     code: str  # "" where the provider has no code of its own; "30xxx" is a range
-    action: str
+    action: Kind
     meaning: str
     check: str = ""  # for stop: the config keys to look at ("" = the channel's credentials)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", Kind(self.action))  # a typo fails at import
 
     def matches(self, status: int, code: str) -> bool:
         if not self.code:
@@ -114,7 +138,7 @@ ERROR_TABLE = (
 ENDPOINT_STATUSES = (404, 405, 415, 501)
 
 
-def by_status(status: int) -> str:
+def by_status(status: int) -> Kind:
     """What an HTTP status means when no row of the table names the answer."""
     if status in (401, 403) or status in ENDPOINT_STATUSES:
         return STOP
@@ -134,6 +158,6 @@ def lookup(channel: str, status: int, code: str) -> ErrorRow:
     return ErrorRow(channel, status, code, by_status(status), "not in the table", check)
 
 
-def action(channel: str, status: int, code: str) -> str:
+def action(channel: str, status: int, code: str) -> Kind:
     """The action for a provider's error answer."""
     return lookup(channel, status, code).action

@@ -21,25 +21,16 @@ import requests
 from google.oauth2 import service_account
 from urllib3.util import parse_url
 
-from ..config import MissingSecret, SettingsError
-from ..exceptions import CampaignError, PermanentError
+from ..exceptions import (
+    KeyFileError,
+    MissingSecretError,
+    TokenRefusedError,
+    TokenUnavailableError,
+)
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 KEY_FIELDS = ("client_email", "private_key", "token_uri")
 RECENT_TOKENS = 4  # tokens a request in flight may still carry after a refresh
-
-
-class KeyFileError(SettingsError):
-    """The service-account key file is missing, unreadable or not a service-account key."""
-
-
-class TokenRefused(PermanentError):
-    """The token endpoint refused the key (revoked, deleted, wrong scope): no retry helps."""
-
-
-class TokenUnavailable(CampaignError):
-    """No access token for now: the token endpoint could not be reached, or answered with
-    a transient error. The recipients stay pending, as for any transient failure."""
 
 
 def read_key_file(env_name: str, section: str, key: str) -> dict:
@@ -49,7 +40,7 @@ def read_key_file(env_name: str, section: str, key: str) -> dict:
     """
     path = os.environ.get(env_name, "")
     if not path:
-        raise MissingSecret(
+        raise MissingSecretError(
             f"environment variable {env_name} is not set (named by [{section}] {key}); "
             "export it as the path of the service account's JSON key file"
         )
@@ -153,13 +144,13 @@ class ServiceAccountTokens(requests.auth.AuthBase):
             self.credentials.refresh(self._request)
         except google.auth.exceptions.RefreshError as exc:
             if getattr(exc, "retryable", False):
-                raise TokenUnavailable(f"the token endpoint failed: {_first(exc)}") from None
-            raise TokenRefused(
+                raise TokenUnavailableError(f"the token endpoint failed: {_first(exc)}") from None
+            raise TokenRefusedError(
                 f"the token endpoint refused the service-account key ({_first(exc)}); "
                 f"check ${self.env_name}: the key may be deleted or disabled"
             ) from None
         except google.auth.exceptions.TransportError as exc:
-            raise TokenUnavailable(f"cannot reach the token endpoint: {_first(exc)}") from None
+            raise TokenUnavailableError(f"cannot reach the token endpoint: {_first(exc)}") from None
         self._recent.append(self.credentials.token)
 
 

@@ -11,8 +11,8 @@ import logging
 
 import requests
 
-from ..config import MissingSecret, push_api
-from ..exceptions import PermanentError
+from ..config import push_api
+from ..exceptions import MissingSecretError, SettingsError
 from . import Provider, Request, json_body
 from .oauth import ServiceAccountTokens, read_key_file
 
@@ -42,7 +42,7 @@ class PushProvider(Provider):
         self.env_keys["service_account_env"] = env_name
         try:
             info = read_key_file(env_name, "push_api", "service_account_env")
-        except MissingSecret:
+        except MissingSecretError:
             if not self.preview:
                 raise
             self.token = f"<access token minted from ${env_name}>"
@@ -56,7 +56,7 @@ class PushProvider(Provider):
     def check(self) -> None:
         super().check()
         if not self.project_id:
-            raise PermanentError(
+            raise SettingsError(
                 "[push_api] project_id is not set (with a service-account key, empty takes "
                 "the key file's project_id)"
             )

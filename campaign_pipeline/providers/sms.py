@@ -11,8 +11,8 @@ import re
 
 import requests
 
-from ..config import InvalidSecret, SettingsError, sms_api
-from ..exceptions import PermanentError
+from ..config import sms_api
+from ..exceptions import InvalidSecretError, MessageError, SettingsError
 from . import Provider, Request, json_body
 
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -56,30 +56,30 @@ class SmsProvider(Provider):
     def check(self) -> None:
         super().check()
         if not ACCOUNT_SID.match(self.account_sid):
-            raise InvalidSecret(
+            raise InvalidSecretError(
                 f"environment variable {self.env_keys['account_sid_env']} (named by [sms_api] "
                 "account_sid_env) does not look like AC followed by 32 hex digits, a Twilio "
                 "AccountSid"
             )
         if "api_key_sid_env" in self.env_keys and not API_KEY_SID.match(self.user):
-            raise InvalidSecret(
+            raise InvalidSecretError(
                 f"environment variable {self.env_keys['api_key_sid_env']} (named by [sms_api] "
                 "api_key_sid_env) does not look like SK followed by 32 hex digits, a Twilio "
                 "API key SID"
             )
         if self.messaging_service_sid:
             if not MESSAGING_SERVICE_SID.match(self.messaging_service_sid):
-                raise PermanentError("[sms_api] messaging_service_sid must be MG + 32 hex digits")
+                raise SettingsError("[sms_api] messaging_service_sid must be MG + 32 hex digits")
         elif not self.from_number:
-            raise PermanentError("[sms_api] needs from_number or messaging_service_sid")
+            raise SettingsError("[sms_api] needs from_number or messaging_service_sid")
 
     def account(self) -> str:
         return self.account_sid  # Twilio's limits are the account's, whatever its auth token
 
-    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
+    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:  # noqa: ARG002 - Provider.request's: an SMS carries no fields
         body = parts["body.txt"]
         if not body or len(body) > MAX_BODY:
-            raise ValueError(f"SMS body has {len(body)} characters; Twilio takes 1 to {MAX_BODY}")
+            raise MessageError(f"SMS body has {len(body)} characters; Twilio takes 1 to {MAX_BODY}")
         form = {"To": recipient, "Body": body}
         if self.messaging_service_sid:
             form["MessagingServiceSid"] = self.messaging_service_sid

@@ -18,13 +18,14 @@ import luigi
 import pytest
 import requests
 
+from campaign_pipeline.exceptions import ChannelStoppedError
 from campaign_pipeline.ledger import FAILED as FAILED_ROW
 from campaign_pipeline.ledger import PENDING, Ledger
 from campaign_pipeline.ledger import SENT as SENT_ROW
 from campaign_pipeline.ledger import UNKNOWN as UNKNOWN_ROW
 from campaign_pipeline.providers import Outcome, Provider, Request, json_body
 from campaign_pipeline.providers.errors import FAILED, RENEW, RETRY, SENT, STOP, UNKNOWN
-from campaign_pipeline.sender import ChannelSender, ChannelStopped, Settings
+from campaign_pipeline.sender import ChannelSender, Settings
 from campaign_pipeline.templates import MessageTemplate
 
 TOKEN_ENV = "UNIT_FAKE_TOKEN"
@@ -55,7 +56,7 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.script: dict[str, list[tuple[int, dict, dict]]] = {}
         self.forever: dict[str, tuple[int, dict, dict]] = {}
-        self.refused = lambda token: False
+        self.refused = lambda _token: False
         self.bad: set[str] = set()
         self.blame = True
         self.released = threading.Event()  # requests given NO_ANSWER wait for it
@@ -120,7 +121,7 @@ class ScriptedServer:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a provider's API
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+    def do_POST(self) -> None:
         scripted: ScriptedServer = self.server.scripted
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -183,14 +184,14 @@ class FakeProvider(Provider):
         self.tokens = Tokens(self.token) if renewable else None
         self.batches = batches
 
-    def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
+    def request(self, recipient: str, parts: dict[str, str], _context: dict[str, str]) -> Request:
         body = {"to": [recipient], "text": [parts["body.txt"]]}
         url = f"{self.base_url}/send"
         if self.tokens is not None:
             return Request(url=url, headers={}, json=body, fresh_auth=self.tokens)
         return Request(url=url, headers={"Authorization": f"Bearer {self.token}"}, json=body)
 
-    def batch_key(self, request: Request) -> object | None:
+    def batch_key(self, _request: Request) -> object | None:
         return "all" if self.batches else None
 
     def combine(self, requests: list[Request]) -> Request:
@@ -314,8 +315,9 @@ def test_every_row_is_sent_once_by_as_many_threads_as_configured(tmp_path, serve
     assert {seen.token for seen in server.seen} == {token}
 
 
+@pytest.mark.usefixtures("token")
 def test_a_transient_failure_waits_in_the_delay_queue_while_others_are_sent(
-    tmp_path, server, token, ledger
+    tmp_path, server, ledger
 ):
     customers(ledger, 3)
     server.answer("r0", UNAVAILABLE)
@@ -330,9 +332,8 @@ def test_a_transient_failure_waits_in_the_delay_queue_while_others_are_sent(
     assert sender.counts == Counter({SENT: 3, RETRY: 1})
 
 
-def test_a_recipient_still_failing_after_its_attempts_stays_pending(
-    tmp_path, server, token, ledger
-):
+@pytest.mark.usefixtures("token")
+def test_a_recipient_still_failing_after_its_attempts_stays_pending(tmp_path, server, ledger):
     customers(ledger, 3)
     server.forever["r1"] = UNAVAILABLE
 
@@ -346,7 +347,8 @@ def test_a_recipient_still_failing_after_its_attempts_stays_pending(
     assert sender.counts == Counter({SENT: 2, RETRY: 2, "exhausted": 1})
 
 
-def test_a_429_waits_as_told_and_does_not_use_an_attempt(tmp_path, server, token, ledger):
+@pytest.mark.usefixtures("token")
+def test_a_429_waits_as_told_and_does_not_use_an_attempt(tmp_path, server, ledger):
     customers(ledger, 2)
     busy = (429, {"error": {"code": "RATE", "message": "slow down"}}, {"Retry-After": "0.05"})
     server.answer("r0", busy, busy)
@@ -367,7 +369,7 @@ def test_a_stop_answer_stops_the_channel_and_leaves_the_rest_pending(
     echo = {"error": {"code": "AUTH", "message": f"bad token {token}"}}  # echoes the credential
     server.answer("r1", (401, echo, {}))
 
-    with pytest.raises(ChannelStopped) as stopped:
+    with pytest.raises(ChannelStoppedError) as stopped:
         send(tmp_path, FakeProvider(server.base_url), ledger)
 
     assert str(stopped.value) == (
@@ -394,12 +396,13 @@ def test_an_expired_token_is_renewed_once_and_the_message_goes(tmp_path, server,
     assert sender.counts == Counter({SENT: 3})
 
 
-def test_a_token_refused_again_after_renewal_stops_the_channel(tmp_path, server, token, ledger):
+@pytest.mark.usefixtures("token")
+def test_a_token_refused_again_after_renewal_stops_the_channel(tmp_path, server, ledger):
     customers(ledger, 3)
-    server.refused = lambda sent: True
+    server.refused = lambda _token: True
     provider = FakeProvider(server.base_url, renewable=True)
 
-    with pytest.raises(ChannelStopped, match=r"\(also with a new access token\)"):
+    with pytest.raises(ChannelStoppedError, match=r"\(also with a new access token\)"):
         send(tmp_path, provider, ledger)
 
     assert len(server.seen) == 2 and len(provider.tokens.minted) == 2
@@ -410,7 +413,7 @@ def test_an_expired_static_token_stops_the_channel_at_once(tmp_path, server, tok
     customers(ledger, 3)
     server.refused = lambda sent: sent == token
 
-    with pytest.raises(ChannelStopped) as stopped:
+    with pytest.raises(ChannelStoppedError) as stopped:
         send(tmp_path, FakeProvider(server.base_url), ledger)
 
     assert str(stopped.value).endswith(f"; check ${TOKEN_ENV} ([fake_api] token_env)")
@@ -418,7 +421,8 @@ def test_an_expired_static_token_stops_the_channel_at_once(tmp_path, server, tok
     assert {status for status, _ in statuses(ledger).values()} == {PENDING}
 
 
-def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, token, ledger):
+@pytest.mark.usefixtures("token")
+def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, ledger):
     customers(ledger, 3, points={"r1": 0})
 
     sender = send(tmp_path, FakeProvider(server.base_url), ledger)
@@ -433,7 +437,8 @@ def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, 
     assert sender.counts == Counter({SENT: 2, FAILED: 1})
 
 
-def test_a_request_left_unanswered_is_sent_again_by_default(tmp_path, server, token, ledger):
+@pytest.mark.usefixtures("token")
+def test_a_request_left_unanswered_is_sent_again_by_default(tmp_path, server, ledger):
     customers(ledger, 2)
     server.answer("r0", NO_ANSWER)
 
@@ -444,9 +449,8 @@ def test_a_request_left_unanswered_is_sent_again_by_default(tmp_path, server, to
     assert sender.last_transient_error.startswith("ReadTimeout: ")
 
 
-def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(
-    tmp_path, server, token, ledger
-):
+@pytest.mark.usefixtures("token")
+def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(tmp_path, server, ledger):
     customers(ledger, 2)
     server.answer("r0", NO_ANSWER)
 
@@ -463,8 +467,9 @@ def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(
     assert sender.counts == Counter({SENT: 1, UNKNOWN: 1})
 
 
+@pytest.mark.usefixtures("token")
 def test_a_refused_batch_fails_the_recipient_it_names_and_sends_the_others_once(
-    tmp_path, server, token, ledger
+    tmp_path, server, ledger
 ):
     customers(ledger, 4)
     server.bad = {"r2"}
@@ -486,8 +491,9 @@ def test_a_refused_batch_fails_the_recipient_it_names_and_sends_the_others_once(
     assert sender.counts == Counter({SENT: 3, FAILED: 1})
 
 
+@pytest.mark.usefixtures("token")
 def test_a_refused_batch_naming_nobody_is_halved_until_the_bad_one_is_alone(
-    tmp_path, server, token, ledger
+    tmp_path, server, ledger
 ):
     customers(ledger, 4)
     server.bad, server.blame = {"r2"}, False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from campaign_pipeline.exceptions import LedgerBusyError
 from campaign_pipeline.ledger import (
     FAILED,
     IN_FLIGHT,
@@ -14,7 +15,6 @@ from campaign_pipeline.ledger import (
     SKIPPED,
     UNKNOWN,
     Ledger,
-    LedgerBusy,
 )
 
 
@@ -159,7 +159,7 @@ def test_fail_pending_fails_an_unsent_row_only(ledger):
 
 
 def test_a_second_run_of_the_channel_cannot_open_the_ledger(path, ledger):
-    with pytest.raises(LedgerBusy, match="is in use by another run of this channel"):
+    with pytest.raises(LedgerBusyError, match="is in use by another run of this channel"):
         Ledger(path)
 
     ledger.close()

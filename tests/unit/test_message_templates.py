@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from campaign_pipeline import channels
-from campaign_pipeline.templates import MessageTemplate, TemplateError
+from campaign_pipeline.exceptions import MessageError, TemplateError
+from campaign_pipeline.templates import MessageTemplate
 
 
 def template(root: Path, channel: str = "sms", **parts: str) -> MessageTemplate:
@@ -59,7 +60,7 @@ def test_a_render_error_names_the_part_and_line_and_is_that_customers_alone(tmp_
     body = template(tmp_path, body_txt="Hi {{ first_name }},\n{{ 100 // points }} points off")
     body.check({"first_name", "points"})
 
-    with pytest.raises(TemplateError) as refused:
+    with pytest.raises(MessageError) as refused:
         body.render({"first_name": "Ann", "points": 0})
 
     assert str(refused.value) == (

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
-from campaign_pipeline.config import InvalidSecret, SettingsError
-from campaign_pipeline.exceptions import PermanentError
+from campaign_pipeline.exceptions import InvalidSecretError, PermanentError, SettingsError
 from campaign_pipeline.providers import MAX_RATE_LIMIT_WAIT, retry_after
 from campaign_pipeline.providers.email import MAX_SUBSTITUTIONS
 from campaign_pipeline.providers.errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP
@@ -42,7 +41,7 @@ HTML_PAGE = {
 
 def in_seconds(seconds: float) -> str:
     """An HTTP date *seconds* from now, as a Retry-After header carries it."""
-    return format_datetime(datetime.now(timezone.utc) + timedelta(seconds=seconds), usegmt=True)
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
 
 
 # -- Retry-After and X-RateLimit-Reset ---------------------------------------------------------
@@ -364,7 +363,7 @@ def test_a_malformed_account_sid_is_named_by_its_variable_never_shown(monkeypatc
     sms = sms_provider(monkeypatch)
     sms.account_sid = "AC-not-hex"  # what a wrong value in the variable gives
 
-    with pytest.raises(InvalidSecret) as refused:
+    with pytest.raises(InvalidSecretError) as refused:
         sms.check()
 
     assert f"environment variable {SMS_SID_ENV} (named by [sms_api] account_sid_env)" in str(
