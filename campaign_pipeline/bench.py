@@ -64,15 +64,7 @@ class Bench:
         }
 
     def sandbox(self, **options) -> Sandbox:
-        return Sandbox(
-            SandboxConfig(
-                email_token=self.credentials["EMAIL_API_TOKEN"],
-                sms_account_sid=self.credentials["SMS_API_ACCOUNT_SID"],
-                sms_auth_token=self.credentials["SMS_API_AUTH_TOKEN"],
-                push_token=self.credentials["PUSH_API_TOKEN"],
-                **options,
-            )
-        ).start()
+        return Sandbox(SandboxConfig.from_env(self.credentials, **options)).start()
 
     def configure(self, name: str, customers: Path, sandbox: Sandbox, **sections) -> Path:
         """An override file for one run: its own output folder, the sandbox's address."""

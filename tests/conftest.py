@@ -78,9 +78,10 @@ class Campaign:
         self.folder = root / "runs" / "test" / DATE
         self.settings: dict[str, dict[str, object]] = {}
 
-    def start_sandbox(self, **options) -> Sandbox:
+    def start_sandbox(self, credentials=None, **options) -> Sandbox:
+        """*credentials*: variables the sandbox accepts besides the campaign's."""
         options.setdefault("limits", unlimited())
-        self.sandbox = self._sandbox_factory(**options)
+        self.sandbox = self._sandbox_factory(credentials, **options)
         url = self.sandbox.base_url
         fast = {
             "base_url": url,
@@ -179,14 +180,8 @@ def _cfg_value(value: object) -> str:
 def campaign(tmp_path, credentials):
     started: list[Sandbox] = []
 
-    def factory(**options) -> Sandbox:
-        config = SandboxConfig(
-            email_token=credentials["EMAIL_API_TOKEN"],
-            sms_account_sid=credentials["SMS_API_ACCOUNT_SID"],
-            sms_auth_token=credentials["SMS_API_AUTH_TOKEN"],
-            push_token=credentials["PUSH_API_TOKEN"],
-            **options,
-        )
+    def factory(credentials_besides=None, **options) -> Sandbox:
+        config = SandboxConfig.from_env({**credentials, **(credentials_besides or {})}, **options)
         started.append(Sandbox(config).start())
         return started[-1]
 
