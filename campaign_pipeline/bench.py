@@ -11,13 +11,10 @@ that matters and its target, and writes the same as JSON. ``--quick`` scales eve
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import os
 import platform
 import resource
-import secrets
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -27,13 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import sample_data
-from .sandbox import ChannelLimit, Sandbox, SandboxConfig, default_limits
+from .sandbox import ChannelLimit, Sandbox, default_limits
+from .testing import CHANNELS, REPO, TASKS, Campaign, kill_group, new_credentials, unlimited
 
-REPO = Path(__file__).resolve().parent.parent
-LUIGI = str(Path(sys.executable).parent / "luigi")
-DATE = "2026-11-25"
-CHANNELS = ("email", "sms", "push")
-TASKS = {"email": "SendEmailCampaign", "sms": "SendSmsCampaign", "push": "SendPushNotification"}
 # Segments of the generated customers are 20 % premium, 50 % regular, 30 % new: these targets
 # give each channel about the same sending time at the default limits (email 10/s on all,
 # SMS 5/s on half, push 2/s on a fifth).
@@ -52,74 +45,34 @@ class Figure:
 
 
 class Bench:
-    """A workspace of generated customers, a config override and a sandbox per run."""
+    """Generated customers and, per run, a workspace (:class:`Campaign`) with its own config
+    override and sandbox, all under *root*."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.credentials = {
-            "EMAIL_API_TOKEN": "bench-" + secrets.token_hex(16),
-            "SMS_API_ACCOUNT_SID": "AC" + secrets.token_hex(16),
-            "SMS_API_AUTH_TOKEN": secrets.token_hex(16),
-            "PUSH_API_TOKEN": "bench-" + secrets.token_hex(16),
-        }
+        self.credentials = new_credentials()
 
-    def sandbox(self, **options) -> Sandbox:
-        return Sandbox(
-            SandboxConfig(
-                email_token=self.credentials["EMAIL_API_TOKEN"],
-                sms_account_sid=self.credentials["SMS_API_ACCOUNT_SID"],
-                sms_auth_token=self.credentials["SMS_API_AUTH_TOKEN"],
-                push_token=self.credentials["PUSH_API_TOKEN"],
-                **options,
-            )
-        ).start()
+    def campaign(self, name: str, customers: Path, **sandbox_options) -> Campaign:
+        """The workspace of the run *name* on *customers*, its sandbox started with
+        *sandbox_options*: every provider points at it, one luigi retry, each channel's
+        target segments."""
+        campaign = Campaign(self.root / name, self.credentials, name=name, customers_path=customers)
+        campaign.serve(**sandbox_options)
+        campaign.configure(
+            scheduler={"retry_count": "1"},
+            rate_limits={"bucket_dir": str(self.root / "rate-limits")},  # one for every run
+            **{TASKS[c]: {"target_segments": json.dumps(TARGETS[c])} for c in CHANNELS},
+        )
+        return campaign
 
-    def configure(self, name: str, customers: Path, sandbox: Sandbox, **sections) -> Path:
-        """An override file for one run: its own output folder, the sandbox's address."""
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.optionxform = str
-        parser["campaign"] = {
-            "name": name,
-            "input_path": str(customers),
-            "output_dir": str(self.root / "runs"),
-        }
-        parser["scheduler"] = {"retry_count": "1"}
-        parser["rate_limits"] = {"bucket_dir": str(self.root / "rate-limits")}
-        for channel in CHANNELS:
-            parser[f"{channel}_api"] = {"base_url": sandbox.base_url}
-            parser[TASKS[channel]] = {"target_segments": json.dumps(TARGETS[channel])}
-        for section, values in sections.items():
-            parser[section] = {**parser[section], **values} if section in parser else values
-        path = self.root / f"{name}.cfg"
-        with path.open("w") as handle:
-            parser.write(handle)
-        return path
-
-    def command(self, task: str, *args: str) -> list[str]:
-        return [
-            LUIGI,
-            "--module",
-            "campaign_pipeline",
-            task,
-            "--local-scheduler",
-            "--no-lock",
-            "--date",
-            DATE,
-            *args,
-        ]
-
-    def env(self, config: Path) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI")}
-        return {**env, **self.credentials, "LUIGI_CONFIG_PATH": str(config)}
-
-    def run(self, config: Path, task: str = "RunCampaign") -> dict:
+    def run(self, campaign: Campaign, task: str = "RunCampaign") -> dict:
         """Run luigi in a wrapper that reports wall time and the peak RSS of its processes."""
         report = self.root / "measure.json"
         wrapper = [sys.executable, "-m", "campaign_pipeline.bench", "--measure", str(report), "--"]
         subprocess.run(
-            [*wrapper, *self.command(task)],
+            [*wrapper, *campaign.command(task=task)],
             cwd=REPO,
-            env=self.env(config),
+            env=campaign.env(),
             stdout=subprocess.DEVNULL,
             stderr=(self.root / "luigi.log").open("a"),
             check=False,
@@ -128,9 +81,6 @@ class Bench:
         if result["code"] != 0:
             raise RuntimeError(f"{task} failed (exit {result['code']}); see {self.root}/luigi.log")
         return result
-
-    def folder(self, name: str) -> Path:
-        return self.root / "runs" / name / DATE
 
 
 def measure(report: Path, command: list[str]) -> int:
@@ -174,9 +124,11 @@ def send_rate_and_fan_out(bench: Bench, seconds: float) -> list[Figure]:
     limits = {"limits": default_limits(), "latency_ms": 250, "latency_jitter": 0.5}
     unbatched = {"email_api": {"batch_size": "1"}}
 
-    sandbox = bench.sandbox(**limits)
-    together = bench.run(bench.configure("rate", customers, sandbox, **unbatched))
-    sandbox.stop()
+    run = bench.campaign("rate", customers, **limits)
+    run.configure(**unbatched)
+    together = bench.run(run)
+    run.close()
+    sandbox = run.sandbox
     figures, spans = [], {}
     for channel, limit in default_limits().items():
         times = [r["received_at"] for r in sandbox.accepted() if r["channel"] == channel]
@@ -196,9 +148,10 @@ def send_rate_and_fan_out(bench: Bench, seconds: float) -> list[Figure]:
         )
 
     slowest = max(spans, key=spans.get)
-    sandbox = bench.sandbox(**limits)
-    alone = bench.run(bench.configure("alone", customers, sandbox, **unbatched), TASKS[slowest])
-    sandbox.stop()
+    run = bench.campaign("alone", customers, **limits)
+    run.configure(**unbatched)
+    alone = bench.run(run, TASKS[slowest])
+    run.close()
     ratio = together["wall"] / alone["wall"]
     figures.append(
         Figure(
@@ -220,14 +173,17 @@ def email_batching(bench: Bench, requests: int, unbatched: float) -> Figure:
     customers = bench.root / "batch.csv"
     with customers.open("w") as handle:
         sample_data.write(handle, sample_data.customers(rows, seed=12, dirty=False))
-    sandbox = bench.sandbox(
-        limits={"email": ChannelLimit(10, 50), "sms": None, "push": None},
+    run = bench.campaign(
+        "batch",
+        customers,
+        limits={**unlimited(), "email": ChannelLimit(10, 50)},
         latency_ms=250,
         latency_jitter=0.5,
     )
-    config = bench.configure("batch", customers, sandbox, email_api={"batch_size": "100"})
-    bench.run(config, task="SendEmailCampaign")
-    sandbox.stop()
+    run.configure(email_api={"batch_size": "100"})
+    bench.run(run, task="SendEmailCampaign")
+    run.close()
+    sandbox = run.sandbox
     rate = sustained_rate([r["received_at"] for r in sandbox.accepted()])
     ratio = rate / unbatched
     refused = sandbox.stats()["email"]["rate_limited"]
@@ -312,11 +268,12 @@ def load_segments_child(path: str) -> None:
 
 def million(bench: Bench, customers: Path) -> list[Figure]:
     """5. a big email channel, no limits; 6. its no-op rerun; 7. resuming it half sent."""
-    sandbox = bench.sandbox(limits={c: None for c in CHANNELS}, keep_messages=False)
-    unlimited = {"rate_per_second": "1000000", "burst": "1000"}  # the loop itself, no limit
-    config = bench.configure("million", customers, sandbox, email_api=unlimited)
-    loaded = bench.run(config, task="LoadSegments")  # on its own: its RSS is not the loop's
-    done = bench.run(config, task="SendEmailCampaign")
+    run = bench.campaign("million", customers, limits=unlimited(), keep_messages=False)
+    sandbox = run.sandbox
+    # the loop itself, no limit
+    run.configure(email_api={"rate_per_second": "1000000", "burst": "1000"})
+    loaded = bench.run(run, task="LoadSegments")  # on its own: its RSS is not the loop's
+    done = bench.run(run, task="SendEmailCampaign")
     stats = sandbox.stats()["email"]
     span = stats["last_request_at"] - stats["first_request_at"]
     per_second = stats["accepted"] / span
@@ -342,7 +299,7 @@ def million(bench: Bench, customers: Path) -> list[Figure]:
         ),
     ]
     before = stats["requests"]
-    rerun = bench.run(config, task="SendEmailCampaign")
+    rerun = bench.run(run, task="SendEmailCampaign")
     sent = sandbox.stats()["email"]["requests"] - before
     figures.append(
         Figure(
@@ -355,14 +312,14 @@ def million(bench: Bench, customers: Path) -> list[Figure]:
             f"{sent} requests",
         )
     )
-    figures.append(resume(bench, config, sandbox))
-    sandbox.stop()
+    figures.append(resume(run, sandbox))
+    run.close()
     return figures
 
 
-def resume(bench: Bench, config: Path, sandbox: Sandbox) -> Figure:
+def resume(run: Campaign, sandbox: Sandbox) -> Figure:
     """7. Put half of the ledger back to pending and time the first new request."""
-    folder = bench.folder("million")
+    folder = run.folder
     (folder / "email_results.csv").unlink()
     with sqlite3.connect(folder / "email_ledger.sqlite") as db:
         db.execute(
@@ -371,20 +328,12 @@ def resume(bench: Bench, config: Path, sandbox: Sandbox) -> Figure:
         )
     before = sandbox.stats()["email"]["requests"]
     started = time.time()
-    running = subprocess.Popen(
-        bench.command("SendEmailCampaign"),
-        cwd=REPO,
-        env=bench.env(config),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    running = run.start(task="SendEmailCampaign")
     while sandbox.stats()["email"]["requests"] == before and running.poll() is None:
         time.sleep(0.005)
     stats = sandbox.stats()["email"]
     waited = stats["last_request_at"] - started if stats["requests"] > before else float("nan")
-    os.killpg(running.pid, signal.SIGKILL)  # the rest would only repeat figure 5
-    running.wait()
+    kill_group(running)  # the rest would only repeat figure 5
     return Figure(
         "resume: first new request, half of the ledger sent",
         round(waited, 2),

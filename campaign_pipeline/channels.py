@@ -105,7 +105,7 @@ EMAIL = register(
         EmailProvider,
         email_api,
         parts=(("subject.txt",), ("body.txt", "body.html")),
-        sandbox="campaign_pipeline.sandbox:EmailEndpoint",
+        sandbox="campaign_pipeline.sandbox.sendgrid:EmailEndpoint",
         summary="Send the email campaign through SendGrid v3 mail/send, in batches.",
     )
 )
@@ -116,7 +116,7 @@ SMS = register(
         SmsProvider,
         sms_api,
         parts=(("body.txt",),),
-        sandbox="campaign_pipeline.sandbox:SmsEndpoint",
+        sandbox="campaign_pipeline.sandbox.twilio:SmsEndpoint",
         summary="Send the SMS campaign through Twilio's Messages API.",
     )
 )
@@ -127,7 +127,7 @@ PUSH = register(
         PushProvider,
         push_api,
         parts=(("title.txt",), ("body.txt",)),
-        sandbox="campaign_pipeline.sandbox:PushEndpoint",
+        sandbox="campaign_pipeline.sandbox.fcm:PushEndpoint",
         summary="Send the push notification through FCM HTTP v1.",
     )
 )

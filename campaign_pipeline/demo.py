@@ -89,11 +89,8 @@ def start_sandbox(args: argparse.Namespace, credentials: dict[str, str]) -> Sand
         "sms": ChannelLimit(args.rate, burst),
         "push": ChannelLimit(args.rate, burst),
     }
-    config = SandboxConfig(
-        email_token=credentials["EMAIL_API_TOKEN"],
-        sms_account_sid=credentials["SMS_API_ACCOUNT_SID"],
-        sms_auth_token=credentials["SMS_API_AUTH_TOKEN"],
-        push_token=credentials["PUSH_API_TOKEN"],
+    config = SandboxConfig.from_env(
+        credentials,
         port=0,
         limits=limits,
         latency_ms=args.latency_ms,

@@ -1,36 +1,36 @@
 """Fixtures: a real sandbox provider on 127.0.0.1 and real ``luigi`` CLI runs against it.
 
-Each test gets its own sandbox (port 0) and a workspace folder holding its customer file,
-its run folders and a ``LUIGI_CONFIG_PATH`` override layered on the repository's own
-``luigi.cfg``, with small rate limits and retry delays.
+Each test gets its own workspace (:class:`campaign_pipeline.testing.Campaign`): a folder
+holding its customer file, its run folders and a ``LUIGI_CONFIG_PATH`` override layered on the
+repository's own ``luigi.cfg``, with small rate limits and retry delays, and its own sandbox
+(port 0).
 """
 
 from __future__ import annotations
 
-import configparser
-import csv
-import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from campaign_pipeline import sample_data
-from campaign_pipeline.sandbox import ChannelLimit, Sandbox, SandboxConfig
+from campaign_pipeline.testing import (
+    CHANNELS,
+    DATE,
+    LUIGI,
+    REPO,
+    TASKS,
+    Campaign,
+    free_port,
+    kill_group,
+    new_credentials,
+    unlimited,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-LUIGI = str(Path(sys.executable).parent / "luigi")
-DATE = "2026-11-25"
-CHANNELS = ("email", "sms", "push")
-TASKS = {"email": "SendEmailCampaign", "sms": "SendSmsCampaign", "push": "SendPushNotification"}
+__all__ = ["CHANNELS", "DATE", "LUIGI", "REPO", "TASKS", "Campaign", "kill_group", "unlimited"]
+
 RETCODE = {"missing_data": 20, "task_failed": 30}
 TOKEN = "dGVzdHRva2Vu:APA91b" + "Q" * 60
 # A customer file with a bit of everything the loader must catch: a BOM, odd header case and
@@ -66,153 +66,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def credentials() -> dict[str, str]:
     """Random credentials: a test that finds one of these in an output found a leak."""
-    return {
-        "EMAIL_API_TOKEN": "email-" + secrets.token_hex(16),
-        "SMS_API_ACCOUNT_SID": "AC" + secrets.token_hex(16),
-        "SMS_API_AUTH_TOKEN": "smsauth-" + secrets.token_hex(16),
-        "PUSH_API_TOKEN": "push-" + secrets.token_hex(16),
-    }
-
-
-def unlimited() -> dict[str, ChannelLimit | None]:
-    return {channel: None for channel in CHANNELS}
-
-
-class Campaign:
-    """One test's workspace: customer file, config override, luigi runs, results."""
-
-    def __init__(self, root: Path, credentials: dict[str, str], sandbox_factory):
-        self.root = root
-        self.credentials = credentials
-        self._sandbox_factory = sandbox_factory
-        self.sandbox: Sandbox | None = None
-        self.customers_path = root / "customers.csv"
-        self.config_path = root / "override.cfg"
-        self.folder = root / "runs" / "test" / DATE
-        self.settings: dict[str, dict[str, object]] = {}
-
-    def start_sandbox(self, **options) -> Sandbox:
-        options.setdefault("limits", unlimited())
-        self.sandbox = self._sandbox_factory(**options)
-        url = self.sandbox.base_url
-        fast = {
-            "base_url": url,
-            "rate_per_second": 1000,
-            "burst": 100,
-            "timeout_seconds": 5,
-            "retry_attempts": 2,
-            "retry_delay_seconds": 0.2,
-        }
-        self.configure(
-            scheduler={"retry_count": 1, "retry_delay": 1},
-            worker={
-                "wait_interval": 0.1,
-                "wait_jitter": 0.1,
-                "max_keep_alive_idle_duration": "PT3S",
-            },
-            campaign={
-                "name": "test",
-                "input_path": str(self.customers_path),
-                "output_dir": str(self.root / "runs"),
-            },
-            rate_limits={"bucket_dir": str(self.root / "rate-limits")},
-            email_api={**fast, "batch_size": 1},  # batching has tests of its own
-            sms_api=fast,
-            push_api=fast,
-        )
-        return self.sandbox
-
-    def configure(self, **sections: dict[str, object]) -> None:
-        """Merge settings into the override file (section names as in luigi.cfg)."""
-        for section, values in sections.items():
-            self.settings.setdefault(section, {}).update(values)
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.optionxform = str  # luigi task sections are case-sensitive
-        for section, values in self.settings.items():
-            parser[section] = {key: _cfg_value(value) for key, value in values.items()}
-        with self.config_path.open("w") as handle:
-            parser.write(handle)
-
-    def write_customers(self, rows: int = 60, dirty: bool = False, seed: int = 3) -> list[dict]:
-        customers = list(sample_data.customers(rows, seed=seed, dirty=dirty))
-        with self.customers_path.open("w", newline="") as handle:
-            sample_data.write(handle, iter(customers))
-        return customers
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI")}
-        env.update(self.credentials)
-        env["LUIGI_CONFIG_PATH"] = str(self.config_path)
-        env.update(overrides)
-        return env
-
-    def command(self, *args: str, task: str = "RunCampaign", date: str = DATE) -> list[str]:
-        flags = ["--local-scheduler", "--no-lock", "--date", date]
-        return [LUIGI, "--module", "campaign_pipeline", task, *flags, *args]
-
-    def run(self, *args: str, env: dict | None = None, timeout: float = 120, cwd=REPO, **kw):
-        """Run the campaign through the luigi CLI; return the CompletedProcess."""
-        return subprocess.run(
-            self.command(*args, **kw),
-            cwd=cwd,
-            env=env or self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def start(self, *args: str) -> subprocess.Popen:
-        """Start the campaign in its own process group, so a test can SIGKILL all of it."""
-        return subprocess.Popen(
-            self.command(*args),
-            cwd=REPO,
-            env=self.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def results(self, channel: str) -> list[dict]:
-        with (self.folder / f"{channel}_results.csv").open(newline="") as handle:
-            return list(csv.DictReader(handle))
-
-    def accepted(self, channel: str) -> Counter:
-        """How many times the sandbox accepted a message for each recipient of *channel*."""
-        return Counter(r["recipient"] for r in self.sandbox.accepted() if r["channel"] == channel)
-
-    def requests(self, channel: str) -> int:
-        return self.sandbox.stats()[channel]["requests"]
-
-
-def _cfg_value(value: object) -> str:
-    return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return new_credentials()
 
 
 @pytest.fixture
 def campaign(tmp_path, credentials):
-    started: list[Sandbox] = []
-
-    def factory(**options) -> Sandbox:
-        config = SandboxConfig(
-            email_token=credentials["EMAIL_API_TOKEN"],
-            sms_account_sid=credentials["SMS_API_ACCOUNT_SID"],
-            sms_auth_token=credentials["SMS_API_AUTH_TOKEN"],
-            push_token=credentials["PUSH_API_TOKEN"],
-            **options,
-        )
-        started.append(Sandbox(config).start())
-        return started[-1]
-
-    yield Campaign(tmp_path, credentials, factory)
-    for sandbox in started:
-        sandbox.stop()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound and released at once)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    workspace = Campaign(tmp_path, credentials)
+    yield workspace
+    workspace.close()
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -222,11 +83,6 @@ def wait_for(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
 
 
 PRISM_VERSION = "5.16.0"

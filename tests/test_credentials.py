@@ -29,11 +29,12 @@ from campaign_pipeline.providers.oauth import FCM_SCOPE, read_key_file
 from campaign_pipeline.providers.push import PushProvider
 from campaign_pipeline.providers.sms import SmsProvider
 from campaign_pipeline.sandbox import ErrorRule
-from campaign_pipeline.sandbox_oauth import GOOGLE_TOKEN_URI, JWT_BEARER, new_key
+from campaign_pipeline.sandbox.oauth import GOOGLE_TOKEN_URI, JWT_BEARER, new_key
 
 KEY_VAR = "GOOGLE_APPLICATION_CREDENTIALS"
 API_KEY_SID = "SK" + "0123456789abcdef" * 2
 API_KEY_SECRET = "api-key-secret-" + "f" * 16
+API_KEY = {"SMS_API_KEY_SID": API_KEY_SID, "SMS_API_KEY_SECRET": API_KEY_SECRET}  # the sandbox's
 
 
 def with_service_account(campaign, key: dict | None = None, **push) -> dict:
@@ -310,7 +311,7 @@ def with_api_key(campaign, secret: str = API_KEY_SECRET) -> dict:
 
 def test_sms_sends_with_a_twilio_api_key(campaign):
     campaign.write_customers(rows=10)
-    campaign.start_sandbox(sms_api_key_sid=API_KEY_SID, sms_api_key_secret=API_KEY_SECRET)
+    campaign.start_sandbox(credentials=API_KEY)
 
     done = campaign.run(env=with_api_key(campaign), task="SendSmsCampaign")
 
@@ -321,9 +322,7 @@ def test_sms_sends_with_a_twilio_api_key(campaign):
 
 def test_a_wrong_api_key_secret_stops_sms_naming_the_key_variables_never_the_values(campaign):
     campaign.write_customers(rows=10)
-    campaign.start_sandbox(
-        sms_api_key_sid=API_KEY_SID, sms_api_key_secret=API_KEY_SECRET, echo_credentials=True
-    )
+    campaign.start_sandbox(credentials=API_KEY, echo_credentials=True)
     wrong = "wrong-secret-" + "a" * 20
 
     done = campaign.run(env=with_api_key(campaign, wrong), task="SendSmsCampaign")

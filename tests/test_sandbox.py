@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from campaign_pipeline.sandbox import ChannelLimit, Sandbox, SandboxConfig, TokenBucket
+from campaign_pipeline.sandbox import (
+    ENDPOINTS,
+    ChannelLimit,
+    Endpoint,
+    Message,
+    MissingCredentialsError,
+    RejectedError,
+    Reply,
+    Sandbox,
+    SandboxConfig,
+    TokenBucket,
+    demo_credentials,
+    option_parser,
+)
+from campaign_pipeline.sandbox.endpoint import bearer_ok, load_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EMAIL_TOKEN = "SG.test-email-token"
@@ -20,18 +35,16 @@ AUTH_TOKEN = "test-auth-token"
 PUSH_TOKEN = "test-push-token"
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
 NO_LIMITS = {"email": None, "sms": None, "push": None}
+CREDENTIALS = {
+    "EMAIL_API_TOKEN": EMAIL_TOKEN,
+    "SMS_API_ACCOUNT_SID": ACCOUNT_SID,
+    "SMS_API_AUTH_TOKEN": AUTH_TOKEN,
+    "PUSH_API_TOKEN": PUSH_TOKEN,
+}
 
 
 def make_config(**overrides) -> SandboxConfig:
-    values = dict(
-        email_token=EMAIL_TOKEN,
-        sms_account_sid=ACCOUNT_SID,
-        sms_auth_token=AUTH_TOKEN,
-        push_token=PUSH_TOKEN,
-        limits=dict(NO_LIMITS),
-    )
-    values.update(overrides)
-    return SandboxConfig(**values)
+    return SandboxConfig.from_env(CREDENTIALS, **{"limits": dict(NO_LIMITS), **overrides})
 
 
 @pytest.fixture
@@ -255,17 +268,97 @@ def test_unknown_route_is_404(sandbox):
     assert requests.get(f"{sandbox.base_url}/v3/nothing", timeout=5).status_code == 404
 
 
+# -- A fourth provider, declared here: the sandbox serves any list of endpoint classes --------
+
+
+class ChatEndpoint(Endpoint):
+    """A made-up chat provider: ``POST /chat/send`` with a Bearer token and ``{"to", "text"}``."""
+
+    channel = "chat"
+    provider = "Chat"
+    route = re.compile(r"/chat/send")
+    content_type = "application/json"
+    limit = ChannelLimit(0.001, 2)
+    credential_vars = ("CHAT_API_TOKEN",)
+
+    def authorized(self, headers, params) -> bool:
+        return bearer_ok(headers, self.credential("CHAT_API_TOKEN"))
+
+    def unauthorized(self) -> Reply:
+        return Reply(401, {"error": "unauthorized"})
+
+    def rate_limited(self, wait: float, burst: int) -> Reply:
+        return Reply(429, {"error": "slow down"})
+
+    def unavailable(self) -> Reply:
+        return Reply(503, {"error": "unavailable"})
+
+    def error(self, status: int, code: str) -> Reply:
+        return Reply(status, {"error": code})
+
+    def unsupported_media(self) -> Reply:
+        return Reply(415, {"error": "json only"})
+
+    def recipients(self, body: bytes) -> list[str]:
+        data = load_json(body)
+        return [data["to"]] if isinstance(data, dict) and isinstance(data.get("to"), str) else []
+
+    def parse(self, body: bytes, params) -> list[Message]:
+        to = self.recipients(body)
+        if not to:
+            raise RejectedError(Reply(400, {"error": "to is required"}))
+        return [Message(to[0], None, None, load_json(body))]
+
+    def respond(self, messages, params) -> tuple[Reply, str]:
+        return Reply(200, {"id": "chat-1"}), "chat-1"
+
+
+FOUR = [*ENDPOINTS, ChatEndpoint]
+CHAT_TOKEN = "chat-token-" + "c" * 16
+
+
+def send_chat(box: Sandbox, to: str, token: str = CHAT_TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"to": to, "text": "hi"}
+    return requests.post(f"{box.base_url}/chat/send", json=body, headers=headers, timeout=5)
+
+
+def test_a_fourth_endpoint_is_served_next_to_the_three_with_its_own_credential_and_limit():
+    env = {**CREDENTIALS, "CHAT_API_TOKEN": CHAT_TOKEN, "UNRELATED_SECRET": "x"}
+    config = SandboxConfig.from_env(env, FOUR)
+    assert config.credentials == {**CREDENTIALS, "CHAT_API_TOKEN": CHAT_TOKEN}
+
+    with Sandbox(config, FOUR) as box:
+        assert send_chat(box, "+14155550100", token="wrong").status_code == 401
+        assert send_chat(box, "+14155550100").status_code == 200
+        assert send_chat(box, "+14155550101").status_code == 200
+        assert send_chat(box, "+14155550102").status_code == 429  # its own bucket of 2
+        assert send_email(box, mail("ann@example.com")).status_code == 202
+        stats = requests.get(f"{box.base_url}/_stats", timeout=5).json()
+
+    assert list(stats) == ["email", "sms", "push", "chat"]
+    assert stats["chat"]["requests"] == 4
+    assert stats["chat"]["accepted"] == 2
+    assert stats["chat"]["rate_limited"] == 1
+    assert stats["chat"]["statuses"] == {"200": 2, "401": 1, "429": 1}
+    assert stats["email"]["accepted"] == 1
+    records = [r for r in box.accepted() if r["channel"] == "chat"]
+    assert [r["recipient"] for r in records] == ["+14155550100", "+14155550101"]
+
+
+def test_a_fourth_endpoints_credential_is_required_and_its_flags_and_demo_values_exist():
+    with pytest.raises(MissingCredentialsError, match="CHAT_API_TOKEN"):
+        SandboxConfig.from_env(CREDENTIALS, FOUR)
+    with pytest.raises(MissingCredentialsError, match="CHAT_API_TOKEN"):
+        Sandbox(make_config(), FOUR)  # a configuration made for the three only
+
+    args = option_parser(FOUR).parse_args(["--chat-rate", "3", "--chat-burst", "4"])
+    assert (args.chat_rate, args.chat_burst, args.email_rate) == (3.0, 4, 10)
+    assert set(demo_credentials(FOUR)) >= {"CHAT_API_TOKEN", *CREDENTIALS}
+
+
 def cli_env(**overrides: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        EMAIL_API_TOKEN=EMAIL_TOKEN,
-        SMS_API_ACCOUNT_SID=ACCOUNT_SID,
-        SMS_API_AUTH_TOKEN=AUTH_TOKEN,
-        PUSH_API_TOKEN=PUSH_TOKEN,
-        PYTHONPATH=str(ROOT),
-    )
-    env.update(overrides)
-    return env
+    return {**os.environ, **CREDENTIALS, "PYTHONPATH": str(ROOT), **overrides}
 
 
 @pytest.mark.e2e

@@ -44,7 +44,7 @@ class TrustedKey:
     public_key: rsa.RSAPublicKey
 
 
-class GrantRefused(Exception):
+class GrantRefusedError(Exception):
     def __init__(self, error: str, description: str, status: int = 400):
         super().__init__(description)
         self.answer = (status, {"error": error, "error_description": description})
@@ -71,15 +71,15 @@ class TokenIssuer:
         """Answer one token request: (HTTP status, JSON body)."""
         try:
             if content_type != "application/x-www-form-urlencoded":
-                raise GrantRefused("invalid_request", "Expected a form-encoded body.")
+                raise GrantRefusedError("invalid_request", "Expected a form-encoded body.")
             pairs = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
             form = {key: values[0] for key, values in pairs.items()}
             if form.get("grant_type") != JWT_BEARER:
-                raise GrantRefused(
+                raise GrantRefusedError(
                     "unsupported_grant_type", f"Invalid grant_type: {form.get('grant_type')}"
                 )
             self._verify(form.get("assertion", ""))
-        except GrantRefused as refused:
+        except GrantRefusedError as refused:
             return refused.answer
         return 200, self._issue()
 
@@ -101,23 +101,23 @@ class TokenIssuer:
     def _verify(self, assertion: str) -> None:
         header, claims, signed, signature = _split(assertion)
         if header.get("alg") != "RS256":
-            raise GrantRefused("invalid_grant", "Invalid JWT: unsupported algorithm.")
+            raise GrantRefusedError("invalid_grant", "Invalid JWT: unsupported algorithm.")
         with self.lock:
             key = self.trusted.get(str(claims.get("iss")))
         if key is None:
-            raise GrantRefused("invalid_grant", "Invalid grant: account not found")
+            raise GrantRefusedError("invalid_grant", "Invalid grant: account not found")
         if header.get("kid") not in (None, key.key_id):
-            raise GrantRefused("invalid_grant", "Invalid JWT Signature.")
+            raise GrantRefusedError("invalid_grant", "Invalid JWT Signature.")
         try:
             key.public_key.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
-            raise GrantRefused("invalid_grant", "Invalid JWT Signature.") from None
+            raise GrantRefusedError("invalid_grant", "Invalid JWT Signature.") from None
         _check_claims(claims)
 
 
 def _check_claims(claims: dict) -> None:
     if claims.get("aud") != GOOGLE_TOKEN_URI:
-        raise GrantRefused(
+        raise GrantRefusedError(
             "invalid_grant", f"Invalid JWT: Failed audience check. Expected {GOOGLE_TOKEN_URI}"
         )
     now = time.time()
@@ -129,27 +129,29 @@ def _check_claims(claims: dict) -> None:
         or expires < now - CLOCK_SKEW
         or expires - issued > MAX_GRANT_SECONDS
     ):
-        raise GrantRefused(
+        raise GrantRefusedError(
             "invalid_grant",
             "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
             "timeframe. Check your iat and exp values in the JWT claim.",
         )
     if not FCM_SCOPES & set(str(claims.get("scope") or "").split()):
-        raise GrantRefused("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
+        raise GrantRefusedError(
+            "invalid_scope", "Invalid OAuth scope or ID token audience provided."
+        )
 
 
 def _split(assertion: str) -> tuple[dict, dict, bytes, bytes]:
     """A compact JWS: header and claims decoded, the signed bytes and the signature."""
     parts = assertion.split(".")
     if len(parts) != 3:
-        raise GrantRefused("invalid_grant", "Invalid JWT: not a signed JWT.")
+        raise GrantRefusedError("invalid_grant", "Invalid JWT: not a signed JWT.")
     try:
         header, claims = (json.loads(_unb64(part)) for part in parts[:2])
         signature = _unb64(parts[2])
     except (ValueError, binascii.Error):
-        raise GrantRefused("invalid_grant", "Invalid JWT: cannot be decoded.") from None
+        raise GrantRefusedError("invalid_grant", "Invalid JWT: cannot be decoded.") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise GrantRefused("invalid_grant", "Invalid JWT: cannot be decoded.")
+        raise GrantRefusedError("invalid_grant", "Invalid JWT: cannot be decoded.")
     return header, claims, f"{parts[0]}.{parts[1]}".encode(), signature
 
 

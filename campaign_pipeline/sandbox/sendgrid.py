@@ -1,0 +1,195 @@
+"""SendGrid v3 as the sandbox plays it: ``POST /v3/mail/send``.
+
+Bearer token (``EMAIL_API_TOKEN``), JSON body, one message per personalization, ``202`` with
+an ``X-Message-Id``; ``bounce*@`` addresses are refused as invalid, as SendGrid's own test
+addresses are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import secrets
+import time
+from typing import Any
+
+from .bucket import ChannelLimit
+from .endpoint import Endpoint, Message, RejectedError, Reply, bearer_ok, load_json
+
+ROUGH_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def sendgrid_error(status: int, message: str, path: str | None = None, **headers: str) -> Reply:
+    return Reply(status, {"errors": [{"field": path, "message": message}]}, headers)
+
+
+class EmailEndpoint(Endpoint):
+    channel = "email"
+    provider = "SendGrid v3"
+    route = re.compile(r"/v3/mail/send")
+    content_type = "application/json"
+    limit = ChannelLimit(10, 50)
+    credential_vars = ("EMAIL_API_TOKEN",)
+
+    def authorized(self, headers: Any, params: dict[str, str]) -> bool:
+        return bearer_ok(headers, self.credential("EMAIL_API_TOKEN"))
+
+    def unauthorized(self) -> Reply:
+        message = "The provided authorization grant is invalid, expired, or revoked"
+        return sendgrid_error(401, message)
+
+    def rate_limited(self, wait: float, burst: int) -> Reply:
+        headers = {
+            "X-RateLimit-Limit": str(burst),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(math.ceil(time.time() + wait)),
+        }
+        return sendgrid_error(429, "too many requests", **headers)
+
+    def unavailable(self) -> Reply:
+        return sendgrid_error(503, "service unavailable")
+
+    def error(self, status: int, code: str) -> Reply:
+        """SendGrid has no codes: *code* is the field the error names, e.g. ``from.email``."""
+        if status == 429:
+            return self.rate_limited(1.0, 0)
+        return sendgrid_error(status, f"sandbox error rule: {status}", code or None)
+
+    def unsupported_media(self) -> Reply:
+        return sendgrid_error(415, "Content-Type should be application/json.")
+
+    def recipients(self, body: bytes) -> list[str]:
+        data = load_json(body)
+        found = []
+        if isinstance(data, dict) and isinstance(data.get("personalizations"), list):
+            for p in data["personalizations"]:
+                with contextlib.suppress(KeyError, IndexError, TypeError):
+                    found.append(str(p["to"][0]["email"]))
+        return found
+
+    def parse(self, body: bytes, params: dict[str, str]) -> list[Message]:
+        data = load_json(body)
+        if not isinstance(data, dict):
+            raise RejectedError(sendgrid_error(400, "Bad Request"))
+        check_sender(data)
+        check_content(data)
+        top_args = check_custom_args(data.get("custom_args"), "custom_args")
+        people = data.get("personalizations")
+        if not isinstance(people, list) or not people or len(people) > 1000:
+            message = (
+                "The personalizations field is required and must have at least one "
+                "personalization, and at most 1000."
+            )
+            raise RejectedError(sendgrid_error(400, message, "personalizations"))
+        return [self.message(data, p, i, top_args) for i, p in enumerate(people)]
+
+    def message(self, data: dict, p: Any, i: int, top_args: dict) -> Message:
+        path = f"personalizations.{i}"
+        if not isinstance(p, dict):
+            raise RejectedError(sendgrid_error(400, "Invalid type. Expected: object.", path))
+        check_to(p.get("to"), path)
+        subject = p.get("subject", data.get("subject"))
+        if not isinstance(subject, str) or not subject:
+            message = (
+                "The subject is required. You can get around this requirement if you use a "
+                "template with a subject defined or if every personalization has a subject "
+                "defined."
+            )
+            raise RejectedError(sendgrid_error(400, message, "subject"))
+        args = {**top_args, **check_custom_args(p.get("custom_args"), f"{path}.custom_args")}
+        tags = check_substitutions(p.get("substitutions"), f"{path}.substitutions")
+        content = [{**c, "value": substitute(c["value"], tags)} for c in data["content"]]
+        subject = substitute(subject, tags)
+        request = {**p, "from": data["from"], "subject": subject, "content": content}
+        return Message(p["to"][0]["email"], args.get("campaign"), args.get("customer_id"), request)
+
+    def check_permanent(self, messages: list[Message]) -> None:
+        for i, m in enumerate(messages):
+            for j, to in enumerate(m.request["to"]):
+                if to["email"].lower().startswith("bounce"):
+                    path = f"personalizations.{i}.to.{j}.email"
+                    raise RejectedError(
+                        sendgrid_error(400, "Does not contain a valid address.", path)
+                    )
+
+    def respond(self, messages: list[Message], params: dict[str, str]) -> tuple[Reply, str]:
+        message_id = secrets.token_urlsafe(16)  # 22 url-safe characters, like SendGrid's
+        return Reply(202, None, {"X-Message-Id": message_id}), message_id
+
+
+def check_sender(data: dict) -> None:
+    sender = data.get("from")
+    if not isinstance(sender, dict) or not isinstance(sender.get("email"), str):
+        message = (
+            "The from object must be provided for every email send. It is an object that "
+            "requires the email parameter, but may also contain a name parameter."
+        )
+        raise RejectedError(sendgrid_error(400, message, "from.email"))
+    if not ROUGH_EMAIL.fullmatch(sender["email"]):
+        raise RejectedError(sendgrid_error(400, "Does not contain a valid address.", "from.email"))
+
+
+def check_content(data: dict) -> None:
+    content = data.get("content")
+    if not isinstance(content, list) or not content:
+        message = (
+            "Unless a valid template_id is provided, the content parameter is required. "
+            "There must be at least one defined content block."
+        )
+        raise RejectedError(sendgrid_error(400, message, "content"))
+    for i, block in enumerate(content):
+        ok = isinstance(block, dict) and isinstance(block.get("type"), str)
+        if not ok or not isinstance(block.get("value"), str) or not block["value"]:
+            message = "The content value must be a string at least one character in length."
+            raise RejectedError(sendgrid_error(400, message, f"content.{i}.value"))
+    types = [block["type"] for block in content]
+    if "text/plain" in types and types[0] != "text/plain":
+        message = "If present, text/plain must be first, followed by text/html."
+        raise RejectedError(sendgrid_error(400, message, "content.0.type"))
+
+
+def check_to(to: Any, path: str) -> None:
+    if not isinstance(to, list) or not to:
+        message = (
+            "The to array is required for all personalization objects, and must have at "
+            "least one email object with a valid email address."
+        )
+        raise RejectedError(sendgrid_error(400, message, f"{path}.to"))
+    for j, entry in enumerate(to):
+        email = entry.get("email") if isinstance(entry, dict) else None
+        if not isinstance(email, str) or not ROUGH_EMAIL.fullmatch(email):
+            message = "Does not contain a valid address."
+            raise RejectedError(sendgrid_error(400, message, f"{path}.to.{j}.email"))
+        if not isinstance(entry.get("name", ""), str):
+            message = "Invalid type. Expected: string."
+            raise RejectedError(sendgrid_error(400, message, f"{path}.to.{j}.name"))
+
+
+def check_substitutions(tags: Any, path: str) -> dict:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise RejectedError(sendgrid_error(400, "Invalid type. Expected: object of strings.", path))
+    return tags
+
+
+def substitute(text: str, tags: dict[str, str]) -> str:
+    """Replace each tag in turn, as SendGrid does: a value holding a tag replaced later has
+    that tag replaced too. The message stored is the one the recipient would read."""
+    for tag, value in tags.items():
+        text = text.replace(tag, value)
+    return text
+
+
+def check_custom_args(args: Any, path: str) -> dict:
+    if args is None:
+        return {}
+    if not isinstance(args, dict):
+        raise RejectedError(sendgrid_error(400, "Invalid type. Expected: object.", path))
+    for key, value in args.items():
+        if not isinstance(value, str):
+            given = type(value).__name__
+            message = f"Invalid type. Expected: string, given: {given}."
+            raise RejectedError(sendgrid_error(400, message, f"{path}.{key}"))
+    return args
