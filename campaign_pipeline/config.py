@@ -237,7 +237,7 @@ def _concurrency(**default: int) -> luigi.IntParameter:
     return luigi.IntParameter(description="Sending threads", **default)
 
 
-class _provider(NamedParseErrors, luigi.Config):  # noqa: N801 - named as the sections are
+class provider_section(NamedParseErrors, luigi.Config):  # noqa: N801 - named as the sections are
     """Settings every provider section shares."""
 
     base_url = _base_url()
@@ -261,7 +261,7 @@ class _provider(NamedParseErrors, luigi.Config):  # noqa: N801 - named as the se
     )
 
 
-class email_api(_provider):  # noqa: N801 - the section's name
+class email_api(provider_section):  # noqa: N801 - the section's name
     base_url = _base_url(default="http://127.0.0.1:8765")
     token_env = luigi.Parameter(
         default="EMAIL_API_TOKEN", description="Variable holding the SendGrid API key"
@@ -281,7 +281,7 @@ class email_api(_provider):  # noqa: N801 - the section's name
     concurrency = _concurrency(default=8)
 
 
-class sms_api(_provider):  # noqa: N801 - the section's name
+class sms_api(provider_section):  # noqa: N801 - the section's name
     base_url = _base_url(default="http://127.0.0.1:8765")
     account_sid_env = luigi.Parameter(
         default="SMS_API_ACCOUNT_SID", description="Variable holding the Twilio AccountSid (AC...)"
@@ -309,7 +309,7 @@ class sms_api(_provider):  # noqa: N801 - the section's name
     concurrency = _concurrency(default=4)
 
 
-class push_api(_provider):  # noqa: N801 - the section's name
+class push_api(provider_section):  # noqa: N801 - the section's name
     base_url = _base_url(default="http://127.0.0.1:8765")
     project_id = luigi.Parameter(
         default="", description="Firebase project; empty takes the service-account key's"

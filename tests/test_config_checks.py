@@ -537,7 +537,7 @@ def test_sections_and_keys_come_from_the_classes():
     )
     assert {"batch_size", "rate_per_second", "retry_unanswered"} <= set(known["email_api"])
     assert "batch_size" not in known["sms_api"]
-    assert not {"CampaignTask", "ChannelTask", "_provider", "core", "worker"} & set(known)
+    assert not {"CampaignTask", "ChannelTask", "provider_section", "core", "worker"} & set(known)
 
 
 def test_luigis_help_says_what_every_key_means():

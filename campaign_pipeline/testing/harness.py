@@ -194,9 +194,16 @@ class Campaign:
         env.update(overrides)
         return env
 
-    def command(self, *args: str, task: str = "RunCampaign", date: str = DATE) -> list[str]:
+    def command(
+        self,
+        *args: str,
+        task: str = "RunCampaign",
+        date: str = DATE,
+        module: str = "campaign_pipeline",
+    ) -> list[str]:
+        """The luigi command line; *module* may be one that registers channels of its own."""
         flags = ["--local-scheduler", "--no-lock", "--date", date]
-        return [LUIGI, "--module", "campaign_pipeline", task, *flags, *args]
+        return [LUIGI, "--module", module, task, *flags, *args]
 
     def run(
         self,
