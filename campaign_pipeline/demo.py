@@ -30,6 +30,7 @@ from .channels import registered
 from .providers import PROVIDER_URL_ENV
 from .sandbox import ChannelLimit, Sandbox, SandboxConfig, demo_credentials
 from .sandbox import describe as describe_sandbox
+from .sandbox.config import registered_endpoints
 
 CAMPAIGN = "demo-live"
 BIN = Path(sys.executable).parent
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(python -m campaign_pipeline.sample_data --rows {args.rows} > FILE makes such a file)",
         flush=True,
     )
-    credentials = demo_credentials()
+    credentials = demo_credentials(registered_endpoints())
     with contextlib.ExitStack() as stack:
         sandbox = start_sandbox(args, credentials)
         stack.callback(lambda: print(describe_sandbox(sandbox.stats()), flush=True))
@@ -83,21 +84,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_sandbox(args: argparse.Namespace, credentials: dict[str, str]) -> Sandbox:
     """The sandbox on a free port, with latency, limiting each channel to the demo's rate."""
-    burst = 5
     limits = {
-        "email": ChannelLimit(args.rate / EMAIL_BATCH, burst),
-        "sms": ChannelLimit(args.rate, burst),
-        "push": ChannelLimit(args.rate, burst),
+        channel.name: ChannelLimit(args.rate / batch_of(channel), 5) for channel in registered()
     }
+    endpoints = registered_endpoints()
     config = SandboxConfig.from_env(
         credentials,
+        endpoints,
         port=0,
         limits=limits,
         latency_ms=args.latency_ms,
         latency_jitter=0.3,
         seed=7,
     )
-    sandbox = Sandbox(config).start()
+    sandbox = Sandbox(config, endpoints).start()
     print(f"demo: sandbox provider on {sandbox.base_url}, {args.latency_ms:g} ms latency")
     return sandbox
 
@@ -138,12 +138,17 @@ def luigi_command(args: argparse.Namespace, folder: Path, customers: Path) -> li
     command += ["--rate-limits-bucket-dir", str(folder / "rate-limits")]
     for channel in registered():
         flag = "--" + channel.config.get_task_family().replace("_", "-")
-        rate = args.rate
-        if any(name == "batch_size" for name, _ in channel.config.get_params()):
-            command += [f"{flag}-batch-size", str(EMAIL_BATCH)]
-            rate = args.rate / EMAIL_BATCH  # the provider's limit counts requests
+        if batch_of(channel) > 1:
+            command += [f"{flag}-batch-size", str(batch_of(channel))]
+        rate = args.rate / batch_of(channel)  # the provider's limit counts requests
         command += [f"{flag}-burst", "5", f"{flag}-rate-per-second", str(rate)]
     return command
+
+
+def batch_of(channel) -> int:
+    """Recipients per request in the demo: EMAIL_BATCH where the provider batches."""
+    batches = any(name == "batch_size" for name, _ in channel.config.get_params())
+    return EMAIL_BATCH if batches else 1
 
 
 def run_campaign(command: list[str], env: dict[str, str]) -> int:
