@@ -6,7 +6,7 @@ import re
 import sqlite3
 
 import pytest
-from conftest import REPO, RETCODE, TASKS
+from conftest import CHANNELS, REPO, RETCODE, TASKS
 
 from campaign_pipeline.providers.errors import (
     ERROR_TABLE,
@@ -48,7 +48,7 @@ def sandbox_rule(row: ErrorRow, n: int) -> ErrorRule:
     return ErrorRule(row.channel, pattern, row.status, code_for(row), times=1 if clears else 0)
 
 
-@pytest.mark.parametrize("channel", ["email", "sms", "push"])
+@pytest.mark.parametrize("channel", CHANNELS)
 def test_every_recipient_level_row(campaign, channel):
     rows = [r for r in ERROR_TABLE if r.channel == channel and r.action not in (STOP, RENEW)]
     campaign.customers_path.write_text(
@@ -109,7 +109,7 @@ def test_the_readme_documents_exactly_the_table_in_the_code():
         for line in section.splitlines()
         if line.startswith("|")
     ]
-    documented = [row for row in cells if row[0] in ("email", "sms", "push")]
+    documented = [row for row in cells if row[0] in CHANNELS]
     in_code = [
         (row.channel, str(row.status), row.code or "-", row.action, row.meaning, row.check or "-")
         for row in ERROR_TABLE

@@ -11,7 +11,7 @@ import sys
 
 import jinja2
 import pytest
-from conftest import REPO, SPECS
+from conftest import CHANNELS, REPO, SPECS
 
 from campaign_pipeline import channels
 from campaign_pipeline.exceptions import TemplateError
@@ -69,7 +69,7 @@ def test_demo_campaign_sends_on_all_channels_from_a_five_column_file(campaign):
     done = campaign.run()
 
     assert done.returncode == 0, done.stderr[-3000:]
-    for channel in ("email", "sms", "push"):
+    for channel in CHANNELS:
         rows = campaign.results(channel)
         assert [r["status"] for r in rows] == ["sent"] * 10, (channel, rows[:2])
         assert campaign.requests(channel) == 10
