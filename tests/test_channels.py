@@ -40,6 +40,7 @@ def test_one_variable_points_every_provider_at_one_url(campaign):
     assert done.returncode == 0, done.stderr[-3000:]
     for channel in CHANNELS:
         assert {r["status"] for r in campaign.results(channel)} == {"sent"}
+        assert f"{channel}: base_url {sandbox.base_url} from ${PROVIDER_URL_ENV}" in done.stderr
 
 
 def test_a_bad_provider_url_variable_is_named(campaign):

@@ -8,6 +8,7 @@ one table in :mod:`.errors`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "retry_after",
 ]
 
+log = logging.getLogger("campaign_pipeline")
 MAX_RATE_LIMIT_WAIT = 300.0
 # Set, every provider's base URL is this one: how a demo or a test points all channels at
 # the sandbox with one setting (the Makefile does), whatever the config files say.
@@ -112,7 +114,9 @@ class Provider:
 
     def __init__(self, base_url: str, preview: bool = False):
         self.overridden = bool(os.environ.get(PROVIDER_URL_ENV))
-        base_url = os.environ.get(PROVIDER_URL_ENV) or base_url
+        if self.overridden:
+            base_url = os.environ[PROVIDER_URL_ENV]
+            log.info("%s: base_url %s from $%s", self.channel, base_url, PROVIDER_URL_ENV)
         self.configured_url = base_url  # as written, for messages
         self.base_url = base_url.rstrip("/")
         self.preview = preview
