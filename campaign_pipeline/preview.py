@@ -45,7 +45,7 @@ def preview(
     by_segment: dict[str, Counter] = defaultdict(Counter)
     shown: list[dict] = []
     not_sent: list[dict] = []
-    parts: Counter = Counter()  # the messages' billed segments, by encoding
+    billed: Counter = Counter()  # the messages' segments, by encoding
     for row in recipients:
         status, reason = row["status"], row["error"]
         if status == Status.PENDING:
@@ -64,7 +64,7 @@ def preview(
         entry = {"customer_id": row["customer_id"], "segment": row["segment"]}
         cost = provider.cost(request) if status == WOULD_SEND else {}
         if "message_segments" in cost:
-            parts[cost.get("encoding", "")] += cost["message_segments"]
+            billed[cost.get("encoding", "")] += cost["message_segments"]
         if status == WOULD_SEND and len(shown) < keep:
             shown.append({**entry, **cost, **describe(request, provider, session)})
         elif status != WOULD_SEND and len(not_sent) < keep:
@@ -78,10 +78,10 @@ def preview(
         "requests": shown,
         "not_sent": not_sent,
     }
-    if parts:  # what the provider will bill, known before sending
+    if billed:  # what the provider will bill, known before sending
         document["counts"]["message_segments"] = {
-            "total": sum(parts.values()),
-            "by_encoding": dict(sorted(parts.items())),
+            "total": sum(billed.values()),
+            "by_encoding": dict(sorted(billed.items())),
         }
     if batch_size:
         batch = [provider.combine(provider.with_first(first_rows))] if first_rows else []
