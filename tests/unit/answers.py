@@ -101,12 +101,16 @@ FCM_CODES = {
 
 
 def email_provider(
-    monkeypatch: pytest.MonkeyPatch, preview: bool = False, **settings
+    monkeypatch: pytest.MonkeyPatch,
+    preview: bool = False,
+    unsubscribe_key: str | None = None,
+    **settings,
 ) -> EmailProvider:
-    """SendGrid with test credentials; no unsubscribe path unless *settings* give one (the
-    tests of unsubscribing do), so the other tests see the request's own parts."""
+    """SendGrid with test credentials (*unsubscribe_key*: the links' key, default random);
+    no unsubscribe path unless *settings* give one (the tests of unsubscribing do), so the
+    other tests see the request's own parts."""
     monkeypatch.setenv(EMAIL_TOKEN_ENV, "SG." + secrets.token_hex(16))
-    monkeypatch.setenv(UNSUBSCRIBE_KEY_ENV, secrets.token_hex(32))
+    monkeypatch.setenv(UNSUBSCRIBE_KEY_ENV, unsubscribe_key or secrets.token_hex(32))
     values = {
         "base_url": BASE_URL,
         "token_env": EMAIL_TOKEN_ENV,
