@@ -16,9 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import string
-from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from .exceptions import InvalidSecretError
@@ -30,14 +28,16 @@ EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
 EXAMPLE_SUFFIXES = (".example", ".test", ".invalid", ".localhost", "localhost")
 
 
-def unsubscribe_token(key: str, customer_id: str, campaign: str) -> str:
-    """The token of *customer_id*'s link in *campaign*: 43 url-safe characters.
+def unsubscribe_token(key: str | bytes, customer_id: str, campaign: str) -> str:
+    """The token of *customer_id*'s link in *campaign*: 43 url-safe characters, the
+    HMAC-SHA256 under *key* of ``<length of campaign>:<campaign>:<customer_id>`` (UTF-8).
 
-    The two values are signed as a JSON list, so that no pair of other values (an id
-    holding the separator, say) signs the same text."""
-    text = json.dumps([campaign, customer_id], ensure_ascii=False).encode()
-    digest = hmac.digest(key.encode(), text, hashlib.sha256)
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    The length makes the text unambiguous: no other pair of values (an id holding the
+    separator, say) signs the same text."""
+    key = key.encode() if isinstance(key, str) else key
+    text = f"{len(campaign)}:{campaign}:{customer_id}".encode()
+    digest = hmac.digest(key, text, hashlib.sha256)
+    return base64.urlsafe_b64encode(digest)[:43].decode()
 
 
 def verify_unsubscribe_token(key: str, customer_id: str, campaign: str, token: str) -> bool:
@@ -53,13 +53,21 @@ def placeholders(template: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
 
 
-@dataclass(frozen=True)
 class Unsubscribe:
-    """The unsubscribe paths of one campaign's emails, as ``[email_api]`` configures them."""
+    """The unsubscribe paths of one campaign's emails, as ``[email_api]`` configures them:
+    *url* an https URL template, *mailto* an address or ``mailto:`` URI template, *key* the
+    HMAC key when either uses ``{token}``."""
 
-    url: str = ""  # an https URL template
-    mailto: str = ""  # an address, or a mailto: URI template
-    key: str = ""  # the HMAC key, when url or mailto uses {token}
+    def __init__(self, url: str = "", mailto: str = "", key: str = ""):
+        self.url, self.mailto, self.key = url, mailto, key
+        self._key = key.encode()
+        try:
+            self.needs_key = any("token" in placeholders(t) for t in (url, mailto) if t)
+        except ValueError:
+            self.needs_key = False  # problems() names the template
+        # the links of the last customer asked for: a message's template and its headers
+        # ask for the same customer one after the other (one tuple: threads may share it)
+        self._last: tuple = ((), ("", ""))
 
     def problems(self) -> list[str]:
         """What is wrong with the configured paths, one line each, naming the key."""
@@ -105,15 +113,21 @@ class Unsubscribe:
                 return host
         return ""
 
-    @property
-    def needs_key(self) -> bool:
-        return any("token" in placeholders(t) for t in (self.url, self.mailto) if t)
-
     def links(self, customer_id: str, campaign: str) -> tuple[str, str]:
         """(the https link, the mailto: URI) of one customer, "" for one not configured."""
-        values = {"customer_id": quote(str(customer_id), safe=""), "campaign": quote(campaign)}
+        asked, found = self._last
+        if asked == (customer_id, campaign):
+            return found
+        found = self._links(str(customer_id), campaign)
+        self._last = ((customer_id, campaign), found)
+        return found
+
+    def _links(self, customer_id: str, campaign: str) -> tuple[str, str]:
+        if not (self.url or self.mailto):
+            return "", ""
+        values = {"customer_id": quote(customer_id, safe=""), "campaign": quote(campaign)}
         if self.needs_key:
-            values["token"] = unsubscribe_token(self.key, str(customer_id), campaign)
+            values["token"] = unsubscribe_token(self._key, customer_id, campaign)
         url = self.url.format(**values) if self.url else ""
         mailto = ""
         if self.mailto:
