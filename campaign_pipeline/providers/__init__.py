@@ -18,6 +18,7 @@ from urllib3.util import parse_url
 
 from ..config import secret
 from ..exceptions import MissingSecretError, SettingsError
+from ..templates import MessageTemplate
 from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, Kind, lookup
 
 __all__ = [
@@ -176,6 +177,9 @@ class Provider:
         Processes with the same account and base URL share one token bucket, named for a
         hash of this, never for the value itself."""
         return "\0".join(self.secrets[name] for name in sorted(self.secrets))
+
+    def check_template(self, template: MessageTemplate) -> None:
+        """Warn about what the checked *template* lacks for this provider (a hook)."""
 
     def template_context(self, context: dict[str, str]) -> dict[str, str]:
         """*context* with the :attr:`template_variables` this provider adds for one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from urllib.parse import urlsplit
@@ -10,8 +11,11 @@ import requests
 
 from ..config import email_api
 from ..exceptions import MessageError, SettingsError
+from ..templates import MessageTemplate
 from ..unsubscribe import Unsubscribe, check_key
 from . import Provider, Request, json_body
+
+log = logging.getLogger("campaign_pipeline")
 
 # A batch shares one content template whose tags each personalization fills in. SendGrid
 # replaces a tag wherever it occurs, in a subject or in another tag's value too, so a tag
@@ -89,6 +93,17 @@ class EmailProvider(Provider):
                 f"[email_api] unsubscribe links point at {host}, a reserved example domain, "
                 f"while sending to {self.configured_url}: set unsubscribe_url (or "
                 "unsubscribe_mailto) to your own unsubscribe endpoint"
+            )
+
+    def check_template(self, template: MessageTemplate) -> None:
+        """CAN-SPAM wants the way out in the message itself, where a reader sees it: the
+        List-Unsubscribe header shows only in some mail clients."""
+        shown = "unsubscribe_url" in template.variables | template.optional
+        if not (shown or self.transactional or self.asm_group_id):
+            log.warning(
+                "email template %s does not show {{ unsubscribe_url }}: a marketing email "
+                "should say in its body how to unsubscribe (CAN-SPAM)",
+                template.folder,
             )
 
     def account(self) -> str:

@@ -13,7 +13,7 @@ import requests
 
 from ..config import sms_api
 from ..exceptions import InvalidSecretError, MessageError, SettingsError
-from ..smstext import encoding, segments, with_opt_out
+from ..smstext import OPT_OUT_KEYWORDS, encoding, has_opt_out, segments, with_opt_out
 from . import Provider, Request, json_body
 
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -74,6 +74,12 @@ class SmsProvider(Provider):
                 raise SettingsError("[sms_api] messaging_service_sid must be MG + 32 hex digits")
         elif not self.from_number:
             raise SettingsError("[sms_api] needs from_number or messaging_service_sid")
+        if self.opt_out_text and not has_opt_out(self.opt_out_text):
+            raise SettingsError(
+                f"[sms_api] opt_out_text = {self.opt_out_text!r} names no opt-out keyword "
+                f"({', '.join(OPT_OUT_KEYWORDS)}): say which word to reply, e.g. "
+                "'Reply STOP to opt out'"
+            )
 
     def account(self) -> str:
         return self.account_sid  # Twilio's limits are the account's, whatever its auth token

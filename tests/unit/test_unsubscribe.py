@@ -330,3 +330,30 @@ def test_the_preview_counts_segments_by_encoding(monkeypatch):
     }
     assert document["requests"][0]["encoding"] == "GSM-7"
     assert document["requests"][0]["message_segments"] == 1
+
+
+def test_an_opt_out_text_that_names_no_keyword_is_refused(monkeypatch):
+    sms_provider(monkeypatch, opt_out_text="Reply STOP to opt out").check()
+    sms_provider(monkeypatch, opt_out_text="").check()  # never appended: nothing to check
+
+    with pytest.raises(SettingsError, match=r"\[sms_api\] opt_out_text = 'Text us' names no"):
+        sms_provider(monkeypatch, opt_out_text="Text us").check()
+
+
+def test_a_marketing_template_that_hides_the_link_is_warned_about(monkeypatch, tmp_path, caplog):
+    from campaign_pipeline.templates import MessageTemplate
+
+    for name, body in (("shows", "Bye: {{ unsubscribe_url }}"), ("hides", "Hi")):
+        (tmp_path / "email" / name).mkdir(parents=True)
+        (tmp_path / "email" / name / "subject.txt").write_text("Hi")
+        (tmp_path / "email" / name / "body.txt").write_text(body)
+    parts = (("subject.txt",), ("body.txt", "body.html"))
+    shows, hides = (MessageTemplate(str(tmp_path), "email", n, parts) for n in ("shows", "hides"))
+
+    unsubscribing(monkeypatch).check_template(shows)
+    unsubscribing(monkeypatch, transactional=True).check_template(hides)
+    assert caplog.records == []
+    unsubscribing(monkeypatch).check_template(hides)
+
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "does not show {{ unsubscribe_url }}" in caplog.records[0].getMessage()
