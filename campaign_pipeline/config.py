@@ -276,6 +276,35 @@ class email_api(provider_section):  # noqa: N801 - the section's name
         default=["campaign", "customer_id"],
         description="Fields sent as SendGrid custom_args (tracked in its event webhook)",
     )
+    unsubscribe_url = luigi.Parameter(
+        default="",
+        description="https URL of the one-click unsubscribe endpoint, with {customer_id}, "
+        "{campaign} and {token} (an HMAC of both) filled in per recipient; sent in the "
+        "List-Unsubscribe and List-Unsubscribe-Post headers (RFC 8058) and shown by "
+        "{{ unsubscribe_url }} in templates",
+    )
+    unsubscribe_key_env = luigi.Parameter(
+        default="UNSUBSCRIBE_KEY",
+        description="Variable holding the unsubscribe links' HMAC key (32 or more random "
+        "characters, shared with the unsubscribe endpoint); read when a link uses {token}",
+    )
+    unsubscribe_mailto = luigi.Parameter(
+        default="",
+        description="Address (or mailto: URI, placeholders as unsubscribe_url) that "
+        "unsubscribes its sender, also sent in List-Unsubscribe; empty: none",
+    )
+    asm_group_id = luigi.IntParameter(
+        default=0,
+        description="SendGrid unsubscribe group sent as the asm block, so SendGrid manages "
+        "the group's unsubscribes; 0: none",
+    )
+    transactional = luigi.BoolParameter(
+        default=False,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="The emails are transactional (receipts, password resets): no "
+        "unsubscribe path is required; false: a marketing email without unsubscribe_url, "
+        "unsubscribe_mailto or asm_group_id stops the run before sending",
+    )
     rate_per_second = _rate_per_second(default=10.0)
     burst = _burst(default=50)
     concurrency = _concurrency(default=8)
@@ -303,6 +332,12 @@ class sms_api(provider_section):  # noqa: N801 - the section's name
     )
     messaging_service_sid = luigi.Parameter(
         default="", description="Twilio Messaging Service (MG...), which wins over from_number"
+    )
+    opt_out_text = luigi.Parameter(
+        default="Reply STOP to opt out",
+        description="Appended to an SMS (after a space or line break) whose text names no "
+        "opt-out keyword (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT); counts toward the "
+        "1600 characters; empty: never appended",
     )
     rate_per_second = _rate_per_second(default=5.0)
     burst = _burst(default=20)

@@ -3,7 +3,9 @@
 The preview holds the first requests in full, one per recipient with its rendered message
 (credentials shown as the names of their environment variables); for a channel that sends
 several recipients per request (email), the first batch as it goes on the wire; the
-recipients not sent to and why; and counts per status and per segment. It keeps no ledger,
+recipients not sent to and why; counts per status and per segment; and, for a provider
+that bills by size (SMS), each shown message's ``encoding`` and ``message_segments`` and
+the campaign's total by encoding. It keeps no ledger,
 so a later real run starts from scratch.
 """
 
@@ -43,13 +45,15 @@ def preview(
     by_segment: dict[str, Counter] = defaultdict(Counter)
     shown: list[dict] = []
     not_sent: list[dict] = []
+    billed: Counter = Counter()  # the messages' segments, by encoding
     for row in recipients:
         status, reason = row["status"], row["error"]
         if status == Status.PENDING:
             pending_seen += 1
             try:
-                parts = template.render(row["context"])
-                request = provider.request(row["recipient"], parts, row["context"])
+                context = provider.template_context(row["context"])
+                parts = template.render(context)
+                request = provider.request(row["recipient"], parts, context)
                 status = WOULD_SEND
             except MessageError as exc:
                 status, reason = Status.FAILED, f"not sent: {exc}"
@@ -58,8 +62,11 @@ def preview(
         by_status[status] += 1
         by_segment[row["segment"]][status] += 1
         entry = {"customer_id": row["customer_id"], "segment": row["segment"]}
+        cost = provider.cost(request) if status == WOULD_SEND else {}
+        if "message_segments" in cost:
+            billed[cost.get("encoding", "")] += cost["message_segments"]
         if status == WOULD_SEND and len(shown) < keep:
-            shown.append({**entry, **describe(request, provider, session)})
+            shown.append({**entry, **cost, **describe(request, provider, session)})
         elif status != WOULD_SEND and len(not_sent) < keep:
             not_sent.append({**entry, "status": status, "reason": reason})
     document = {
@@ -71,6 +78,11 @@ def preview(
         "requests": shown,
         "not_sent": not_sent,
     }
+    if billed:  # what the provider will bill, known before sending
+        document["counts"]["message_segments"] = {
+            "total": sum(billed.values()),
+            "by_encoding": dict(sorted(billed.items())),
+        }
     if batch_size:
         batch = [provider.combine(provider.with_first(first_rows))] if first_rows else []
         document["batch_size"] = batch_size

@@ -36,7 +36,7 @@ def summarise(folder: Path) -> str:
     dry_run = folder.name == "dry-run"
     statuses = PREVIEW_STATUSES if dry_run else STATUSES
     lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
-    notes = []
+    notes, costs = [], []
     for channel in (c.name for c in registered()):
         path = folder / (f"{channel}_preview.json" if dry_run else f"{channel}_results.csv")
         if not path.exists():
@@ -46,6 +46,10 @@ def summarise(folder: Path) -> str:
         lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
         if dry_run and (note := _preview_note(path)) and note not in notes:
             notes.append(note)
+        if dry_run and (cost := _preview_cost(path)):
+            costs.append(f"{channel:<8}{cost}")
+    if costs:
+        lines += ["Billed segments, known before sending:", *costs]
     return "\n".join(lines + [f"Note: {note}" for note in notes])
 
 
@@ -56,6 +60,15 @@ def _result_counts(path: Path) -> Counter:
 
 def _preview_counts(path: Path) -> Counter:
     return Counter(json.loads(path.read_text())["counts"]["by_status"])
+
+
+def _preview_cost(path: Path) -> str:
+    """The total segments a dry run's messages would be billed, by encoding, or ""."""
+    parts = json.loads(path.read_text())["counts"].get("message_segments")
+    if not parts:
+        return ""
+    by = " · ".join(f"{n:,} {kind}" for kind, n in parts["by_encoding"].items())
+    return f"{parts['total']:>11,} segments ({by})"
 
 
 def _preview_note(path: Path) -> str:

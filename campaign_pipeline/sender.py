@@ -264,8 +264,9 @@ class ChannelSender:
         built = []
         for row in rows:
             try:
-                parts = self.template.render(row["context"])
-                built.append((row, self.provider.request(row["recipient"], parts, row["context"])))
+                context = self.provider.template_context(row["context"])
+                parts = self.template.render(context)
+                built.append((row, self.provider.request(row["recipient"], parts, context)))
             except MessageError as exc:
                 self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
                 self._count(Kind.FAILED)

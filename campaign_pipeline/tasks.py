@@ -309,7 +309,8 @@ class ChannelTask(CampaignTask):
         folder = campaign_config().templates_dir
         template = MessageTemplate(folder, self.channel, self.template, self.parts)
         fields = set(pq.read_schema(self.customers_path()).names) | {"campaign", "date"}
-        template.check(fields)
+        template.check(fields | set(provider.template_variables))
+        provider.check_template(template)
         if unknown := sorted(set(provider.fields) - fields):
             raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
         if self.dry_run:

@@ -22,7 +22,7 @@ def test_the_registry_holds_the_three_channels_in_order():
 def test_credential_variables_come_from_each_sections_env_keys():
     found = {c.name: c.credential_variables() for c in channels.registered()}
     assert found == {
-        "email": ["EMAIL_API_TOKEN"],
+        "email": ["EMAIL_API_TOKEN", "UNSUBSCRIBE_KEY"],
         "sms": ["SMS_API_ACCOUNT_SID", "SMS_API_AUTH_TOKEN"],
         "push": ["PUSH_API_TOKEN"],
     }

@@ -31,6 +31,15 @@ VARIANTS = {
     "email batched, text only": (
         "email", {"email_api": {"batch_size": 3}}, ("email/spring_sale/body.html",)
     ),
+    "email batched, unsubscribe url and mailto headers, asm": (
+        "email",
+        {"email_api": {"batch_size": 3, "asm_group_id": 42,
+                       "unsubscribe_mailto": "unsubscribe+{customer_id}@example.com"}},
+        (),
+    ),
+    "email transactional, no unsubscribe headers": (
+        "email", {"email_api": {"unsubscribe_url": "", "transactional": "true"}}, ()
+    ),
     "sms with From": ("sms", {}, ()),
     "sms with MessagingServiceSid": (
         "sms", {"sms_api": {"messaging_service_sid": MESSAGING_SERVICE_SID}}, ()
@@ -38,6 +47,9 @@ VARIANTS = {
     "push with notification and data": ("push", {}, ()),
     "push with notification only": ("push", {"push_api": {"data": []}}, ()),
 }  # fmt: skip
+
+
+UNSUBSCRIBE_VARIANTS = [v for v in VARIANTS if "unsubscribe" in v]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -61,6 +73,15 @@ def test_requests_are_valid_against_the_official_spec(campaign, prism, tmp_path,
     assert errors == [], f"Prism found the requests invalid: {errors}"
     assert passed == 6 // settings.get("email_api", {}).get("batch_size", 1)
     assert [r["status"] for r in campaign.results(channel)] == ["sent"] * 6
+    if variant in UNSUBSCRIBE_VARIANTS:  # the shapes Prism saw, as the dry run builds them
+        assert campaign.run("--dry-run", task=TASKS[channel]).returncode == 0
+        body = preview(campaign, channel)["batches"][0]["body"]
+        headers = [p.get("headers", {}) for p in body["personalizations"]]
+        if variant.startswith("email transactional"):
+            assert headers == [{}] * len(headers) and "asm" not in body
+        else:
+            assert all("<mailto:unsubscribe+" in h["List-Unsubscribe"] for h in headers)
+            assert body["asm"] == {"group_id": 42}
 
 
 def preview(campaign, channel: str) -> dict:

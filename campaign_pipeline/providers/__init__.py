@@ -19,6 +19,7 @@ from urllib3.util import parse_url
 
 from ..config import secret
 from ..exceptions import MissingSecretError, SettingsError
+from ..templates import MessageTemplate
 from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, Kind, lookup
 
 __all__ = [
@@ -111,6 +112,8 @@ class Provider:
     name = ""  # the provider, as an operator knows it
     contact_field = ""
     success_status = 200
+    # what the provider adds to each customer's template context (see template_context)
+    template_variables: tuple[str, ...] = ()
 
     def __init__(self, base_url: str, preview: bool = False):
         self.overridden = bool(os.environ.get(PROVIDER_URL_ENV))
@@ -179,6 +182,14 @@ class Provider:
         hash of this, never for the value itself."""
         return "\0".join(self.secrets[name] for name in sorted(self.secrets))
 
+    def check_template(self, template: MessageTemplate) -> None:
+        """Warn about what the checked *template* lacks for this provider (a hook)."""
+
+    def template_context(self, context: dict[str, str]) -> dict[str, str]:
+        """*context* with the :attr:`template_variables` this provider adds for one
+        customer (email: ``unsubscribe_url``); the same context then builds the request."""
+        return context
+
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         """Build the request for one recipient from the rendered *parts* of the template."""
         raise NotImplementedError(f"{type(self).__name__} must implement request()")
@@ -199,6 +210,11 @@ class Provider:
         if len(requests) != 1:
             raise ValueError(f"{self.channel} sends one recipient per request")
         return requests[0]
+
+    def cost(self, request: Request) -> dict:  # noqa: ARG002 - a hook
+        """What the preview tells of one built request's price, e.g. an SMS's ``encoding``
+        and ``message_segments`` (summed over the campaign); empty when the provider bills none."""
+        return {}
 
     def picked(self, context: dict[str, str]) -> dict[str, str]:
         """The :attr:`fields` of *context*, as strings (both providers want strings)."""

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+from urllib.parse import urlsplit
 
 import requests
 
 from ..config import email_api
 from ..exceptions import MessageError, SettingsError
+from ..templates import MessageTemplate
+from ..unsubscribe import Unsubscribe, check_key
 from . import Provider, Request, json_body
+
+log = logging.getLogger("campaign_pipeline")
 
 # A batch shares one content template whose tags each personalization fills in. SendGrid
 # replaces a tag wherever it occurs, in a subject or in another tag's value too, so a tag
@@ -32,6 +38,7 @@ class EmailProvider(Provider):
     name = "SendGrid"
     contact_field = "email"
     success_status = 202
+    template_variables = ("unsubscribe_url",)
 
     def __init__(self, config: email_api, preview: bool = False):
         super().__init__(config.base_url, preview)
@@ -39,6 +46,16 @@ class EmailProvider(Provider):
         self.from_name = config.from_name
         self.token = self.secret(config.token_env, "email_api", "token_env", "preview-token")
         self.fields = list(config.custom_args)
+        self.transactional = config.transactional
+        self.asm_group_id = config.asm_group_id
+        paths = Unsubscribe(config.unsubscribe_url.strip(), config.unsubscribe_mailto.strip())
+        self.key_env, key = config.unsubscribe_key_env, ""
+        if not paths.problems() and paths.needs_key and self.key_env:
+            stand_in = "preview-unsubscribe-key-" + "0" * 32
+            key = self.secret(self.key_env, "email_api", "unsubscribe_key_env", stand_in)
+            # masked as every secret, but no credential of SendGrid's: not in its hints
+            del self.env_keys["unsubscribe_key_env"]
+        self.unsubscribe = Unsubscribe(paths.url, paths.mailto, key)
 
     def check(self) -> None:
         super().check()
@@ -46,6 +63,55 @@ class EmailProvider(Provider):
             raise SettingsError(
                 "[email_api] from_email is not set: SendGrid needs a verified sender"
             )
+        self.check_unsubscribe()
+
+    def check_unsubscribe(self) -> None:
+        """A marketing email must offer a way out (CAN-SPAM, Gmail's and Yahoo's bulk-sender
+        rules), and its links must be ones the endpoint can verify."""
+        paths = self.unsubscribe
+        if problems := paths.problems():
+            raise SettingsError("; ".join(problems))
+        if self.asm_group_id < 0:
+            raise SettingsError("[email_api] asm_group_id must be a SendGrid group id, or 0: none")
+        if not (paths.url or paths.mailto or self.asm_group_id or self.transactional):
+            raise SettingsError(
+                "[email_api] unsubscribe_url, unsubscribe_mailto and asm_group_id are all "
+                "unset: a marketing email needs an unsubscribe path (set one, or "
+                "transactional = true for receipts and the like)"
+            )
+        if paths.needs_key:
+            if not self.key_env:
+                raise SettingsError(
+                    "[email_api] unsubscribe_key_env is empty, but the unsubscribe links use "
+                    "{token}: name the variable holding the key that signs them"
+                )
+            check_key(self.unsubscribe.key, self.key_env)
+        host = paths.example_domain()
+        local = (urlsplit(self.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+        if host and not local:
+            raise SettingsError(
+                f"[email_api] unsubscribe links point at {host}, a reserved example domain, "
+                f"while sending to {self.configured_url}: set unsubscribe_url (or "
+                "unsubscribe_mailto) to your own unsubscribe endpoint"
+            )
+
+    def check_template(self, template: MessageTemplate) -> None:
+        """CAN-SPAM wants the way out in the message itself, where a reader sees it: the
+        List-Unsubscribe header shows only in some mail clients."""
+        shown = "unsubscribe_url" in template.variables | template.optional
+        if not (shown or self.transactional or self.asm_group_id):
+            log.warning(
+                "email template %s does not show {{ unsubscribe_url }}: a marketing email "
+                "should say in its body how to unsubscribe (CAN-SPAM)",
+                template.folder,
+            )
+
+    def account(self) -> str:
+        return self.token  # SendGrid's limit is the API key's, whatever signs the links
+
+    def template_context(self, context: dict[str, str]) -> dict[str, str]:
+        link = self.unsubscribe.link(context["customer_id"], context["campaign"])
+        return {**context, "unsubscribe_url": link}
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
         if not parts["subject.txt"]:
@@ -61,12 +127,18 @@ class EmailProvider(Provider):
         personalization: dict = {"to": [{"email": recipient}]}
         if self.fields:
             personalization["custom_args"] = self.picked(context)
+        # per recipient: each link is the customer's own, so it cannot be a substitution of
+        # a shared header
+        if headers := self.unsubscribe.headers(context["customer_id"], context["campaign"]):
+            personalization["headers"] = headers
         body = {
             "personalizations": [personalization],
             "from": sender,
             "subject": parts["subject.txt"],
             "content": content,
         }
+        if self.asm_group_id:
+            body["asm"] = {"group_id": self.asm_group_id}
         return Request(
             url=f"{self.base_url}/v3/mail/send",
             headers={"Authorization": f"Bearer {self.token}"},
@@ -100,6 +172,8 @@ class EmailProvider(Provider):
             "from": first["from"],
             "content": [{"type": c["type"], "value": tags[c["type"]]} for c in first["content"]],
         }
+        if "asm" in first:  # the same group for the whole run
+            merged["asm"] = first["asm"]
         return Request(url=requests[0].url, headers=requests[0].headers, json=merged)
 
     def culprit(self, response: requests.Response) -> int | None:

@@ -13,6 +13,7 @@ import requests
 
 from ..config import sms_api
 from ..exceptions import InvalidSecretError, MessageError, SettingsError
+from ..smstext import OPT_OUT_KEYWORDS, encoding, has_opt_out, segments, with_opt_out
 from . import Provider, Request, json_body
 
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -52,6 +53,7 @@ class SmsProvider(Provider):
             )
         self.from_number = config.from_number
         self.messaging_service_sid = config.messaging_service_sid
+        self.opt_out_text = config.opt_out_text.strip()
 
     def check(self) -> None:
         super().check()
@@ -72,14 +74,25 @@ class SmsProvider(Provider):
                 raise SettingsError("[sms_api] messaging_service_sid must be MG + 32 hex digits")
         elif not self.from_number:
             raise SettingsError("[sms_api] needs from_number or messaging_service_sid")
+        if self.opt_out_text and not has_opt_out(self.opt_out_text):
+            raise SettingsError(
+                f"[sms_api] opt_out_text = {self.opt_out_text!r} names no opt-out keyword "
+                f"({', '.join(OPT_OUT_KEYWORDS)}): say which word to reply, e.g. "
+                "'Reply STOP to opt out'"
+            )
 
     def account(self) -> str:
         return self.account_sid  # Twilio's limits are the account's, whatever its auth token
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:  # noqa: ARG002 - Provider.request's: an SMS carries no fields
-        body = parts["body.txt"]
+        rendered = parts["body.txt"]
+        # carriers require the way out in every marketing text
+        body = with_opt_out(rendered, self.opt_out_text) if rendered else ""
         if not body or len(body) > MAX_BODY:
-            raise MessageError(f"SMS body has {len(body)} characters; Twilio takes 1 to {MAX_BODY}")
+            added = " with the opt-out text" if body != rendered else ""
+            raise MessageError(
+                f"SMS body has {len(body)} characters{added}; Twilio takes 1 to {MAX_BODY}"
+            )
         form = {"To": recipient, "Body": body}
         if self.messaging_service_sid:
             form["MessagingServiceSid"] = self.messaging_service_sid
@@ -91,6 +104,11 @@ class SmsProvider(Provider):
             data=form,
             auth=(self.user, self.password),
         )
+
+    def cost(self, request: Request) -> dict:
+        """The text's encoding and segments: Twilio bills each segment as a message."""
+        body = request.data["Body"]
+        return {"encoding": encoding(body), "message_segments": segments(body)}
 
     def message_id(self, response: requests.Response) -> str:
         return str(json_body(response).get("sid", ""))

@@ -51,6 +51,9 @@ def epilog(endpoints: Sequence[type[Endpoint]]) -> str:
         text = " and ".join(endpoint.credential_vars) or "none"
         if endpoint.credentials_note:
             text += "; " + endpoint.credentials_note
+        if endpoint.client_vars:
+            names = " and ".join(endpoint.client_vars)
+            text += f"; --demo-credentials also makes up {names} for the pipeline's client"
         lines += textwrap.wrap(
             text, width=92, initial_indent=f"    {endpoint.channel:<7}", subsequent_indent=" " * 11
         )

@@ -98,6 +98,9 @@ class Endpoint:
     - ``limit``: the provider's default token bucket (``None``: no limit);
     - ``credential_vars``: the environment variables whose values it requires, and
       ``optional_credential_vars`` those it takes when they are set;
+    - ``client_vars``: secrets the pipeline's client of this provider reads that the
+      provider never sees (the key signing email unsubscribe links): ``--demo-credentials``
+      and the test harness make them up, the sandbox neither requires nor keeps them;
     - ``provider`` and ``credentials_note``: a name and a line for ``campaign-sandbox --help``.
 
     The sandbox makes one instance per served endpoint, with the sandbox's configuration
@@ -111,6 +114,7 @@ class Endpoint:
     limit: ChannelLimit | None = None
     credential_vars: tuple[str, ...] = ()
     optional_credential_vars: tuple[str, ...] = ()
+    client_vars: tuple[str, ...] = ()
     credentials_note = ""
 
     def __init__(self, config: SandboxConfig, tokens: TokenIssuer):
@@ -119,8 +123,8 @@ class Endpoint:
 
     @classmethod
     def demo_credentials(cls) -> dict[str, str]:
-        """Fresh random values of this endpoint's variables (required and optional)."""
-        names = (*cls.credential_vars, *cls.optional_credential_vars)
+        """Fresh random values of this endpoint's variables (required, optional, client)."""
+        names = (*cls.credential_vars, *cls.optional_credential_vars, *cls.client_vars)
         return {name: "sandbox-" + secrets.token_hex(20) for name in names}
 
     def credential(self, name: str) -> str:

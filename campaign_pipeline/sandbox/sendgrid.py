@@ -1,8 +1,9 @@
 """SendGrid v3 as the sandbox plays it: ``POST /v3/mail/send``.
 
 Bearer token (``EMAIL_API_TOKEN``), JSON body, one message per personalization, ``202`` with
-an ``X-Message-Id``; ``bounce*@`` addresses are refused as invalid, as SendGrid's own test
-addresses are.
+an ``X-Message-Id``; headers (an object of strings, none of those SendGrid sets itself) and
+the ``asm`` block are checked as SendGrid does and recorded with each message; ``bounce*@``
+addresses are refused as invalid, as SendGrid's own test addresses are.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class EmailEndpoint(Endpoint):
     content_type = "application/json"
     limit = ChannelLimit(10, 50)
     credential_vars = ("EMAIL_API_TOKEN",)
+    client_vars = ("UNSUBSCRIBE_KEY",)  # signs the unsubscribe links; SendGrid never sees it
 
     def authorized(self, headers: Any, params: dict[str, str]) -> bool:
         return bearer_ok(headers, self.credential("EMAIL_API_TOKEN"))
@@ -74,6 +76,8 @@ class EmailEndpoint(Endpoint):
             raise RejectedError(sendgrid_error(400, "Bad Request"))
         check_sender(data)
         check_content(data)
+        check_headers(data.get("headers"), "headers")
+        check_asm(data.get("asm"))
         top_args = check_custom_args(data.get("custom_args"), "custom_args")
         people = data.get("personalizations")
         if not isinstance(people, list) or not people or len(people) > 1000:
@@ -98,10 +102,18 @@ class EmailEndpoint(Endpoint):
             )
             raise RejectedError(sendgrid_error(400, message, "subject"))
         args = {**top_args, **check_custom_args(p.get("custom_args"), f"{path}.custom_args")}
+        headers = {
+            **check_headers(data.get("headers"), "headers"),
+            **check_headers(p.get("headers"), f"{path}.headers"),
+        }
         tags = check_substitutions(p.get("substitutions"), f"{path}.substitutions")
         content = [{**c, "value": substitute(c["value"], tags)} for c in data["content"]]
         subject = substitute(subject, tags)
         request = {**p, "from": data["from"], "subject": subject, "content": content}
+        if headers:  # what the recipient's mail client sees: the request's and its own
+            request["headers"] = headers
+        if "asm" in data:
+            request["asm"] = data["asm"]
         return Message(p["to"][0]["email"], args.get("campaign"), args.get("customer_id"), request)
 
     def check_permanent(self, messages: list[Message]) -> None:
@@ -164,6 +176,50 @@ def check_to(to: Any, path: str) -> None:
         if not isinstance(entry.get("name", ""), str):
             message = "Invalid type. Expected: string."
             raise RejectedError(sendgrid_error(400, message, f"{path}.to.{j}.name"))
+
+
+# Headers SendGrid sets itself and refuses from a request (its v3 mail/send reference).
+RESERVED_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type",
+        "Content-Transfer-Encoding", "To", "From", "Subject", "Reply-To", "CC", "BCC",
+    )
+)  # fmt: skip
+HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322: printable ASCII but the colon
+
+
+def check_headers(headers: Any, path: str) -> dict:
+    """An object of header names to string values, none reserved, no line breaks."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise RejectedError(sendgrid_error(400, "Invalid type. Expected: object.", path))
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            given = type(value).__name__
+            message = f"Invalid type. Expected: string, given: {given}."
+            raise RejectedError(sendgrid_error(400, message, f"{path}.{name}"))
+        if name.lower() in RESERVED_HEADERS:
+            message = f"The header {name} is reserved and cannot be set in headers."
+            raise RejectedError(sendgrid_error(400, message, f"{path}.{name}"))
+        if not HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
+            message = "Header names and values must be printable text without line breaks."
+            raise RejectedError(sendgrid_error(400, message, f"{path}.{name}"))
+    return headers
+
+
+def check_asm(asm: Any) -> None:
+    """``{"group_id": N}`` with an integer group, and at most 25 groups to display."""
+    if asm is None:
+        return
+    group = asm.get("group_id") if isinstance(asm, dict) else None
+    if not isinstance(group, int) or isinstance(group, bool):
+        raise RejectedError(sendgrid_error(400, "The asm group_id must be an integer.", "asm"))
+    shown = asm.get("groups_to_display", [])
+    if not isinstance(shown, list) or len(shown) > 25:
+        message = "The groups_to_display must be an array of at most 25 group ids."
+        raise RejectedError(sendgrid_error(400, message, "asm.groups_to_display"))
 
 
 def check_substitutions(tags: Any, path: str) -> dict:

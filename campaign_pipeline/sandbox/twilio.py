@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 import secrets
 from email.utils import formatdate
 from typing import Any
 
+from ..smstext import segments
 from .bucket import ChannelLimit
 from .endpoint import Endpoint, Message, RejectedError, Reply, read_form, retry_after
 
@@ -39,21 +39,6 @@ TWILIO_MAGIC_TO = {
     "+15005550004": (21610, "Attempt to send to unsubscribed recipient"),
     "+15005550009": (21614, "'To' number is not a valid mobile number"),
 }
-GSM_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM_EXTENDED = set("^{}\\[~]|€\f")
-
-
-def sms_segments(body: str) -> int:
-    if all(c in GSM_BASIC or c in GSM_EXTENDED for c in body):
-        units = sum(2 if c in GSM_EXTENDED else 1 for c in body)
-        single, multi = 160, 153
-    else:
-        units = len(body.encode("utf-16-le")) // 2
-        single, multi = 70, 67
-    return 1 if units <= single else math.ceil(units / multi)
 
 
 class SmsEndpoint(Endpoint):
@@ -77,6 +62,7 @@ class SmsEndpoint(Endpoint):
             "SMS_API_AUTH_TOKEN": secrets.token_hex(16),
             "SMS_API_KEY_SID": "SK" + secrets.token_hex(16),
             "SMS_API_KEY_SECRET": secrets.token_hex(16),
+            **{name: secrets.token_hex(32) for name in cls.client_vars},
         }
 
     def authorized(self, headers: Any, params: dict[str, str]) -> bool:
@@ -165,7 +151,7 @@ class SmsEndpoint(Endpoint):
             "messaging_service_sid": form.get("MessagingServiceSid") or None,
             "body": form["Body"],
             "status": "queued",
-            "num_segments": str(sms_segments(form["Body"])),
+            "num_segments": str(segments(form["Body"])),
             "num_media": "0",
             "direction": "outbound-api",
             "api_version": "2010-04-01",

@@ -50,10 +50,12 @@ FAST_PROVIDER = {
 
 
 def new_credentials(endpoints: Sequence[type[Endpoint]] = ()) -> dict[str, str]:
-    """Random values of the credential variables the sandbox's *endpoints* require: a test
-    that finds one of these in an output found a leak."""
+    """Random values of the credential variables the sandbox's *endpoints* require, and
+    of the client's own secrets (an unsubscribe key): a test that finds one of these in an
+    output found a leak."""
     endpoints = tuple(endpoints) or registered_endpoints()
     required = set(credential_vars(endpoints))
+    required.update(name for endpoint in endpoints for name in endpoint.client_vars)
     return {name: value for name, value in demo_credentials(endpoints).items() if name in required}
 
 
