@@ -41,7 +41,7 @@ from .exceptions import (
     SuppressionFileError,
 )
 from .inputs import CustomerFile, CustomerFileWait
-from .ledger import RESULT_COLUMNS, Ledger, Status
+from .ledger import RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
 from .sender import ChannelSender, Settings
@@ -497,6 +497,8 @@ class ChannelTask(CampaignTask):
             json.dump(document, handle, indent=2, ensure_ascii=False)
         counts = document["counts"]["by_status"]
         message = "dry run: " + " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
+        if skips := describe_skips(document["counts"]["skipped_by_reason"]):
+            message += f" (skipped: {skips})"
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s %s -> %s", self.channel, message, self.output().path)
@@ -508,6 +510,8 @@ class ChannelTask(CampaignTask):
             safecsv.write_rows(handle, RESULT_COLUMNS, ledger.rows())
         counts = ledger.counts()
         message = " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
+        if skips := describe_skips(ledger.skipped()):
+            message += f" (skipped: {skips})"
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)

@@ -208,14 +208,9 @@ def test_campaign_consent_imports_lists_exports_and_removes(campaign):
     assert imported.returncode == 0, imported.stderr
     assert "imported 3 entries" in imported.stdout
     assert refused.returncode == 1
-    assert (
-        refused.stderr.strip().splitlines()
-        == [
-            f"campaign-consent: error: file {bad} line 3: invalid contact: invalid: phone "
-            "'not a number' is not a valid number (default region US)"
-        ]
-        or "line 3: invalid contact" in refused.stderr
-    )
+    (refusal,) = refused.stderr.strip().splitlines()  # one line
+    assert refusal.startswith(f"campaign-consent: error: file {bad} line 3: invalid contact: ")
+    assert "'not a number'" in refusal
     assert "x@example.com" not in listed.stdout  # nothing of a refused file is stored
     assert "+12125550100" in listed.stdout and "ann@example.com" in listed.stdout
     rows = list(csv.DictReader(exported.stdout.splitlines()))
