@@ -51,7 +51,7 @@ class Outcome:
     error: str = ""
     retry_after: float | None = None
     culprit: int | None = None  # in a refused batch, the recipient the provider blamed
-    code: str = ""  # the provider's error code, if it has one
+    code: str = ""  # an error's code: the provider's own, else the HTTP status
     suppress: bool = False  # failed: the provider refused the contact for good (errors.py)
 
     def __post_init__(self) -> None:
@@ -224,7 +224,7 @@ class Provider:
             error=error,
             retry_after=retry_after(response) if kind in (Kind.RATE_LIMITED, Kind.RETRY) else None,
             culprit=self.culprit(response),
-            code=code,
+            code=code or str(response.status_code),  # SendGrid has no codes: its status
             suppress=row.suppress and kind == Kind.FAILED and self.blames_contact(response, code),
         )
 
