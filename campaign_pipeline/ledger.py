@@ -332,6 +332,13 @@ class Ledger:
             kinds[skip_kind(reason)] = kinds.get(skip_kind(reason), 0) + n
         return kinds
 
+    def delivered(self, page: int = 5000) -> Iterator[tuple[str, str]]:
+        """(customer_id, recipient) of each row the provider has or may have (sent,
+        unknown), in file order: one message per person counts them first."""
+        yield from self._paged(
+            ("customer_id", "recipient"), "status IN (?, ?) AND", (SENT, UNKNOWN), page
+        )
+
     def rows(self, page: int = 5000) -> Iterator[dict]:
         """Yield every row in file order, for the result file."""
         for values in self._paged(RESULT_COLUMNS, "", (), page):

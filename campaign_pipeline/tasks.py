@@ -441,6 +441,9 @@ class ChannelTask(CampaignTask):
         if previous == selection:
             return
         gate = self._gate(contact, suppressions, store)
+        if gate.dedupe:  # a customer moved before one already sent is still a duplicate
+            for customer_id, recipient in ledger.delivered():
+                gate.delivered(customer_id, recipient)
         changes = ledger.follow(self._customers(contact, gate), selection)
         if previous is not None and any(changes.values()):
             log.warning(

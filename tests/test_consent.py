@@ -158,6 +158,24 @@ def test_one_message_per_person(campaign):
     assert max(campaign.accepted("sms").values()) == 1
 
 
+def test_a_duplicate_of_a_customer_sent_earlier_is_skipped_wherever_it_stands(campaign):
+    campaign.customers_path.write_text(HEADER + line(1) + line(2))
+    campaign.start_sandbox()
+    first = campaign.run(task=TASKS["email"])
+    # the file is edited: C0, new and first in the file, has C2's address in another case
+    campaign.customers_path.write_text(HEADER + line(0, email="C2@example.com") + line(1) + line(2))
+
+    second = campaign.run(task=TASKS["email"])
+
+    assert first.returncode == second.returncode == 0, second.stderr[-3000:]
+    results = by_id(campaign, "email")
+    assert (results["C0"]["status"], results["C0"]["error"]) == (
+        "skipped",
+        "duplicate contact of C2",
+    )
+    assert campaign.accepted("email") == {"c1@example.com": 1, "c2@example.com": 1}
+
+
 def test_an_edited_suppression_file_is_followed_by_the_next_run(campaign):
     campaign.customers_path.write_text(HEADER + "".join(line(n) for n in range(1, 4)))
     # C2's number fails transiently in the first run: still pending when it ends

@@ -197,6 +197,11 @@ class Gate:
         self.dedupe = dedupe
         self._first: dict[str, str] = {}  # contact -> the customer id it goes to
 
+    def delivered(self, customer_id: str, contact: str) -> None:
+        """*contact* has (or may have) the message already, as *customer_id*'s: whoever
+        else has it is a duplicate, wherever they are in the file."""
+        self._first.setdefault(match_key(self.column, contact), customer_id)
+
     def reason(self, customer_id: str, contact: str) -> str:
         """Why *customer_id* at *contact* is skipped, or "" to send."""
         key = match_key(self.column, contact)
