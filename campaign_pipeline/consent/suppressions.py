@@ -122,7 +122,7 @@ def _entries(row: dict, columns: dict, checks: dict, where: str, path: str, line
         if normalised:
             found.append(Entry(name, contact=match_key(column, normalised), source=source))
         else:
-            reasons.append(reason)
+            reasons.append(reason.removeprefix("invalid: "))
     if not found:
         why = (
             reasons[0]

@@ -59,8 +59,8 @@ def test_extra_columns_are_ignored_so_an_export_reads_back(tmp_path):
         (None, "fax,+12125550100,\n", "line 2: unknown channel 'fax'"),
         (None, "sms,+12125550100,C1\n", "line 2: both of contact and customer_id"),
         (None, "sms,,\n", "line 2: neither of contact and customer_id"),
-        (None, "sms,555-12,\n", "line 2: invalid contact: invalid: phone '555-12'"),
-        (None, "email,not-an-email,\n", "line 2: invalid contact: invalid: email"),
+        (None, "sms,555-12,\n", "line 2: invalid contact: phone '555-12'"),
+        (None, "email,not-an-email,\n", "line 2: invalid contact: email"),
         (None, "all,???,\n", "line 2: invalid contact: not an address, number or token"),
     ],
 )
