@@ -374,3 +374,24 @@ class rate_limits(luigi.Config):  # noqa: N801 - the section's name
         description="Folder of the token buckets that every process on this machine sending "
         "through one provider account shares; empty: a folder of this user's in the temp dir",
     )
+
+
+class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
+    """The ``[consent]`` section: who must not be messaged (see README, "Consent")."""
+
+    suppressions = luigi.Parameter(
+        default="config/suppressions.csv",
+        description="Suppression CSV read at every run (columns channel, contact, customer_id); "
+        "a recipient it names is skipped, never sent; empty: no file",
+    )
+    store = luigi.Parameter(
+        default="var/consent.sqlite",
+        description="SQLite file of what the pipeline learns from the providers' answers "
+        "(STOP replies, retired tokens, invalid addresses) and remembers across campaigns",
+    )
+    dedupe_contacts = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="Customers sharing a contact on a channel get one message: the first in "
+        "file order; the others are skipped as duplicates",
+    )

@@ -22,6 +22,8 @@ PACKAGE_PATHS = {
     ("core", "logging_conf_file"): PACKAGE / "logging.conf",
     # the shipped templates of the checkout the package is installed from (pip install -e)
     ("campaign", "templates_dir"): PACKAGE.parent / "config" / "templates",
+    # the shipped (empty) suppression file beside them
+    ("consent", "suppressions"): PACKAGE.parent / "config" / "suppressions.csv",
 }
 
 

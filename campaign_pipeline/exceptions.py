@@ -12,6 +12,7 @@ decisions key on this tree, never on a message's text::
     │   ├── TokenRefusedError        the token endpoint refused the service-account key
     │   ├── TemplateError            a template is missing or does not compile
     │   ├── InputError               the customer file cannot be read (segments.py)
+    │   ├── SuppressionFileError     the suppression file (or an import) is malformed
     │   └── ChannelStoppedError      the provider refused the channel as a whole
     ├── MessageError                 one recipient's message cannot be built: it fails alone
     ├── TokenUnavailableError        no access token for now
@@ -60,6 +61,13 @@ class TokenRefusedError(PermanentError):
 
 class TemplateError(PermanentError, ValueError):
     """A template is missing, does not compile, or uses a variable no customer has."""
+
+
+class SuppressionFileError(PermanentError, ValueError):
+    """The suppression file (or a file given to ``campaign-consent import``) cannot be used:
+    missing, a column absent, an unknown channel, a row with both or neither of contact and
+    customer_id, an invalid contact. The message names the file and the line; nothing is
+    sent, since sending without the opt-outs it holds could message someone who opted out."""
 
 
 class ChannelStoppedError(PermanentError):

@@ -140,6 +140,21 @@ def _current_values(customer: dict) -> tuple:
     )
 
 
+def skip_kind(reason: str) -> str:
+    """What kind of reason a skipped row has, for the summaries: the text before its first
+    colon (``suppressed``, ``invalid``, ``missing``), ``duplicate contact``, or all of it."""
+    if reason.startswith("duplicate contact of "):
+        return "duplicate contact"
+    head, colon, _ = reason.partition(":")
+    return head if colon else reason
+
+
+def describe_skips(kinds: dict[str, int]) -> str:
+    """``3 suppressed, 1 duplicate contact``: the kinds of skip, most frequent first."""
+    ordered = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{n:,} {kind}" for kind, n in ordered if n)
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -305,6 +320,24 @@ class Ledger:
         with self._lock:
             found = self._db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
             return {Status(status): n for status, n in found}
+
+    def skipped(self) -> dict[str, int]:
+        """How many rows are skipped, by :func:`skip_kind` of their reason."""
+        kinds: dict[str, int] = {}
+        with self._lock:
+            found = self._db.execute(
+                "SELECT error, COUNT(*) FROM deliveries WHERE status = ? GROUP BY error", (SKIPPED,)
+            ).fetchall()
+        for reason, n in found:
+            kinds[skip_kind(reason)] = kinds.get(skip_kind(reason), 0) + n
+        return kinds
+
+    def delivered(self, page: int = 5000) -> Iterator[tuple[str, str]]:
+        """(customer_id, recipient) of each row the provider has or may have (sent,
+        unknown), in file order: one message per person counts them first."""
+        yield from self._paged(
+            ("customer_id", "recipient"), "status IN (?, ?) AND", (SENT, UNKNOWN), page
+        )
 
     def rows(self, page: int = 5000) -> Iterator[dict]:
         """Yield every row in file order, for the result file."""

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import requests
 
 from .exceptions import MessageError
-from .ledger import Status
+from .ledger import Status, skip_kind
 from .providers import Provider, Request
 from .templates import MessageTemplate
 
@@ -43,6 +43,7 @@ def preview(
     pending_seen = 0
     by_status: Counter = Counter()
     by_segment: dict[str, Counter] = defaultdict(Counter)
+    skipped: Counter = Counter()
     shown: list[dict] = []
     not_sent: list[dict] = []
     billed: Counter = Counter()  # the messages' segments, by encoding
@@ -60,6 +61,8 @@ def preview(
             if status == WOULD_SEND and batch_size and pending_seen <= batch_size:
                 first_rows.append(request)
         by_status[status] += 1
+        if status == Status.SKIPPED:
+            skipped[skip_kind(reason)] += 1
         by_segment[row["segment"]][status] += 1
         entry = {"customer_id": row["customer_id"], "segment": row["segment"]}
         cost = provider.cost(request) if status == WOULD_SEND else {}
@@ -73,6 +76,7 @@ def preview(
         "channel": provider.channel,
         "counts": {
             "by_status": dict(by_status),
+            "skipped_by_reason": dict(skipped),
             "by_segment": {segment: dict(c) for segment, c in sorted(by_segment.items())},
         },
         "requests": shown,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .channels import registered
 from .config import pipeline as campaign_config
-from .ledger import Status
+from .ledger import Status, describe_skips, skip_kind
 from .preview import WOULD_SEND
 from .tasks import run_dir
 
@@ -36,13 +36,16 @@ def summarise(folder: Path) -> str:
     dry_run = folder.name == "dry-run"
     statuses = PREVIEW_STATUSES if dry_run else STATUSES
     lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
-    notes, costs = [], []
+    notes, costs, skips = [], [], []
     for channel in (c.name for c in registered()):
         path = folder / (f"{channel}_preview.json" if dry_run else f"{channel}_results.csv")
         if not path.exists():
             lines.append(f"{channel:<8}  (no {path.name}: the channel has not finished)")
             continue
         counts = _preview_counts(path) if dry_run else _result_counts(path)
+        kinds = _preview_skips(path) if dry_run else _result_skips(path)
+        if described := describe_skips(kinds):
+            skips.append(f"{channel} skipped: {described}")
         lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
         if dry_run and (note := _preview_note(path)) and note not in notes:
             notes.append(note)
@@ -50,12 +53,23 @@ def summarise(folder: Path) -> str:
             costs.append(f"{channel:<8}{cost}")
     if costs:
         lines += ["Billed segments, known before sending:", *costs]
-    return "\n".join(lines + [f"Note: {note}" for note in notes])
+    return "\n".join(lines + skips + [f"Note: {note}" for note in notes])
 
 
 def _result_counts(path: Path) -> Counter:
     with path.open(newline="") as handle:
         return Counter(row["status"] for row in csv.DictReader(handle))
+
+
+def _result_skips(path: Path) -> Counter:
+    """The kinds of reason of the skipped recipients (suppressed, duplicate contact, ...)."""
+    with path.open(newline="") as handle:
+        rows = csv.DictReader(handle)
+        return Counter(skip_kind(row["error"]) for row in rows if row["status"] == Status.SKIPPED)
+
+
+def _preview_skips(path: Path) -> Counter:
+    return Counter(json.loads(path.read_text())["counts"].get("skipped_by_reason", {}))
 
 
 def _preview_counts(path: Path) -> Counter:

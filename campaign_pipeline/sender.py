@@ -133,8 +133,12 @@ class ChannelSender:
         template: MessageTemplate,
         ledger: Ledger,
         settings: Settings,
+        on_refused: Callable[[dict, Outcome], None] | None = None,
     ):
         self.provider = provider
+        # called with a row and the answer when the provider refused its contact for good
+        # (an outcome marked suppress): the task remembers it in the consent store
+        self.on_refused = on_refused
         self.template = template
         self.ledger = ledger
         self.settings = settings
@@ -290,6 +294,7 @@ class ChannelSender:
         if outcome.culprit is not None and 0 <= outcome.culprit < len(rows):
             bad = rows[outcome.culprit]
             self.ledger.fail_pending(bad["customer_id"], outcome.error)
+            self._refused(bad, outcome)
             self._count(Kind.FAILED)
             parts = [[row for row in rows if row is not bad]]
         else:
@@ -347,7 +352,14 @@ class ChannelSender:
         else:
             status = TERMINAL.get(outcome.kind, Status.PENDING)
         self.ledger.finish(ids, status, outcome.message_id, outcome.error)
+        if status == Status.FAILED:
+            self._refused(rows[0], outcome)
         return outcome
+
+    def _refused(self, row: dict, outcome: Outcome) -> None:
+        """Tell the task about a contact the provider refused for good."""
+        if outcome.suppress and self.on_refused is not None:
+            self.on_refused(row, outcome)
 
     def _post(self, session: Session, prepared: requests.PreparedRequest) -> Outcome:
         """Send one claimed request and say what became of it; its error text is masked

@@ -29,16 +29,19 @@ from .config import (
     input_file,
     schedule,
 )
+from .config import consent as consent_config
 from .config import pipeline as campaign_config
+from .consent import ConsentStore, Gate, Suppressions, file_digest, match_key, read_suppressions
 from .exceptions import (
     ChannelStoppedError,
     PermanentError,
     RecipientsPendingError,
     SendingInterruptedError,
     SettingsError,
+    SuppressionFileError,
 )
 from .inputs import CustomerFile, CustomerFileWait
-from .ledger import RESULT_COLUMNS, Ledger, Status
+from .ledger import RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
 from .sender import ChannelSender, Settings
@@ -272,11 +275,11 @@ class ChannelTask(CampaignTask):
             return False
         try:
             current = self.requires().inputs()
-        except segments.InputError:
-            return False  # LoadSegments names the problem
-        if current is None or not os.path.exists(self._ledger_path()):
-            return True  # nothing to compare with: running again could only repeat sends
-        return self._recorded() == self._selection(current)
+            if current is None or not os.path.exists(self._ledger_path()):
+                return True  # nothing to compare with: running again could only repeat sends
+            return _without_store(self._recorded()) == self._selection(current)
+        except (segments.InputError, SuppressionFileError):
+            return False  # run() names the problem
 
     def _preview_of_this_run(self) -> bool:
         """Whether this process (or the luigi process that forked it) wrote the preview."""
@@ -286,10 +289,22 @@ class ChannelTask(CampaignTask):
         except (OSError, ValueError):
             return False
 
-    def _selection(self, loaded: dict | None) -> str:
-        """The inputs a channel's recipients follow, as recorded in its ledger or preview."""
+    def _selection(self, loaded: dict | None, store_mark: list | None = None) -> str:
+        """The inputs a channel's recipients follow, as recorded in its ledger or preview:
+        the loaded file, the targeting, the suppression file's content and the dedupe
+        setting; with *store_mark*, the state of the consent store's entries too (which
+        a complete channel does not follow: its own lessons would make it run again)."""
         targets = sorted({s.casefold() for s in self.target_segments})
-        return json.dumps({**(loaded or {}), "target_segments": targets}, sort_keys=True)
+        settings = consent_config()
+        selection = {
+            **(loaded or {}),
+            "target_segments": targets,
+            "suppressions": file_digest(settings.suppressions),
+            "dedupe_contacts": settings.dedupe_contacts,
+        }
+        if store_mark is not None:
+            selection[STORE_MARK] = store_mark
+        return json.dumps(selection, sort_keys=True)
 
     def _recorded(self) -> str | None:
         """The selection the ledger's recipients follow, as recorded in it."""
@@ -313,30 +328,70 @@ class ChannelTask(CampaignTask):
         provider.check_template(template)
         if unknown := sorted(set(provider.fields) - fields):
             raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
+        suppressions = self._file_suppressions()
         if self.dry_run:
-            self._write_preview(provider, template)
+            self._write_preview(provider, template, suppressions)
             return
 
         ledger = Ledger(self._ledger_path())
+        store = ConsentStore(consent_config().store)
         try:
-            self._send(provider, template, ledger, config)
+            self._send(provider, template, ledger, config, suppressions, store)
             self._write_results(ledger)
         finally:
             ledger.close()
+            store.close()
+
+    def _file_suppressions(self) -> Suppressions:
+        """The suppression file's entries for this channel; a malformed file fails the task
+        (SuppressionFileError, permanent) before anything is sent."""
+        config = campaign_config()
+        found = read_suppressions(
+            consent_config().suppressions,
+            self.channel,
+            config.default_region,
+            config.accept_vanity_numbers,
+        )
+        log.info("%s: %d suppression(s) in the suppression file", self.channel, len(found))
+        return found
+
+    def _gate(self, column: str, suppressions: Suppressions, store: ConsentStore | None) -> Gate:
+        """Who is not sent: the file's and the store's suppressions, and duplicates."""
+        if store is not None:
+            learned = store.suppressions(self.channel)
+            for key, source in learned.by_contact.items():
+                suppressions.by_contact.setdefault(key, source)
+            for key, source in learned.by_customer.items():
+                suppressions.by_customer.setdefault(key, source)
+        return Gate(suppressions, column, consent_config().dedupe_contacts)
+
+    def _learner(self, store: ConsentStore, column: str, learned: list):
+        """What the sender calls when a provider refuses a contact for good (a STOP reply,
+        a retired token, an invalid address): remember it, for the campaigns to come."""
+
+        def learn(row: dict, outcome) -> None:
+            key = match_key(column, row["recipient"])
+            if store.learn(self.channel, key, self.campaign, outcome.code):
+                learned.append(key)
+
+        return learn
 
     def customers_path(self) -> str:
         return self.input()["customers"].path
 
-    def _send(self, provider, template, ledger, config) -> None:
+    def _send(self, provider, template, ledger, config, suppressions, store) -> None:
         unknown = ledger.recover(self.resend_unknown)
         if unknown:
             log.warning("%s: %d request(s) were in flight when a run died", self.channel, unknown)
-        self._follow_customers(ledger, provider.contact_field)
+        column = provider.contact_field
+        self._follow_customers(ledger, column, suppressions, store)
+        learned: list[str] = []
         sender = ChannelSender(
             provider,
             template,
             ledger,
             Settings.from_config(config),
+            on_refused=self._learner(store, column, learned),
         )
         baseline = ledger.counts()
         progress = ProgressReporter(
@@ -359,6 +414,15 @@ class ChannelTask(CampaignTask):
                 f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
                 "for the next run"
             ) from None
+        finally:
+            if learned:
+                log.info(
+                    "%s: %d contact(s) refused for good by the provider, suppressed from now on "
+                    "in %s",
+                    self.channel,
+                    len(learned),
+                    store.path,
+                )
         waiting = ledger.counts().get(Status.PENDING, 0)
         if waiting:
             raise RecipientsPendingError(
@@ -367,14 +431,21 @@ class ChannelTask(CampaignTask):
                 f"Last error: {sender.last_transient_error}"
             )
 
-    def _follow_customers(self, ledger: Ledger, contact: str) -> None:
-        """Bring the ledger in line with the loaded file and the current targeting, unless a
-        resumed run finds it there already."""
-        selection = self._selection(self.requires().loaded_inputs())
+    def _follow_customers(
+        self, ledger: Ledger, contact: str, suppressions: Suppressions, store: ConsentStore
+    ) -> None:
+        """Bring the ledger in line with the loaded file, the current targeting and the
+        suppressions, unless a resumed run finds it there already."""
+        mark = store.mark(self.channel)
+        selection = self._selection(self.requires().loaded_inputs(), mark)
         previous = ledger.selection()
         if previous == selection:
             return
-        changes = ledger.follow(self._customers(contact), selection)
+        gate = self._gate(contact, suppressions, store)
+        if gate.dedupe:  # a customer moved before one already sent is still a duplicate
+            for customer_id, recipient in ledger.delivered():
+                gate.delivered(customer_id, recipient)
+        changes = ledger.follow(self._customers(contact, gate), selection)
         if previous is not None and any(changes.values()):
             log.warning(
                 "%s: the customer file or the targeting changed since the last run; "
@@ -383,8 +454,9 @@ class ChannelTask(CampaignTask):
                 ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items()),
             )
 
-    def _customers(self, contact: str) -> Iterator[dict]:
-        """Every customer of the loaded file; the targeted ones with their recipient row."""
+    def _customers(self, contact: str, gate: Gate) -> Iterator[dict]:
+        """Every customer of the loaded file; the targeted ones with their recipient row,
+        skipped when unusable, suppressed or a duplicate (*gate*, asked in file order)."""
         segments_wanted = {s.casefold() for s in self.target_segments}
         error_column = segments.error_column(contact)
         context_extra = {"campaign": self.campaign, "date": self.date.isoformat()}
@@ -395,7 +467,9 @@ class ChannelTask(CampaignTask):
                 if customer["segment"] not in segments_wanted:
                     yield {"customer_id": customer["customer_id"], "targeted": False}
                     continue
-                error = customer[error_column]
+                error = customer[error_column] or gate.reason(
+                    customer["customer_id"], customer[contact]
+                )
                 yield {
                     "customer_id": customer["customer_id"],
                     "targeted": True,
@@ -406,8 +480,15 @@ class ChannelTask(CampaignTask):
                     "context": {**customer, **context_extra},
                 }
 
-    def _write_preview(self, provider, template) -> None:
-        customers = self._customers(provider.contact_field)
+    def _write_preview(self, provider, template, suppressions: Suppressions) -> None:
+        path = consent_config().store
+        column = provider.contact_field
+        if os.path.exists(path):  # a dry run reads the store, and never creates it
+            with ConsentStore(path) as store:
+                gate = self._gate(column, suppressions, store)
+        else:
+            gate = self._gate(column, suppressions, None)
+        customers = self._customers(column, gate)
         recipients = (c for c in customers if c["targeted"])
         keep = campaign_config().preview_requests
         batch_size = getattr(self.config_class(), "batch_size", None)  # email's batching
@@ -420,6 +501,8 @@ class ChannelTask(CampaignTask):
             json.dump(document, handle, indent=2, ensure_ascii=False)
         counts = document["counts"]["by_status"]
         message = "dry run: " + " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
+        if skips := describe_skips(document["counts"]["skipped_by_reason"]):
+            message += f" (skipped: {skips})"
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s %s -> %s", self.channel, message, self.output().path)
@@ -431,9 +514,24 @@ class ChannelTask(CampaignTask):
             safecsv.write_rows(handle, RESULT_COLUMNS, ledger.rows())
         counts = ledger.counts()
         message = " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
+        if skips := describe_skips(ledger.skipped()):
+            message += f" (skipped: {skips})"
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)
+
+
+STORE_MARK = "consent_store"
+
+
+def _without_store(selection: str | None) -> str | None:
+    """A recorded selection without the consent store's mark (see ChannelTask._selection)."""
+    try:
+        found = json.loads(selection or "")
+    except ValueError:
+        return selection
+    found.pop(STORE_MARK, None)
+    return json.dumps(found, sort_keys=True)
 
 
 class RunCampaign(CampaignTask, luigi.WrapperTask):

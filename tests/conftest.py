@@ -35,18 +35,19 @@ RETCODE = {"missing_data": 20, "task_failed": 30}
 TOKEN = "dGVzdHRva2Vu:APA91b" + "Q" * 60
 # A customer file with a bit of everything the loader must catch: a BOM, odd header case and
 # whitespace, an extra column, a duplicate id, a missing id, an unknown segment, odd case and
-# spaces in values, bad contacts, a row with too many fields, and a blank line.
+# spaces in values, bad contacts, a row with too many fields, and a blank line. Each row has a
+# contact of its own: customers sharing one are one person, sent once (see Consent).
 EDGE_CASE_CSV = (
     "\ufeff Customer_ID ,First_Name,SEGMENT,Email,Phone,Device_Token,notes\n"
-    f"A1,Ann,premium,ann@example.com,+12125550100,{TOKEN},x\n"
-    f"A1,Dup,premium,dup@example.com,+12125550101,{TOKEN},x\n"
-    f",NoId,regular,noid@example.com,+12125550102,{TOKEN},x\n"
-    f"A2,Vip,VIP,vip@example.com,+12125550103,{TOKEN},x\n"
-    f"A3,Bob,  Regular , BOB@Example.COM ,(212) 555-0104,{TOKEN},x\n"
+    f"A1,Ann,premium,ann@example.com,+12125550100,{TOKEN}1,x\n"
+    f"A1,Dup,premium,dup@example.com,+12125550101,{TOKEN}2,x\n"
+    f",NoId,regular,noid@example.com,+12125550102,{TOKEN}3,x\n"
+    f"A2,Vip,VIP,vip@example.com,+12125550103,{TOKEN}4,x\n"
+    f"A3,Bob,  Regular , BOB@Example.COM ,(212) 555-0104,{TOKEN}5,x\n"
     "A4,Bad,new,not-an-email,555-12,short,x\n"
-    f"A5,Extra,new,a5@example.com,+12125550105,{TOKEN},x,surplus\n"
+    f"A5,Extra,new,a5@example.com,+12125550105,{TOKEN}6,x,surplus\n"
     "\n"
-    f"A6,Last,new,a6@example.com,2125550106,{TOKEN},x\n"
+    f"A6,Last,new,a6@example.com,2125550106,{TOKEN}7,x\n"
 )
 
 

@@ -85,7 +85,7 @@ def test_quoted_file_matches_the_reference(tmp_path):
     assert loaded.customers["row"].tolist() == ["2", "6", "7", "10", "11", "12", "16"]
     assert (
         loaded.rejected["raw"][3]
-        == "A5,Extra,new,a5@example.com,+12125550105," + TOKEN + ",x,surplus"
+        == "A5,Extra,new,a5@example.com,+12125550105," + TOKEN + "6,x,surplus"
     )
     a7 = loaded.customers.set_index("customer_id").loc["A7"]
     assert (a7["first_name"], a7["notes"]) == ("Quoted, Name", "two\nlines")

@@ -54,6 +54,8 @@ class Outcome:
     error: str = ""
     retry_after: float | None = None
     culprit: int | None = None  # in a refused batch, the recipient the provider blamed
+    code: str = ""  # an error's code: the provider's own, else the HTTP status
+    suppress: bool = False  # failed: the provider refused the contact for good (errors.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", Kind(self.kind))  # "snet" fails here, not later
@@ -242,7 +244,15 @@ class Provider:
             error=error,
             retry_after=retry_after(response) if kind in (Kind.RATE_LIMITED, Kind.RETRY) else None,
             culprit=self.culprit(response),
+            code=code or str(response.status_code),  # SendGrid has no codes: its status
+            suppress=row.suppress and kind == Kind.FAILED and self.blames_contact(response, code),
         )
+
+    def blames_contact(self, response: requests.Response, code: str) -> bool:  # noqa: ARG002 - a hook
+        """Whether an error answer whose table row may teach a suppression blames the
+        contact itself rather than the message (say, an FCM INVALID_ARGUMENT about the
+        token, not about the notification)."""
+        return True
 
     def speaks(self, response: requests.Response) -> bool:
         """Whether an error answer is in the provider's own format."""

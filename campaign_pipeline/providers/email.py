@@ -24,6 +24,7 @@ TAGS = {"text/plain": "campaign_text", "text/html": "campaign_html"}
 _TAG_LENGTH = len("%campaign_html_%") + 24  # the nonce is 12 random bytes in hex
 MAX_SUBSTITUTIONS = 10_000  # bytes per personalization, SendGrid's limit
 _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)\b")
+_ADDRESS = re.compile(r"^personalizations\.\d+\.to\.\d+\.email$")
 
 
 def batch_tags() -> dict[str, str]:
@@ -182,6 +183,13 @@ class EmailProvider(Provider):
             if found := _PERSONALIZATION.match(str(field or "")):
                 return int(found.group(1))
         return None
+
+    def blames_contact(self, response: requests.Response, code: str) -> bool:  # noqa: ARG002 - the hook's
+        """A 400 about a recipient's address (``personalizations.N.to.M.email``), not about
+        the rest of the message."""
+        errors = json_body(response).get("errors") or []
+        fields = [str(e.get("field") or "") for e in errors if isinstance(e, dict)]
+        return any(_ADDRESS.match(field) for field in fields)
 
     def message_id(self, response: requests.Response) -> str:
         return response.headers.get("X-Message-Id", "")

@@ -8,6 +8,9 @@ code: Twilio's number, FCM's ``errorCode``) and the action taken:
 - ``failed``: permanent for this recipient; recorded with the provider's code and message
 - ``renew``: the credentials expired: get new ones and send again, once; when they cannot
   be renewed (a static token) or are refused again, ``stop``
+- ``suppress`` (on a ``failed`` row): the answer refuses the contact itself for good, when
+  the provider blames it (:meth:`Provider.blames_contact`): the consent store remembers the
+  contact and the campaigns after skip it
 - ``stop``: the credentials, the account or the configuration is wrong, not the recipient;
   stop the whole channel at once, leaving every recipient not yet sent pending for the run
   after the fix. ``check`` names the keys of the channel's config section to look at;
@@ -59,6 +62,9 @@ class ErrorRow:
     action: Kind
     meaning: str
     check: str = ""  # for stop: the config keys to look at ("" = the channel's credentials)
+    # for failed: the provider refused the contact itself for good (a STOP reply, a retired
+    # token, an invalid address): the consent store remembers it and later campaigns skip it
+    suppress: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action", Kind(self.action))  # a typo fails at import
@@ -73,7 +79,9 @@ class ErrorRow:
 
 ERROR_TABLE = (
     ErrorRow("email", 400, "from", STOP, "invalid sender (field from)", "from_email"),
-    ErrorRow("email", 400, "", FAILED, "bad address or message body"),
+    ErrorRow(
+        "email", 400, "", FAILED, "bad address or message body", suppress=True
+    ),
     ErrorRow("email", 401, "", STOP, "API key missing, wrong or revoked", "credentials"),
     ErrorRow(
         "email", 403, "", STOP, "no mail.send, unverified sender, or suspended",
@@ -105,15 +113,21 @@ ERROR_TABLE = (
     ErrorRow("sms", 400, "21705", STOP, "invalid Messaging Service", "messaging_service_sid"),
     ErrorRow("sms", 400, "21211", FAILED, "invalid To number"),
     ErrorRow("sms", 400, "21408", FAILED, "sending to this region is not enabled"),
-    ErrorRow("sms", 400, "21610", FAILED, "recipient unsubscribed (replied STOP)"),
+    ErrorRow(
+        "sms", 400, "21610", FAILED, "recipient unsubscribed (replied STOP)", suppress=True
+    ),
     ErrorRow("sms", 400, "21612", FAILED, "cannot route to this number"),
-    ErrorRow("sms", 400, "21614", FAILED, "To is not a mobile number"),
+    ErrorRow("sms", 400, "21614", FAILED, "To is not a mobile number", suppress=True),
     ErrorRow("sms", 400, "21617", FAILED, "body over 1600 characters"),
     ErrorRow("sms", 400, "30xxx", FAILED, "carrier or handset refused delivery"),
     ErrorRow("sms", 500, "20500", RETRY, "Twilio internal error"),
     ErrorRow("sms", 503, "20503", RETRY, "service unavailable"),
-    ErrorRow("push", 400, "INVALID_ARGUMENT", FAILED, "malformed token or message"),
-    ErrorRow("push", 404, "UNREGISTERED", FAILED, "app uninstalled or token expired"),
+    ErrorRow(
+        "push", 400, "INVALID_ARGUMENT", FAILED, "malformed token or message", suppress=True
+    ),
+    ErrorRow(
+        "push", 404, "UNREGISTERED", FAILED, "app uninstalled or token expired", suppress=True
+    ),
     ErrorRow("push", 404, "", STOP, "no such project or path", "project_id, base_url"),
     ErrorRow("push", 405, "", STOP, "endpoint does not take POST", "base_url"),
     ErrorRow("push", 415, "", STOP, "endpoint does not take JSON", "base_url"),

@@ -92,6 +92,23 @@ class PushProvider(Provider):
         headers = {"Authorization": f"Bearer {self.token}"}
         return Request(url=url, headers=headers, json={"message": message})
 
+    def blames_contact(self, response: requests.Response, code: str) -> bool:
+        """UNREGISTERED always; INVALID_ARGUMENT only when it is about the registration token
+        (its message, or a BadRequest field violation on ``message.token``), not the message."""
+        if code != "INVALID_ARGUMENT":
+            return True
+        error = json_body(response).get("error") or {}
+        if not isinstance(error, dict):
+            return False
+        if "registration token" in str(error.get("message") or "").casefold():
+            return True
+        return any(
+            isinstance(v, dict) and v.get("field") == "message.token"
+            for d in error.get("details") or []
+            if isinstance(d, dict)
+            for v in d.get("fieldViolations") or []
+        )
+
     def message_id(self, response: requests.Response) -> str:
         return str(json_body(response).get("name", ""))
 

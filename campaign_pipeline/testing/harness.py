@@ -129,6 +129,7 @@ class Campaign:
                 "output_dir": str(self.root / "runs"),
             },
             rate_limits={"bucket_dir": str(self.root / "rate-limits")},
+            consent={"store": str(self.root / "consent.sqlite")},
             **{f"{channel}_api": {"base_url": self.sandbox.base_url} for channel in self.channels},
         )
         return self.sandbox

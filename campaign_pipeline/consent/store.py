@@ -1,0 +1,188 @@
+"""The consent store: what the pipeline learns from the providers and remembers.
+
+One SQLite file (``[consent] store``) shared by every channel task and every campaign on the
+machine, each in its own process: WAL mode lets them read while one writes, and each write
+is one short transaction that waits (``busy_timeout``) rather than fails while another is
+being committed.
+
+Tables:
+
+- ``suppressions``: one row per (channel, contact or customer id): what taught it
+  (``source``: ``learned`` from a provider's answer, or ``import`` of a file), the date,
+  the campaign and the provider's code. A contact is stored normalised and compared as
+  :func:`~.suppressions.match_key` says.
+- ``meta``: the schema version, for the migrations of later versions. The frequency cap
+  will add ``messages (channel, contact, campaign, date, sent_at)``, one row per accepted
+  message, indexed by (channel, contact, sent_at), in this same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .suppressions import ALL, Entry, Suppressions
+
+SCHEMA_VERSION = 1
+LEARNED = "learned"
+IMPORTED = "import"
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS suppressions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        contact TEXT NOT NULL DEFAULT '',
+        customer_id TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL,
+        date TEXT NOT NULL,
+        campaign TEXT NOT NULL DEFAULT '',
+        code TEXT NOT NULL DEFAULT '',
+        note TEXT NOT NULL DEFAULT '',
+        UNIQUE (channel, contact, customer_id)
+    )""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+BUSY_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A row of the store's ``suppressions`` table."""
+
+    channel: str
+    contact: str
+    customer_id: str
+    source: str
+    date: str
+    campaign: str
+    code: str
+    note: str
+
+    def reason(self) -> str:
+        """What a recipient skipped for this entry reads after ``suppressed:``."""
+        if self.source == LEARNED:
+            return f"learned {self.date} campaign {self.campaign} ({self.channel} {self.code})"
+        return (
+            f"imported {self.date} from {self.note}" if self.note else f"{self.source} {self.date}"
+        )
+
+
+_COLUMNS = "channel, contact, customer_id, source, date, campaign, code, note"
+
+
+def today() -> str:
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
+class ConsentStore:
+    """The store at *path*, created (with its folder) on first use; safe to share between
+    threads, and between processes through SQLite's locking."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if folder := os.path.dirname(path):
+            os.makedirs(folder, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_MS / 1000
+        )
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._transaction():
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> ConsentStore:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes the write lock at once: two processes never both read,
+        # then both fail to upgrade (SQLITE_BUSY without waiting)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def learn(self, channel: str, contact: str, campaign: str, code: str) -> bool:
+        """Remember that the provider refused *contact* on *channel* for good; False when it
+        was known already (the first lesson is kept)."""
+        return (
+            self.add([Entry(channel, contact=contact)], LEARNED, campaign=campaign, code=code) == 1
+        )
+
+    def add(
+        self,
+        entries: Iterable[Entry],
+        source: str,
+        campaign: str = "",
+        code: str = "",
+        date: str = "",
+    ) -> int:
+        """Store *entries* (an entry's ``source`` becomes its note); return how many were new."""
+        date = date or today()
+        rows = [
+            (e.channel, e.contact, e.customer_id, source, date, campaign, code, e.source)
+            for e in entries
+        ]
+        with self._lock, self._transaction():
+            before = self._db.total_changes
+            self._db.executemany(
+                f"INSERT OR IGNORE INTO suppressions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self._db.total_changes - before
+
+    def remove(self, channel: str, contact: str = "", customer_id: str = "") -> int:
+        """Forget the entries of *channel* for *contact* or *customer_id*; return how many."""
+        with self._lock, self._transaction():
+            return self._db.execute(
+                "DELETE FROM suppressions WHERE channel = ? AND contact = ? AND customer_id = ?",
+                (channel, contact, customer_id),
+            ).rowcount
+
+    def entries(self, channel: str | None = None) -> Iterator[Stored]:
+        """Every entry (of *channel* and ``all`` when given), oldest first."""
+        where, params = ("WHERE channel IN (?, ?)", (channel, ALL)) if channel else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM suppressions {where} ORDER BY id", params
+            ).fetchall()
+        for row in rows:
+            yield Stored(*row)
+
+    def suppressions(self, channel: str) -> Suppressions:
+        """The entries that apply to *channel*, for its :class:`~.suppressions.Gate`."""
+        found = Suppressions(channel)
+        for stored in self.entries(channel):
+            found.add(Entry(stored.channel, stored.contact, stored.customer_id, stored.reason()))
+        return found
+
+    def mark(self, channel: str) -> list[int]:
+        """Changes whenever an entry of *channel* (or ``all``) is added or removed: their
+        count and the highest id (ids are never reused)."""
+        with self._lock:
+            count, last = self._db.execute(
+                "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM suppressions WHERE channel IN (?, ?)",
+                (channel, ALL),
+            ).fetchone()
+        return [count, last]
