@@ -26,6 +26,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import backoff
+
 from .suppressions import ALL, Entry, Suppressions
 
 SCHEMA_VERSION = 1
@@ -91,6 +93,20 @@ class ConsentStore:
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_MS / 1000
         )
         self._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        self._set_up()
+
+    # Switching a new file to WAL takes an exclusive lock that SQLite may refuse at once
+    # ("database is locked") rather than wait for, when several channel tasks open a new store
+    # together: try again, within the busy timeout.
+    @backoff.on_exception(
+        backoff.expo,
+        sqlite3.OperationalError,
+        max_time=BUSY_MS / 1000,
+        giveup=lambda exc: "locked" not in str(exc),
+        max_value=0.5,
+        logger=None,
+    )
+    def _set_up(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._transaction():

@@ -132,3 +132,23 @@ def test_several_processes_write_the_store_at_once(tmp_path):
     assert [w.exitcode for w in writers] == [0, 0]
     with ConsentStore(path) as store:
         assert store.mark("sms")[0] == store.mark("push")[0] == 200
+
+
+def _open(path: str) -> None:
+    ConsentStore(path).close()
+
+
+@pytest.mark.e2e  # processes: a few seconds
+def test_channel_tasks_opening_a_new_store_together_all_get_it(tmp_path):
+    """The three channel tasks of a first run create the store at once. Switching a new file
+    to WAL could answer "database is locked" to one of them (about 1 time in 60 with 6
+    processes, before the fix): each must wait instead."""
+    context = multiprocessing.get_context("fork")
+    for n in range(80):
+        path = str(tmp_path / f"consent-{n}.sqlite")
+        openers = [context.Process(target=_open, args=(path,)) for _ in range(6)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(timeout=60)
+        assert [o.exitcode for o in openers] == [0] * 6, f"round {n}"
