@@ -142,6 +142,9 @@ class Campaign:
         if "email_api" in providers:
             providers["email_api"]["batch_size"] = 1  # batching has tests of its own
         self.configure(
+            # luigi's own run lock is keyed by the command line in one folder for the machine:
+            # two tests running the same command at once would take each other's
+            core={"lock_pid_dir": str(self.root / "luigi-pids")},
             scheduler={"retry_count": 1, "retry_delay": 1},
             worker={
                 "wait_interval": 0.1,
