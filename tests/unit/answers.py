@@ -18,6 +18,7 @@ from campaign_pipeline.config import email_api, push_api, sms_api
 from campaign_pipeline.providers.email import EmailProvider
 from campaign_pipeline.providers.push import FCM_ERROR_TYPE, PushProvider
 from campaign_pipeline.providers.sms import SmsProvider
+from campaign_pipeline.sandbox.fcm import FCM_STATUS  # google.rpc status per HTTP status
 
 BASE_URL = "https://provider.invalid"
 # The environment variables the test providers read their credentials from.
@@ -27,16 +28,6 @@ SMS_TOKEN_ENV = "UNIT_SMS_AUTH_TOKEN"
 PUSH_TOKEN_ENV = "UNIT_PUSH_TOKEN"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 PROJECT = "unit-project"
-# google.rpc status of each HTTP status FCM answers with
-GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-}
 
 
 def response(
@@ -79,10 +70,10 @@ def fcm_error(status: int, code: str, message: str, **kw) -> requests.Response:
     error: dict = {"code": status, "message": message}
     if code in FCM_CODES:
         error["details"] = [{"@type": FCM_ERROR_TYPE, "errorCode": code}]
-        if status in GOOGLE_STATUS:
-            error["status"] = GOOGLE_STATUS[status]
-    elif code or status in GOOGLE_STATUS:
-        error["status"] = code or GOOGLE_STATUS[status]
+        if status in FCM_STATUS:
+            error["status"] = FCM_STATUS[status]
+    elif code or status in FCM_STATUS:
+        error["status"] = code or FCM_STATUS[status]
     return response(status, {"error": error}, **kw)
 
 
