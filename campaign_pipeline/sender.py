@@ -21,6 +21,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Protocol
 from urllib.parse import quote, quote_plus
 
 import backoff
@@ -95,6 +96,41 @@ def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
+class Admission(Protocol):
+    """A rule every pending row passes just before it is sent (quiet hours, frequency cap).
+
+    :meth:`admit` gets pending rows in file order, a page at a time, and returns those that
+    may be sent now; it records what became of the others itself (skipped in the ledger
+    with a reason, or left pending for later). :meth:`settle` hears how each admitted
+    row's request ended (``sent``, ``failed``, ``unknown`` or back to ``pending``), so that
+    whatever it reserved for a row can be confirmed or released.
+    """
+
+    def admit(self, rows: list[dict]) -> list[dict]: ...
+
+    def settle(self, rows: list[dict], status: Status) -> None: ...
+
+
+ADMISSION_PAGE = 1000  # pending rows an Admission sees at once
+
+
+def admitted(rows: Iterable[dict], rules: list[Admission]) -> Iterator[dict]:
+    """*rows* that pass every rule in *rules*, asked a page at a time, in order."""
+    if not rules:
+        yield from rows
+        return
+    page: list[dict] = []
+    for row in itertools.chain(rows, [None]):
+        if row is not None:
+            page.append(row)
+            if len(page) < ADMISSION_PAGE:
+                continue
+        for rule in rules:
+            page = rule.admit(page) if page else page
+        yield from page
+        page = []
+
+
 def redactor(secrets: list[str]) -> Callable[[str], str]:
     """Return a function that masks every secret in a text, in each form it can take there:
     as it is, escaped (as a ``repr`` shows it), URL-encoded, and any two of them as HTTP
@@ -134,8 +170,11 @@ class ChannelSender:
         ledger: Ledger,
         settings: Settings,
         on_refused: Callable[[dict, Outcome], None] | None = None,
+        admission: list[Admission] | None = None,
     ):
         self.provider = provider
+        # asked before each row is sent, told how it ended (quiet hours, frequency cap)
+        self.admission = admission or []
         # called with a row and the answer when the provider refused its contact for good
         # (an outcome marked suppress): the task remembers it in the consent store
         self.on_refused = on_refused
@@ -183,7 +222,8 @@ class ChannelSender:
         for thread in threads:
             thread.start()
         try:
-            for rows in batched(self.ledger.pending(), self.settings.batch_size):
+            pending = admitted(self.ledger.pending(), self.admission)
+            for rows in batched(pending, self.settings.batch_size):
                 if self._stopped.is_set():
                     break
                 self._release_due()

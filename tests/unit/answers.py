@@ -18,7 +18,7 @@ from campaign_pipeline.config import email_api, push_api, sms_api
 from campaign_pipeline.providers.email import EmailProvider
 from campaign_pipeline.providers.push import FCM_ERROR_TYPE, PushProvider
 from campaign_pipeline.providers.sms import SmsProvider
-from campaign_pipeline.sandbox.fcm import FCM_STATUS  # google.rpc status per HTTP status
+from campaign_pipeline.sandbox.fcm import FCM_STATUS  # the statuses the fake FCM answers with
 
 BASE_URL = "https://provider.invalid"
 # The environment variables the test providers read their credentials from.
@@ -26,6 +26,7 @@ EMAIL_TOKEN_ENV = "UNIT_EMAIL_TOKEN"
 SMS_SID_ENV = "UNIT_SMS_ACCOUNT_SID"
 SMS_TOKEN_ENV = "UNIT_SMS_AUTH_TOKEN"
 PUSH_TOKEN_ENV = "UNIT_PUSH_TOKEN"
+UNSUBSCRIBE_KEY_ENV = "UNIT_UNSUBSCRIBE_KEY"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 PROJECT = "unit-project"
 
@@ -90,17 +91,31 @@ FCM_CODES = {
 }
 
 
-def email_provider(monkeypatch: pytest.MonkeyPatch, **settings) -> EmailProvider:
+def email_provider(
+    monkeypatch: pytest.MonkeyPatch,
+    preview: bool = False,
+    unsubscribe_key: str | None = None,
+    **settings,
+) -> EmailProvider:
+    """SendGrid with test credentials (*unsubscribe_key*: the links' key, default random);
+    no unsubscribe path unless *settings* give one (the tests of unsubscribing do), so the
+    other tests see the request's own parts."""
     monkeypatch.setenv(EMAIL_TOKEN_ENV, "SG." + secrets.token_hex(16))
+    monkeypatch.setenv(UNSUBSCRIBE_KEY_ENV, unsubscribe_key or secrets.token_hex(32))
     values = {
         "base_url": BASE_URL,
         "token_env": EMAIL_TOKEN_ENV,
         "from_email": "shop@example.com",
         "from_name": "",
         "custom_args": ["campaign", "customer_id"],
+        "unsubscribe_url": "",
+        "unsubscribe_mailto": "",
+        "unsubscribe_key_env": UNSUBSCRIBE_KEY_ENV,
+        "asm_group_id": 0,
+        "transactional": True,
         **settings,
     }
-    return EmailProvider(email_api(**values))
+    return EmailProvider(email_api(**values), preview=preview)
 
 
 def sms_provider(monkeypatch: pytest.MonkeyPatch, **settings) -> SmsProvider:
@@ -114,6 +129,7 @@ def sms_provider(monkeypatch: pytest.MonkeyPatch, **settings) -> SmsProvider:
         "api_key_secret_env": "",
         "from_number": "+15005550006",
         "messaging_service_sid": "",
+        "opt_out_text": "",  # the tests of the opt-out line set it
         **settings,
     }
     return SmsProvider(sms_api(**values))
