@@ -395,3 +395,13 @@ class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's nam
         description="Customers sharing a contact on a channel get one message: the first in "
         "file order; the others are skipped as duplicates",
     )
+    frequency_cap = luigi.IntParameter(
+        default=0,
+        description="At most this many messages per contact per channel within "
+        "frequency_window_days, counted over every campaign sharing the store; the others "
+        "are skipped as 'frequency cap'; 0: no cap (messages are still recorded)",
+    )
+    frequency_window_days = luigi.IntParameter(
+        default=7,
+        description="The days (back from each recipient's admission) the frequency cap counts",
+    )

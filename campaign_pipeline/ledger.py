@@ -315,6 +315,17 @@ class Ledger:
                 (FAILED, error, utc_now(), customer_id, PENDING),
             )
 
+    def skip_pending(self, customer_ids: list[str], reason: str) -> int:
+        """Skip pending rows with *reason* (an admission rule refused them, e.g. the
+        frequency cap); return how many were pending."""
+        with self._lock, self._transaction():
+            before = self._db.total_changes
+            self._db.executemany(
+                "UPDATE deliveries SET status = ?, error = ? WHERE customer_id = ? AND status = ?",
+                [(SKIPPED, reason, cid, PENDING) for cid in customer_ids],
+            )
+            return self._db.total_changes - before
+
     def counts(self) -> dict[Status, int]:
         """How many rows are in each state."""
         with self._lock:

@@ -131,6 +131,21 @@ def admitted(rows: Iterable[dict], rules: list[Admission]) -> Iterator[dict]:
         page = []
 
 
+class _Holding:
+    """The last admission rule of a sender: holds each admitted row until it is settled, so
+    that rows never sent (the channel stopped) are settled too when the run ends."""
+
+    def __init__(self, sender: ChannelSender):
+        self.sender = sender
+
+    def admit(self, rows: list[dict]) -> list[dict]:
+        self.sender._hold(rows)
+        return rows
+
+    def settle(self, rows: list[dict], status: Status) -> None:
+        """Nothing held elsewhere: the sender's own bookkeeping."""
+
+
 def redactor(secrets: list[str]) -> Callable[[str], str]:
     """Return a function that masks every secret in a text, in each form it can take there:
     as it is, escaped (as a ``repr`` shows it), URL-encoded, and any two of them as HTTP
@@ -194,6 +209,7 @@ class ChannelSender:
         self._changed = threading.Condition()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
+        self._held: dict[str, dict] = {}  # admitted rows not yet settled, by customer id
         self._send_admitted = backoff.on_predicate(
             backoff.runtime,
             predicate=lambda outcome: outcome.kind == Kind.RATE_LIMITED,
@@ -222,7 +238,8 @@ class ChannelSender:
         for thread in threads:
             thread.start()
         try:
-            pending = admitted(self.ledger.pending(), self.admission)
+            rules = [*self.admission, _Holding(self)] if self.admission else []
+            pending = admitted(self.ledger.pending(), rules)
             for rows in batched(pending, self.settings.batch_size):
                 if self._stopped.is_set():
                     break
@@ -236,6 +253,9 @@ class ChannelSender:
                 thread.join()
             for session in self._sessions:
                 session.close()
+            # admitted, and still pending: retries used up, the channel stopped, or never
+            # handed out (the rest of an admitted page when the channel stopped)
+            self._settle(list(self._held.values()), Status.PENDING)
         if self.stop_reason:
             raise self._stop_error(self.stop_reason)
         return self.counts
@@ -313,6 +333,7 @@ class ChannelSender:
                 built.append((row, self.provider.request(row["recipient"], parts, context)))
             except MessageError as exc:
                 self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
+                self._settle([row], Status.FAILED)
                 self._count(Kind.FAILED)
         return built
 
@@ -334,6 +355,7 @@ class ChannelSender:
         if outcome.culprit is not None and 0 <= outcome.culprit < len(rows):
             bad = rows[outcome.culprit]
             self.ledger.fail_pending(bad["customer_id"], outcome.error)
+            self._settle([bad], Status.FAILED)
             self._refused(bad, outcome)
             self._count(Kind.FAILED)
             parts = [[row for row in rows if row is not bad]]
@@ -392,6 +414,8 @@ class ChannelSender:
         else:
             status = TERMINAL.get(outcome.kind, Status.PENDING)
         self.ledger.finish(ids, status, outcome.message_id, outcome.error)
+        if status != Status.PENDING:  # pending rows are sent again, or settled at the end
+            self._settle(rows, status)
         if status == Status.FAILED:
             self._refused(rows[0], outcome)
         return outcome
@@ -461,6 +485,7 @@ class ChannelSender:
         item["tries"] += 1
         if item["tries"] >= self.settings.retry_attempts:
             self._count("exhausted", len(item["rows"]))
+            self._settle(item["rows"], Status.PENDING)
             return
         self._schedule(item, max(self.settings.retry_delay_seconds, outcome.retry_after or 0.0))
 
@@ -481,6 +506,22 @@ class ChannelSender:
     def _count(self, kind: str, recipients: int = 1) -> None:
         with self._changed:
             self.counts[kind] += recipients
+
+    def _hold(self, rows: list[dict]) -> None:
+        with self._changed:
+            for row in rows:
+                self._held[row["customer_id"]] = row
+
+    def _settle(self, rows: list[dict], status: Status) -> None:
+        """Tell the admission rules how the requests of *rows* ended for good (sent, failed,
+        unknown, or left pending by this run)."""
+        if not self.admission:
+            return
+        with self._changed:
+            rows = [row for row in rows if self._held.pop(row["customer_id"], None) is not None]
+        if rows:
+            for rule in self.admission:
+                rule.settle(rows, status)
 
     def snapshot(self) -> Counter:
         """The outcomes so far in this run, by kind (sent, failed, retry, ...)."""

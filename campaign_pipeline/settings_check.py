@@ -27,7 +27,7 @@ import luigi
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import input_file, pipeline
+from .config import consent, input_file, pipeline
 from .exceptions import SettingsError
 from .sender import BURST_MARGIN
 
@@ -67,6 +67,11 @@ CAMPAIGN_RULES = [
     ("wait_for_input_minutes", at_least(0), "0 (no wait) or more minutes"),
     ("preview_requests", at_least(0), "0 or more requests"),
     ("progress_log_seconds", at_least(0), "0 (no progress lines) or more seconds"),
+]
+
+CONSENT_RULES = [
+    ("frequency_cap", at_least(0), "0 (no cap) or more messages per contact"),
+    ("frequency_window_days", at_least(1), "1 or more days"),
 ]
 
 
@@ -194,6 +199,7 @@ def value_problems(task: luigi.Task) -> list[str]:
     """A line for each setting whose value parses but cannot work."""
     campaign = pipeline()
     problems = _ruled("campaign", campaign, CAMPAIGN_RULES)
+    problems += _ruled("consent", consent(), CONSENT_RULES)
     from .channels import registered  # the registry imports tasks, which import this module
 
     for channel in registered():

@@ -7,6 +7,7 @@ Everything a run writes lives in ``{[campaign] output_dir}/{campaign}/{date}/``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -32,6 +33,7 @@ from .config import (
 from .config import consent as consent_config
 from .config import pipeline as campaign_config
 from .consent import ConsentStore, Gate, Suppressions, file_digest, match_key, read_suppressions
+from .consent.cap import FrequencyCap
 from .exceptions import (
     ChannelStoppedError,
     PermanentError,
@@ -376,6 +378,21 @@ class ChannelTask(CampaignTask):
 
         return learn
 
+    def _cap(self, store: ConsentStore | None, ledger: Ledger | None, column: str) -> FrequencyCap:
+        """The frequency cap of this channel (``[consent] frequency_cap``; 0 caps nobody
+        but still records each message in the store)."""
+        settings = consent_config()
+        return FrequencyCap(
+            store,
+            ledger,
+            self.channel,
+            column,
+            self.campaign,
+            self.date.isoformat(),
+            settings.frequency_cap,
+            settings.frequency_window_days,
+        )
+
     def customers_path(self) -> str:
         return self.input()["customers"].path
 
@@ -392,6 +409,7 @@ class ChannelTask(CampaignTask):
             ledger,
             Settings.from_config(config),
             on_refused=self._learner(store, column, learned),
+            admission=[self._cap(store, ledger, column)],
         )
         baseline = ledger.counts()
         progress = ProgressReporter(
@@ -483,16 +501,17 @@ class ChannelTask(CampaignTask):
     def _write_preview(self, provider, template, suppressions: Suppressions) -> None:
         path = consent_config().store
         column = provider.contact_field
-        if os.path.exists(path):  # a dry run reads the store, and never creates it
-            with ConsentStore(path) as store:
-                gate = self._gate(column, suppressions, store)
-        else:
-            gate = self._gate(column, suppressions, None)
-        customers = self._customers(column, gate)
-        recipients = (c for c in customers if c["targeted"])
-        keep = campaign_config().preview_requests
-        batch_size = getattr(self.config_class(), "batch_size", None)  # email's batching
-        document = preview(provider, template, recipients, keep, batch_size)
+        # a dry run reads the store (suppressions, message history), never creates or writes it
+        exists = os.path.exists(path)
+        with ConsentStore(path, readonly=True) if exists else contextlib.nullcontext() as store:
+            gate = self._gate(column, suppressions, store)
+            customers = self._customers(column, gate)
+            recipients = self._cap(store, None, column).preview(
+                c for c in customers if c["targeted"]
+            )
+            keep = campaign_config().preview_requests
+            batch_size = getattr(self.config_class(), "batch_size", None)  # email's batching
+            document = preview(provider, template, recipients, keep, batch_size)
         document.update(campaign=self.campaign, date=self.date.isoformat(), dry_run=True)
         document["inputs"] = self._selection(self.requires().loaded_inputs())
         document["written_by"] = _THIS_RUN

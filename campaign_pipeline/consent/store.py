@@ -11,9 +11,13 @@ Tables:
   (``source``: ``learned`` from a provider's answer, or ``import`` of a file), the date,
   the campaign and the provider's code. A contact is stored normalised and compared as
   :func:`~.suppressions.match_key` says.
-- ``meta``: the schema version, for the migrations of later versions. The frequency cap
-  will add ``messages (channel, contact, campaign, date, sent_at)``, one row per accepted
-  message, indexed by (channel, contact, sent_at), in this same file.
+- ``messages``: one row per message a provider accepted or may have (``sent``,
+  ``unknown``), from every campaign, whether or not a frequency cap is set (a cap turned on
+  later has the history). :class:`~.cap.FrequencyCap` reserves the row when it admits the
+  recipient and deletes it when the request ends ``failed`` or back to ``pending``. The
+  contact is :func:`~.suppressions.match_key` of the recipient; ``date`` is the campaign's
+  date, ``sent_at`` the UTC time of the admission.
+- ``meta``: the schema version, for the migrations of later versions.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import backoff
 
 from .suppressions import ALL, Entry, Suppressions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: messages
 LEARNED = "learned"
 IMPORTED = "import"
 _SCHEMA = (
@@ -47,8 +52,21 @@ _SCHEMA = (
         UNIQUE (channel, contact, customer_id)
     )""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        campaign TEXT NOT NULL,
+        date TEXT NOT NULL,
+        sent_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_by_contact ON messages (channel, contact, sent_at)",
 )
+MESSAGE_COLUMNS = ("channel", "contact", "customer_id", "campaign", "date", "sent_at")
 BUSY_MS = 30_000
+CACHE_KIB = 32 * 1024
+CHECKPOINT_PAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -82,13 +100,21 @@ def today() -> str:
 
 class ConsentStore:
     """The store at *path*, created (with its folder) on first use; safe to share between
-    threads, and between processes through SQLite's locking."""
+    threads, and between processes through SQLite's locking. With *readonly* (a dry run)
+    the file must exist and is never written, not even to add a table."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
+        # reentrant: the frequency cap's reads and writes run inside its own transaction
+        self._lock = threading.RLock()
+        if readonly:
+            uri = Path(path).resolve().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            return
         if folder := os.path.dirname(path):
             os.makedirs(folder, exist_ok=True)
-        self._lock = threading.Lock()
         self._db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_MS / 1000
         )
@@ -109,11 +135,18 @@ class ConsentStore:
     def _set_up(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # the frequency cap writes a page of reservations at a time, scattered over the
+        # contact index: keep the pages its count just read in memory for the inserts, and
+        # checkpoint (an fsync) every ~40 MB of log rather than every 4 MB
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         with self._transaction():
             for statement in _SCHEMA:
                 self._db.execute(statement)
             self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = excluded.value WHERE CAST(value AS INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
             )
 
     def close(self) -> None:
@@ -125,6 +158,24 @@ class ConsentStore:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, begun at once (``BEGIN IMMEDIATE``): every other writer,
+        in this process or another, waits until it ends. The frequency cap counts and
+        reserves inside one, so that two campaigns never both pass the cap for a contact."""
+        with self._lock, self._transaction():
+            yield
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The open :meth:`transaction` of this thread, or one of its own."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+            else:
+                with self._transaction():
+                    yield
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -202,3 +253,86 @@ class ConsentStore:
                 (channel, ALL),
             ).fetchone()
         return [count, last]
+
+    # -- message history (the frequency cap) -----------------------------------------------
+
+    def recent(self, channel: str, contacts: list[str], since: str) -> dict[str, int]:
+        """How many messages *channel* sent to each of *contacts* since *since* (an ISO
+        time); a contact with none is left out. One query on the index alone."""
+        if not contacts:
+            return {}
+        marks = ", ".join("?" * len(contacts))
+        with self._lock:
+            try:
+                return dict(
+                    self._db.execute(
+                        "SELECT contact, COUNT(*) FROM messages INDEXED BY messages_by_contact"
+                        f" WHERE channel = ? AND contact IN ({marks}) AND sent_at >= ?"
+                        " GROUP BY contact",
+                        (channel, *contacts, since),
+                    )
+                )
+            except sqlite3.OperationalError as exc:
+                if self.readonly and "no such" in str(exc):  # a store from before messages
+                    return {}
+                raise
+
+    def reserved(
+        self, channel: str, page: list[tuple[str, str]], campaign: str, date: str
+    ) -> set[str]:
+        """The customer ids of *page*'s (contact, customer_id) that have a message of
+        *campaign* on *date* stored already: reserved by a run that was killed."""
+        if not page:
+            return set()
+        ids = {customer_id for _, customer_id in page}
+        contacts = sorted({contact for contact, _ in page})
+        marks = ", ".join("?" * len(contacts))
+        with self._lock:
+            found = self._db.execute(
+                "SELECT customer_id FROM messages INDEXED BY messages_by_contact"
+                f" WHERE channel = ? AND contact IN ({marks}) AND campaign = ? AND date = ?",
+                (channel, *contacts, campaign, date),
+            )
+            return {customer_id for (customer_id,) in found if customer_id in ids}
+
+    def reserve(self, messages: list[tuple[str, str, str, str, str, str]]) -> None:
+        """Store *messages*, each (channel, contact, customer_id, campaign, date, sent_at)."""
+        with self._writing():
+            self._db.executemany(
+                f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                messages,
+            )
+
+    def release(self, channel: str, campaign: str, date: str, page: list[tuple[str, str]]) -> int:
+        """Forget the messages of *campaign* on *date* to each (contact, customer_id) of
+        *page* on *channel*: their requests ended without reaching the provider."""
+        with self._writing():
+            before = self._db.total_changes
+            self._db.executemany(
+                "DELETE FROM messages WHERE channel = ? AND contact = ? AND customer_id = ?"
+                " AND campaign = ? AND date = ?",
+                [(channel, contact, cid, campaign, date) for contact, cid in page],
+            )
+            return self._db.total_changes - before
+
+    def history(self, channel: str | None = None, contact: str = "", since: str = "") -> list[dict]:
+        """The stored messages (of *channel*, to *contact*, sent since *since*), oldest first."""
+        where, params = ["sent_at >= ?"], [since]
+        if channel:
+            where.append("channel = ?")
+            params.append(channel)
+        if contact:
+            where.append("contact = ?")
+            params.append(contact)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE {' AND '.join(where)}"
+                " ORDER BY sent_at, id",
+                params,
+            ).fetchall()
+        return [dict(zip(MESSAGE_COLUMNS, row, strict=True)) for row in rows]
+
+    def prune(self, before: str) -> int:
+        """Forget the messages sent before *before* (an ISO time); return how many."""
+        with self._lock, self._transaction():
+            return self._db.execute("DELETE FROM messages WHERE sent_at < ?", (before,)).rowcount

@@ -271,8 +271,11 @@ def customers(ledger: Ledger, count: int, points: dict[str, int] | None = None) 
     ledger.follow(rows, "v1")
 
 
-def send(tmp_path, provider: Provider, ledger: Ledger, **settings) -> ChannelSender:
-    """Run a sender over the ledger's pending rows; return it (its counts, stop reason)."""
+def send(
+    tmp_path, provider: Provider, ledger: Ledger, admission: list | None = None, **settings
+) -> ChannelSender:
+    """Run a sender over the ledger's pending rows (through the *admission* rules); return it
+    (its counts, stop reason)."""
     folder = tmp_path / "templates" / "sms" / "t"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "body.txt").write_text("Hi {{ first_name }}, {{ 100 // points }}% off")
@@ -286,7 +289,7 @@ def send(tmp_path, provider: Provider, ledger: Ledger, **settings) -> ChannelSen
         "retry_delay_seconds": 0.05,
         **settings,
     }
-    sender = ChannelSender(provider, template, ledger, Settings(**values))
+    sender = ChannelSender(provider, template, ledger, Settings(**values), admission=admission)
     sender.run()
     return sender
 
@@ -514,3 +517,77 @@ def test_a_refused_batch_naming_nobody_is_halved_until_the_bad_one_is_alone(
         "r3": SENT_ROW,
     }
     assert sender.counts == Counter({SENT: 3, FAILED: 1})
+
+
+class Recorded:
+    """An admission rule that admits all but :attr:`refused` and records how each admitted
+    row was settled."""
+
+    def __init__(self, refused: frozenset = frozenset()):
+        self.refused = refused
+        self.admitted: list[str] = []
+        self.settled: dict[str, list[str]] = {}
+
+    def admit(self, rows: list[dict]) -> list[dict]:
+        kept = [row for row in rows if row["recipient"] not in self.refused]
+        self.admitted += [row["recipient"] for row in kept]
+        return kept
+
+    def settle(self, rows: list[dict], status) -> None:
+        for row in rows:
+            self.settled.setdefault(row["recipient"], []).append(str(status))
+
+
+@pytest.mark.usefixtures("token")
+def test_each_admitted_row_is_settled_once_with_how_its_request_ended(tmp_path, server, ledger):
+    customers(ledger, 6, points={"r1": 0})  # r1's template fails
+    server.forever["r2"] = UNAVAILABLE  # r2 still failing after its attempts: left pending
+    server.answer("r3", UNAVAILABLE)  # r3 back to pending once, then sent: settled once, sent
+    server.answer("r4", NO_ANSWER)  # r4 unknown
+    rule = Recorded(refused=frozenset({"r5"}))
+
+    send(tmp_path, FakeProvider(server.base_url), ledger, admission=[rule],
+         timeout_seconds=0.2, retry_unanswered=False)  # fmt: skip
+
+    assert rule.admitted == ["r0", "r1", "r2", "r3", "r4"]
+    assert rule.settled == {
+        "r0": ["sent"],
+        "r1": ["failed"],
+        "r2": ["pending"],
+        "r3": ["sent"],
+        "r4": ["unknown"],
+    }
+    assert "r5" not in [seen.recipient for seen in server.seen]
+
+
+@pytest.mark.usefixtures("token")
+def test_rows_admitted_but_never_sent_because_the_channel_stopped_are_settled_pending(
+    tmp_path, server, ledger
+):
+    customers(ledger, 5)
+    server.answer("r1", (401, {"error": {"code": "AUTH", "message": "no"}}, {}))
+    rule = Recorded()
+
+    with pytest.raises(ChannelStoppedError):
+        send(tmp_path, FakeProvider(server.base_url), ledger, admission=[rule])
+
+    assert rule.admitted == [f"r{n}" for n in range(5)], "one page, admitted at once"
+    assert rule.settled == {"r0": ["sent"], **{f"r{n}": ["pending"] for n in range(1, 5)}}
+    assert {r: status for r, (status, _) in statuses(ledger).items()} == {
+        "r0": SENT_ROW,
+        **{f"r{n}": PENDING for n in range(1, 5)},
+    }
+
+
+@pytest.mark.usefixtures("token")
+def test_a_batch_refused_for_one_recipient_settles_it_failed_and_the_others_sent(
+    tmp_path, server, ledger
+):
+    customers(ledger, 4)
+    server.bad = {"r2"}
+    rule = Recorded()
+
+    send(tmp_path, FakeProvider(server.base_url, batches=True), ledger, admission=[rule],
+         batch_size=4)  # fmt: skip
+
+    assert rule.settled == {"r0": ["sent"], "r1": ["sent"], "r2": ["failed"], "r3": ["sent"]}
