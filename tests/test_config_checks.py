@@ -386,6 +386,7 @@ def test_settings_that_cannot_work_are_named_before_anything_is_sent(campaign):
         email_api={"rate_per_second": 0, "batch_size": 1001, "retry_delay_seconds": -1},
         sms_api={"burst": 2, "timeout_seconds": 0},
         push_api={"concurrency": 0, "retry_attempts": 0},  # concurrency 0 used to hang
+        consent={"frequency_cap": -1, "frequency_window_days": 0},
     )
 
     done, seconds = timed_run(campaign)
@@ -396,6 +397,8 @@ def test_settings_that_cannot_work_are_named_before_anything_is_sent(campaign):
         "[campaign] default_region = us: not a region phonenumbers knows; "
         "write a two-letter ISO 3166 code in capitals, did you mean US?",
         "[campaign] timeout_seconds = -1.0: must be 0 (no limit) or more seconds",
+        "[consent] frequency_cap = -1: must be 0 (no cap) or more messages per contact",
+        "[consent] frequency_window_days = 0: must be 1 or more days",
         "[email_api] batch_size = 1001: must be 1 to 1000 recipients per request",
         "[email_api] rate_per_second = 0.0: must be a number of requests per second above 0",
         "[email_api] retry_delay_seconds = -1.0: must be 0 or more seconds",

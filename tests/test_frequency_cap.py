@@ -165,3 +165,42 @@ def test_two_campaigns_at_once_never_both_pass_the_cap(campaign):
                 assert row["error"] == reason
     assert set(sent) == set(skipped) == {f"C{n}" for n in range(1, 13)}
     assert all(len(found) == 1 for found in sent.values())
+
+
+def consent(campaign, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "campaign-consent"), *args], env=campaign.env(), capture_output=True,
+        text=True, timeout=30, cwd=campaign.root,
+    )  # fmt: skip
+
+
+def test_campaign_consent_shows_a_contacts_recent_messages_and_prunes_old_ones(campaign):
+    store_path = campaign.root / "consent.sqlite"
+    campaign.configure(consent={"store": str(store_path)})
+    now = datetime.datetime.now(datetime.UTC)
+
+    def at(days: float) -> str:
+        return timestamp(now - datetime.timedelta(days=days))
+
+    with ConsentStore(str(store_path)) as store:
+        store.reserve([
+            ("sms", "+12125550100", "C1", "spring", "2026-11-20", at(5)),
+            ("sms", "+12125550100", "C1", "winter", "2026-10-01", at(50)),
+            ("email", "ann@example.com", "C1", "spring", "2026-11-20", at(5)),
+            ("sms", "+12125550199", "C9", "spring", "2026-11-20", at(1)),
+        ])  # fmt: skip
+
+    recent = consent(campaign, "history", "--contact", "(212) 555-0100")
+    longer = consent(campaign, "history", "--contact", "(212) 555-0100", "--days", "60")
+    pruned = consent(campaign, "prune", "--older-than", "30")
+
+    assert recent.returncode == 0, recent.stderr
+    rows = list(csv.DictReader(recent.stdout.splitlines()))
+    assert [(r["channel"], r["campaign"], r["sent_at"]) for r in rows] == [("sms", "spring", at(5))]
+    assert [r["campaign"] for r in csv.DictReader(longer.stdout.splitlines())] == [
+        "winter",
+        "spring",
+    ]
+    assert pruned.returncode == 0 and "pruned 1 message(s)" in pruned.stdout
+    with ConsentStore(str(store_path)) as store:
+        assert [m["campaign"] for m in store.history("sms")] == ["spring", "spring"]

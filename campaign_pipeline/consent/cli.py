@@ -4,6 +4,8 @@
     campaign-consent export [--channel sms] [--output FILE]
     campaign-consent import FILE
     campaign-consent remove --channel sms (--contact '(212) 555-0100' | --customer-id C42)
+    campaign-consent history --contact '(212) 555-0100' [--channel sms] [--days 30]
+    campaign-consent prune --older-than 90
 
 The store is ``[consent] store`` of the luigi configuration (``luigi.cfg`` of this folder,
 ``$LUIGI_CONFIG_PATH``), or ``--store``. An import is checked like the suppression file,
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import sys
 
 from ..config import consent, pipeline
 from ..exceptions import CampaignError
-from .store import IMPORTED, ConsentStore, Stored
+from .cap import timestamp, utc_now
+from .store import IMPORTED, MESSAGE_COLUMNS, ConsentStore, Stored
 from .suppressions import ALL, channel_columns, parse_row, read_entries
 
 EXPORT_COLUMNS = ("channel", "contact", "customer_id", "source", "date", "campaign", "code")
@@ -38,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     channels = [*channel_columns(), ALL]
     parser = argparse.ArgumentParser(
         prog="campaign-consent",
-        description="List, export, import and remove the consent store's suppressions.",
+        description="List, export, import and remove the consent store's suppressions; "
+        "show a contact's recent messages (the frequency cap's history) and prune old ones.",
     )
     parser.add_argument("--store", help="the store's file (default: [consent] store)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -58,7 +63,29 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--contact", help="as the customer file may write it")
     who.add_argument("--customer-id")
     remove.set_defaults(command=_remove)
+    history = commands.add_parser("history", help="a contact's messages, as CSV, oldest first")
+    history.add_argument("--contact", required=True, help="as the customer file may write it")
+    history.add_argument("--channel", choices=channels, default=ALL, help="default: every one")
+    history.add_argument("--days", type=_days, default=30, help="this many days back (30)")
+    history.set_defaults(command=_history)
+    prune = commands.add_parser("prune", help="forget the messages older than some days")
+    prune.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
+    prune.set_defaults(command=_prune)
     return parser
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        days = -1
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days, 1 or more")
+    return days
+
+
+def _since(days: int) -> str:
+    return timestamp(utc_now() - datetime.timedelta(days=days))
 
 
 def _store(args: argparse.Namespace) -> ConsentStore:
@@ -143,6 +170,33 @@ def _remove(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} for {who} from {store.path}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    config = pipeline()
+    row = {"channel": args.channel, "contact": args.contact, "customer_id": ""}
+    entries = parse_row(row, "--contact", config.default_region, config.accept_vanity_numbers)
+    with _store(args) as store:
+        found = [
+            message
+            for entry in entries
+            for message in store.history(entry.channel, entry.contact, _since(args.days))
+        ]
+    writer = csv.DictWriter(sys.stdout, MESSAGE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(found, key=lambda message: message["sent_at"]))
+    print(
+        f"{len(found)} message(s) to {args.contact} in the last {args.days} days in {store.path}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        removed = store.prune(before=_since(args.older_than))
+    print(f"pruned {removed} message(s) older than {args.older_than} days from {store.path}")
     return 0
 
 
