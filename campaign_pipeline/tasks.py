@@ -293,9 +293,10 @@ class ChannelTask(CampaignTask):
 
     def _selection(self, loaded: dict | None, store_mark: list | None = None) -> str:
         """The inputs a channel's recipients follow, as recorded in its ledger or preview:
-        the loaded file, the targeting, the suppression file's content and the dedupe
-        setting; with *store_mark*, the state of the consent store's entries too (which
-        a complete channel does not follow: its own lessons would make it run again)."""
+        the loaded file, the targeting, the suppression file's content, the dedupe
+        setting and the frequency cap; with *store_mark*, the state of the consent store's
+        entries too (which a complete channel does not follow: its own lessons would make it
+        run again)."""
         targets = sorted({s.casefold() for s in self.target_segments})
         settings = consent_config()
         selection = {
@@ -304,6 +305,8 @@ class ChannelTask(CampaignTask):
             "suppressions": file_digest(settings.suppressions),
             "dedupe_contacts": settings.dedupe_contacts,
         }
+        if settings.frequency_cap:  # a changed cap decides again for the recipients it capped
+            selection["frequency_cap"] = [settings.frequency_cap, settings.frequency_window_days]
         if store_mark is not None:
             selection[STORE_MARK] = store_mark
         return json.dumps(selection, sort_keys=True)

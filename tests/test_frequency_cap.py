@@ -75,7 +75,7 @@ def test_a_later_campaign_skips_contacts_at_the_cap_in_results_preview_report_an
     assert "sms skipped: 3 frequency cap" in report.stdout, report.stdout + report.stderr
 
 
-def test_messages_older_than_the_window_do_not_count(campaign):
+def test_messages_older_than_the_window_do_not_count_and_a_raised_cap_is_followed(campaign):
     customers(campaign, range(1, 4))
     campaign.start_sandbox()
     campaign.configure(consent={"frequency_cap": 2, "frequency_window_days": 3})
@@ -105,6 +105,13 @@ def test_messages_older_than_the_window_do_not_count(campaign):
     }
     assert rows["C2"]["error"] == "frequency cap: 2 in 3 days"
     assert set(campaign.accepted("email")) == {"c1@example.com", "c3@example.com"}
+
+    campaign.configure(consent={"frequency_cap": 3})  # raised: C2 is under it now
+    again = campaign.run(task=TASKS["email"])
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {r["status"] for r in results(campaign, "test").values()} == {"sent"}
+    assert campaign.accepted("email") == {f"c{n}@example.com": 1 for n in (1, 2, 3)}
 
 
 def test_a_failed_send_does_not_count(campaign):
