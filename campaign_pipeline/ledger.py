@@ -315,6 +315,18 @@ class Ledger:
                 (FAILED, error, utc_now(), customer_id, PENDING),
             )
 
+    def note(self, key: str, value: str) -> None:
+        """Keep *value* under *key* in the ledger's meta table (an admission rule's state
+        that must survive the process, e.g. the frequency cap's open reservations)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def noted(self, key: str) -> str | None:
+        """What :meth:`note` kept under *key*, or None."""
+        with self._lock:
+            found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return found[0] if found else None
+
     def skip_pending(self, customer_ids: list[str], reason: str) -> int:
         """Skip pending rows with *reason* (an admission rule refused them, e.g. the
         frequency cap); return how many were pending."""

@@ -11,13 +11,16 @@ reservation is confirmed by ``sent`` or ``unknown`` (the provider has or may hav
 message) and deleted when the request ends ``failed`` or the recipient is left ``pending``.
 
 A run killed outright (``kill -9``) cannot delete its reservations: they count for the other
-campaigns, which then send fewer, never more, than the cap allows. The killed campaign's
-next run finds each pending recipient's own reservation and reuses it instead of counting it.
+campaigns, which then send fewer, never more, than the cap allows. The ledger notes while
+reservations are open, so the killed campaign's next run knows to look for each pending
+recipient's own reservation, and reuses it instead of counting it (a run after a clean end
+does not pay for that look-up).
 """
 
 from __future__ import annotations
 
 import datetime
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
@@ -28,6 +31,7 @@ from .suppressions import match_key
 # The answers that leave the reservation in place: the provider has, or may have, the message.
 KEPT = frozenset({Status.SENT, Status.UNKNOWN})
 PAGE = 1000  # recipients a dry run asks the store about at once, as the sender's pages
+OPEN_NOTE = "frequency_cap_reservations"  # the ledger's note: "open" while any is unsettled
 
 
 def utc_now() -> datetime.datetime:
@@ -69,12 +73,15 @@ class FrequencyCap:
         self.window = datetime.timedelta(days=window_days)
         self.reason = f"frequency cap: {cap} in {window_days} days"
         self.clock = clock
+        self._lock = threading.Lock()
+        self._unsettled = 0  # rows admitted and not yet settled
+        self._after_kill: bool | None = None  # did a killed run leave reservations? (lazy)
 
     def _keys(self, rows: Iterable[dict]) -> list[tuple[str, str]]:
         return [(match_key(self.column, row["recipient"]), row["customer_id"]) for row in rows]
 
     def _decide(
-        self, page: list[tuple[str, str]], now: datetime.datetime
+        self, page: list[tuple[str, str]], now: datetime.datetime, after_kill: bool = False
     ) -> list[tuple[bool, bool]]:
         """For each (contact, customer_id) of *page*, in order: (admitted, has a reservation
         of its own already). A contact admitted earlier in the page counts (customers
@@ -85,11 +92,14 @@ class FrequencyCap:
         since = timestamp(now - self.window)
         counts = self.store.recent(self.channel, [contact for contact, _ in page], since)
         in_page = Counter(contact for contact, _ in page)
-        # only a recipient the stored messages alone could cap may hold one of its own
+        # only after a killed run, and only a recipient the stored messages alone could cap,
+        # may hold a reservation of its own
         suspects = [
             (contact, cid)
             for contact, cid in page
-            if counts.get(contact, 0) and counts[contact] + in_page[contact] > self.cap
+            if after_kill
+            and counts.get(contact, 0)
+            and counts[contact] + in_page[contact] > self.cap
         ]
         own = self.store.reserved(self.channel, suspects, self.campaign, self.date)
         admitted: Counter = Counter()
@@ -109,9 +119,11 @@ class FrequencyCap:
             return rows
         assert self.store is not None and self.ledger is not None, "a dry run only previews"
         page = self._keys(rows)
+        if self._after_kill is None:
+            self._after_kill = self.ledger.noted(OPEN_NOTE) == "open"
         with self.store.transaction():
             now = self.clock()
-            decided = self._decide(page, now)
+            decided = self._decide(page, now, self._after_kill)
             sent_at = timestamp(now)
             self.store.reserve(
                 [
@@ -123,12 +135,23 @@ class FrequencyCap:
             capped = [cid for (_, cid), (ok, _) in zip(page, decided, strict=True) if not ok]
             if capped:
                 self.ledger.skip_pending(capped, self.reason)
-        return [row for row, (ok, _) in zip(rows, decided, strict=True) if ok]
+            admitted = [row for row, (ok, _) in zip(rows, decided, strict=True) if ok]
+            with self._lock:
+                if admitted and not self._unsettled:  # noted before the reservations commit
+                    self.ledger.note(OPEN_NOTE, "open")
+                self._unsettled += len(admitted)
+        return admitted
 
     def settle(self, rows: list[dict], status: Status) -> None:
         """Keep the reservations of rows the provider has or may have; delete the others'."""
         if rows and Status(status) not in KEPT and self.store is not None:
             self.store.release(self.channel, self.campaign, self.date, self._keys(rows))
+        if self.ledger is not None:
+            with self._lock:
+                self._unsettled -= len(rows)
+                if self._unsettled <= 0:
+                    self._unsettled = 0
+                    self.ledger.note(OPEN_NOTE, "settled")
 
     def preview(self, recipients: Iterable[dict]) -> Iterator[dict]:
         """*recipients* (the dry run's targeted rows) with those the cap would skip marked
@@ -145,6 +168,8 @@ class FrequencyCap:
         yield from self._previewed(page)
 
     def _previewed(self, rows: list[dict]) -> list[dict]:
+        # Nothing is reserved: customers sharing a contact (dedupe off) count each other
+        # within a page, not across pages; the real run counts them all.
         pending = [row for row in rows if row["status"] == PENDING]
         decided = self._decide(self._keys(pending), self.clock())
         for row, (ok, _) in zip(pending, decided, strict=True):

@@ -304,13 +304,15 @@ class ConsentStore:
             )
 
     def release(self, channel: str, campaign: str, date: str, page: list[tuple[str, str]]) -> int:
-        """Forget the messages of *campaign* on *date* to each (contact, customer_id) of
-        *page* on *channel*: their requests ended without reaching the provider."""
+        """Forget the latest message of *campaign* on *date* to each (contact, customer_id)
+        of *page* on *channel*: its request ended without reaching the provider. (An older
+        one, of a request that may have been delivered before a resend, stays.)"""
         with self._writing():
             before = self._db.total_changes
             self._db.executemany(
-                "DELETE FROM messages WHERE channel = ? AND contact = ? AND customer_id = ?"
-                " AND campaign = ? AND date = ?",
+                "DELETE FROM messages WHERE id = (SELECT MAX(id) FROM messages"
+                " INDEXED BY messages_by_contact WHERE channel = ? AND contact = ?"
+                " AND customer_id = ? AND campaign = ? AND date = ?)",
                 [(channel, contact, cid, campaign, date) for contact, cid in page],
             )
             return self._db.total_changes - before

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from campaign_pipeline.consent import ConsentStore
-from campaign_pipeline.consent.cap import FrequencyCap, timestamp
+from campaign_pipeline.consent.cap import OPEN_NOTE, FrequencyCap, timestamp
 from campaign_pipeline.ledger import PENDING, Ledger, Status
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
@@ -223,3 +223,32 @@ def test_two_campaigns_admitting_at_once_never_both_pass_the_cap(tmp_path):
     assert everyone == ["ann@example.com", "bob@example.com", "cy@example.com"]
     with ConsentStore(path) as store:
         assert len(store.history()) == 3
+
+
+def test_a_failed_resend_forgets_only_its_own_reservation(tmp_path, store):
+    """resend_unknown: the earlier request may have been delivered; its row stays."""
+    ledger = ledger_of(tmp_path / "l.sqlite", ["ann@example.com"])
+    cap = cap_of(store, ledger, cap=5)
+    (row,) = cap.admit(list(ledger.pending()))
+    cap.settle([row], Status.UNKNOWN)
+    (again,) = cap.admit([row])  # sent again: pending once more in the ledger
+
+    cap.settle([again], Status.FAILED)
+
+    assert [m["customer_id"] for m in store.history()] == ["C0"]
+    ledger.close()
+
+
+def test_the_ledger_notes_open_reservations_until_each_is_settled(tmp_path, store):
+    ledger = ledger_of(tmp_path / "l.sqlite", ["ann@example.com", "bob@example.com"])
+    cap = cap_of(store, ledger)
+    assert ledger.noted(OPEN_NOTE) is None
+
+    ann, bob = cap.admit(list(ledger.pending()))
+    assert ledger.noted(OPEN_NOTE) == "open"
+    cap.settle([ann], Status.SENT)
+    assert ledger.noted(OPEN_NOTE) == "open"
+    cap.settle([bob], Status.PENDING)
+
+    assert ledger.noted(OPEN_NOTE) == "settled"
+    ledger.close()
