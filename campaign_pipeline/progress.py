@@ -65,7 +65,8 @@ class ProgressReporter:
     it sends: to the visualiser every *interval* seconds, to the log every *log_every*.
 
     *baseline* is the ledger's rows by state before the run; *counts* returns the run's
-    outcomes so far by kind (:meth:`ChannelSender.snapshot`)."""
+    outcomes so far by kind (:meth:`ChannelSender.snapshot`), and under ``skipped`` the
+    recipients an admission rule skipped while sending (the frequency cap)."""
 
     def __init__(
         self,
@@ -116,7 +117,8 @@ class ProgressReporter:
         failed = self.baseline[Status.FAILED] + now[Kind.FAILED]
         settled = sent + failed + self.baseline[Status.UNKNOWN]
         done_now = now[Kind.SENT] + now[Kind.FAILED]
-        remaining = self.total - settled
+        total = self.total - now[Status.SKIPPED]  # skipped while sending (frequency cap)
+        remaining = total - settled
         clock = time.monotonic()
         elapsed = clock - self._started
         eta = remaining * elapsed / done_now if done_now and remaining else None
@@ -126,7 +128,7 @@ class ProgressReporter:
             self._window = (clock, done_now)
         if final:
             self._rate = done_now / elapsed if elapsed > 0 else None  # the run's average
-        message = describe(sent, failed, self.total, eta, self._rate, self.limit)
+        message = describe(sent, failed, total, eta, self._rate, self.limit)
         if self.log_every > 0 and (final or clock - self._logged_at >= self.log_every):
             self._logged_at = clock
             log.info("%s progress: %s%s", self.name, message, f" ({final})" if final else "")
@@ -134,4 +136,4 @@ class ProgressReporter:
             return
         self._last = message
         self.task.set_status_message(message)
-        self.task.set_progress_percentage(int(100 * settled / self.total) if self.total else 100)
+        self.task.set_progress_percentage(int(100 * settled / total) if total > 0 else 100)

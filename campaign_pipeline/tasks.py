@@ -15,6 +15,7 @@ import math
 import os
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -412,13 +413,13 @@ class ChannelTask(CampaignTask):
             ledger,
             Settings.from_config(config),
             on_refused=self._learner(store, column, learned),
-            admission=[self._cap(store, ledger, column)],
+            admission=[cap := self._cap(store, ledger, column)],
         )
         baseline = ledger.counts()
         progress = ProgressReporter(
             self,
             baseline,
-            sender.snapshot,
+            lambda: sender.snapshot() + Counter({Status.SKIPPED: cap.skipped}),
             log_every=campaign_config().progress_log_seconds,
             limit=rate_limit(config.rate_per_second, getattr(config, "batch_size", 1)),
             name=self.channel,

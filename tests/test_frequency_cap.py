@@ -65,8 +65,9 @@ def test_a_later_campaign_skips_contacts_at_the_cap_in_results_preview_report_an
     assert {later[c]["status"] for c in ("C4", "C5")} == {"sent"}
     assert capped(results(campaign, "second", "sms", dry=True), reason) == ["C1", "C2", "C3"]
     assert campaign.accepted("sms") == {f"+1212555{n:04d}": 1 for n in range(1, 6)}
-    # the status message, as the log repeats it
+    # the status message, as the log repeats it; the progress counts the capped as done
     assert "sms results: 2 sent · 3 skipped (skipped: 3 frequency cap)" in second.stderr
+    assert "sms progress: 2 / 2 sent · 0 failed" in second.stderr
     assert "(skipped: 3 frequency cap)" in dry.stderr
     report = subprocess.run(
         [str(BIN / "campaign-report"), "--date", "2026-11-25", "--campaign", "second"],

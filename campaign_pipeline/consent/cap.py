@@ -75,6 +75,7 @@ class FrequencyCap:
         self.clock = clock
         self._lock = threading.Lock()
         self._unsettled = 0  # rows admitted and not yet settled
+        self.skipped = 0  # rows this run skipped at the cap, for the progress
         self._after_kill: bool | None = None  # did a killed run leave reservations? (lazy)
 
     def _keys(self, rows: Iterable[dict]) -> list[tuple[str, str]]:
@@ -137,6 +138,7 @@ class FrequencyCap:
                 self.ledger.skip_pending(capped, self.reason)
             admitted = [row for row, (ok, _) in zip(rows, decided, strict=True) if ok]
             with self._lock:
+                self.skipped += len(capped)
                 if admitted and not self._unsettled:  # noted before the reservations commit
                     self.ledger.note(OPEN_NOTE, "open")
                 self._unsettled += len(admitted)
