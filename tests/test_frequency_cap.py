@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TASKS
+from conftest import TASKS, kill_group, wait_for
 
 from campaign_pipeline.consent import ConsentStore
 from campaign_pipeline.consent.cap import timestamp
@@ -173,6 +173,37 @@ def test_two_campaigns_at_once_never_both_pass_the_cap(campaign):
                 assert row["error"] == reason
     assert set(sent) == set(skipped) == {f"C{n}" for n in range(1, 13)}
     assert all(len(found) == 1 for found in sent.values())
+
+
+def test_a_killed_run_leaves_reservations_that_count_until_its_next_run_reuses_them(campaign):
+    customers(campaign, range(1, 13))
+    campaign.start_sandbox(latency_ms=100)
+    campaign.configure(
+        consent={"frequency_cap": 1},
+        sms_api={"rate_per_second": 5, "burst": 3, "concurrency": 1},
+    )
+    running = campaign.start("--campaign", "spring", task=TASKS["sms"])
+    wait_for(lambda: campaign.sandbox.stats()["sms"]["accepted"] >= 2, 60, "the first SMS")
+    kill_group(running)  # all twelve were admitted (one page) and reserved
+    before = campaign.accepted("sms")
+
+    other = campaign.run("--campaign", "autumn", task=TASKS["sms"])
+    resumed = campaign.run("--campaign", "spring", task=TASKS["sms"])
+
+    assert other.returncode == resumed.returncode == 0, resumed.stderr[-3000:]
+    reason = "frequency cap: 1 in 7 days"
+    everyone = sorted(f"C{n}" for n in range(1, 13))
+    assert capped(results(campaign, "autumn", "sms"), reason) == everyone, "sent or reserved"
+    spring = results(campaign, "spring", "sms")
+    unknown = {c for c, r in spring.items() if r["status"] == "unknown"}  # in flight at the kill
+    assert {r["status"] for c, r in spring.items() if c not in unknown} == {"sent"}
+    assert len(unknown) <= 1 and len(before) >= 2
+    accepted = campaign.accepted("sms")
+    assert set(accepted.values()) == {1}, "nobody twice"
+    assert len(accepted) >= 12 - len(unknown)
+    with ConsentStore(str(campaign.root / "consent.sqlite")) as store:
+        kept = [m["customer_id"] for m in store.history("sms")]
+    assert sorted(kept) == everyone, "each reservation reused, none twice"
 
 
 def consent(campaign, *args: str) -> subprocess.CompletedProcess:
