@@ -14,7 +14,8 @@ A run killed outright (``kill -9``) cannot delete its reservations: they count f
 campaigns, which then send fewer, never more, than the cap allows. The ledger notes while
 reservations are open, so the killed campaign's next run knows to look for each pending
 recipient's own reservation, and reuses it instead of counting it (a run after a clean end
-does not pay for that look-up).
+does not pay for that look-up). The look-up is for the recipients the stored messages would
+cap; one still under the cap gets a second reservation, which over-counts, never under.
 """
 
 from __future__ import annotations
