@@ -222,13 +222,9 @@ class ChannelSender:
         for thread in threads:
             thread.start()
         try:
-            pending = admitted(self.ledger.pending(), self.admission)
-            for rows in batched(pending, self.settings.batch_size):
-                if self._stopped.is_set():
-                    break
-                self._release_due()
-                self._submit({"rows": rows, "tries": 0})
-            self._drain()
+            self._dispatch(self.ledger.pending())
+            while (due := self._wait_for_window()) is not None:
+                self._dispatch(due)
         finally:
             for _ in threads:
                 self._work.put(None)
@@ -239,6 +235,60 @@ class ChannelSender:
         if self.stop_reason:
             raise self._stop_error(self.stop_reason)
         return self.counts
+
+    def _dispatch(self, rows: Iterable[dict]) -> None:
+        """Hand *rows* that pass the admission rules to the sending threads; wait until
+        every request is answered (retries included)."""
+        for batch in batched(admitted(rows, self.admission), self.settings.batch_size):
+            if self._stopped.is_set():
+                break
+            self._release_due()
+            if batch := self._recheck(batch):
+                self._submit({"rows": batch, "tries": 0})
+        self._drain()
+
+    def _recheck(self, rows: list[dict]) -> list[dict]:
+        """*rows* that the rules which can change their mind (quiet hours: a window may
+        close while a page is sent) still admit; what the other rules reserved for the
+        rows dropped is released."""
+        for rule in self.admission:
+            recheck = getattr(rule, "recheck", None)
+            if recheck is None or not rows:
+                continue
+            kept = recheck(rows)
+            if len(kept) < len(rows):
+                ids = {id(row) for row in kept}
+                dropped = [row for row in rows if id(row) not in ids]
+                for other in self.admission:
+                    if other is not rule:
+                        other.settle(dropped, Status.PENDING)
+            rows = kept
+        return rows
+
+    def _wait_for_window(self) -> Iterator[dict] | None:
+        """Wait for the next window of deferred rows to open (quiet hours) and return the
+        rows it lets through, in the order the windows open; None when no row is deferred
+        or the channel is stopped. The wait ends at once on stop()."""
+        rules = [rule for rule in self.admission if hasattr(rule, "next_open")]
+        while rules and not self._stopped.is_set():
+            opens = [moment for rule in rules if (moment := rule.next_open()) is not None]
+            if not opens:
+                return None
+            wait = min(opens) - time.time()
+            if wait <= 0:
+                return itertools.chain.from_iterable(rule.due() for rule in rules)
+            self._stopped.wait(min(wait, 60.0))  # a clock set forward is seen within a minute
+        return None
+
+    def deferred(self) -> tuple[int, float | None, str]:
+        """(rows deferred, when the next window opens, that moment in the recipients' zone),
+        from the rules that defer (quiet hours); (0, None, "") when none is."""
+        found = [rule.waiting() for rule in self.admission if hasattr(rule, "waiting")]
+        found = [f for f in found if f[0]]
+        if not found:
+            return 0, None, ""
+        first = min(found, key=lambda f: f[1] if f[1] is not None else float("inf"))
+        return sum(f[0] for f in found), first[1], first[2]
 
     def _submit(self, item: dict) -> None:
         with self._changed:
@@ -251,8 +301,10 @@ class ChannelSender:
         with self._changed:
             while self._delayed and self._delayed[0][0] <= now:
                 due.append(heapq.heappop(self._delayed)[2])
-        for item in due:
-            self._submit(item)
+        for item in due:  # a retry may come after a window has closed
+            item["rows"] = self._recheck(item["rows"])
+            if item["rows"]:
+                self._submit(item)
 
     def _drain(self) -> None:
         while not self._stopped.is_set():
