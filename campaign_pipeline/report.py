@@ -81,8 +81,8 @@ def _result_deferred(path: Path) -> str:
     last = max(row["deferred_until"] for row in waited)
     statuses = ", ".join(f"{n:,} {status}" for status, n in sorted(by_status.items()))
     return (
-        f"deferred by quiet hours: {len(waited):,} ({statuses}), sent once their window "
-        f"opened (the last at {last})"
+        f"deferred by quiet hours: {len(waited):,}, sent once their window opened "
+        f"({statuses}; the last window opened at {last})"
     )
 
 

@@ -168,17 +168,20 @@ class Resolver:
                 yield moment
 
 
+@lru_cache(maxsize=4096)  # a run's deferrals share a few moments
 def describe_moment(moment: float, zone: str) -> str:
     """``2026-11-26 08:00:00 America/Chicago``."""
     local = datetime.datetime.fromtimestamp(moment, _zone(zone))
     return f"{local:%Y-%m-%d %H:%M:%S} {zone}"
 
 
+@lru_cache(maxsize=4096)  # a run's deferrals share a few moments
 def utc_text(moment: float) -> str:
     """The UTC ISO 8601 time of *moment*, as the ledger keeps times."""
     return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat(timespec="milliseconds")
 
 
+@lru_cache(maxsize=4096)  # a run's deferrals share a few moments
 def deferral_reason(moment: float, zone: str) -> str:
     return f"{DEFERRED} until {describe_moment(moment, zone)}"
 
@@ -285,7 +288,12 @@ def describe_waiting(count: int, opens: float | None, shown: str, now: float) ->
     if not count or opens is None:
         return ""
     utc = datetime.datetime.fromtimestamp(opens, datetime.UTC)
-    wait = max(0.0, opens - now)
+    wait = opens - now
+    if wait <= 0:  # the others are still being sent
+        return (
+            f"{count:,} deferred by quiet hours · their window opened at {shown} "
+            f"({utc:%H:%M:%S} UTC): sent next"
+        )
     return (
         f"{count:,} deferred by quiet hours · next window opens {shown} "
         f"({utc:%H:%M:%S} UTC, in {_duration(wait)})"
