@@ -322,7 +322,10 @@ class ChannelTask(CampaignTask):
         settings = consent_config()
         if self.channel not in settings.quiet_hours_channels:
             return None
-        return quiet.parse_window(settings.quiet_hours)  # checked by settings_check
+        try:
+            return quiet.parse_window(settings.quiet_hours)
+        except ValueError:
+            return None  # settings_check names it before anything is sent
 
     def _recorded(self) -> str | None:
         """The selection the ledger's recipients follow, as recorded in it."""

@@ -83,7 +83,7 @@ def received(campaign, channel: str) -> dict[str, float]:
 def test_inside_quiet_hours_waits_for_the_window_the_others_go_at_once(campaign):
     write_customers(campaign)
     campaign.start_sandbox()
-    opens = quiet_until(campaign, 6)
+    opens = quiet_until(campaign, 10)  # luigi takes 2-3 s to start sending, more under load
 
     done = campaign.run()
 
@@ -121,8 +121,8 @@ def test_inside_quiet_hours_waits_for_the_window_the_others_go_at_once(campaign)
 def test_a_timeout_while_deferred_leaves_them_pending_and_the_next_run_sends_them(campaign):
     write_customers(campaign)
     campaign.start_sandbox()
-    opens = quiet_until(campaign, 8)
-    campaign.configure(campaign={"timeout_seconds": 2})
+    opens = quiet_until(campaign, 10)
+    campaign.configure(campaign={"timeout_seconds": 4})
 
     stopped = campaign.run()
 
@@ -168,3 +168,31 @@ def test_a_dry_run_counts_who_would_be_deferred_and_when_their_window_opens(camp
     )
     assert "sms would have 2 deferred by quiet hours (2 until " in report.stdout, report.stdout
     assert "push would have 3 deferred by quiet hours" in report.stdout
+
+
+def test_quiet_hours_settings_are_checked_before_anything_is_sent(campaign):
+    write_customers(campaign)
+    campaign.start_sandbox()
+    campaign.configure(
+        consent={
+            "quiet_hours": "9pm-8am",
+            "quiet_hours_channels": ["sms", "psh"],
+            "default_timezone": "Europe/Berln",
+        }
+    )
+
+    done = campaign.run()
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    assert "setting: [consent] quiet_hours = 9pm-8am: '9pm-8am' is not a window: write " in (
+        done.stderr
+    )
+    assert (
+        "setting: [consent] quiet_hours_channels: 'psh' is not a channel; did you mean push?"
+        in (done.stderr)
+    )
+    assert (
+        "setting: [consent] default_timezone = Europe/Berln: 'Europe/Berln' is not an IANA time "
+        "zone name; did you mean Europe/Berlin?" in done.stderr
+    )
+    assert campaign.requests("sms") == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import threading
 import time
 import zoneinfo
 from collections import Counter
@@ -212,6 +213,7 @@ class QuietHours:
         self.clock = clock
         self._waiting: Counter = Counter()  # opening moment -> rows deferred until then
         self._zones: dict[float, str] = {}  # opening moment -> the zone it is named in
+        self._lock = threading.Lock()  # the progress thread reads what the dispatcher counts
 
     # -- the Admission protocol ----------------------------------------------------------
 
@@ -252,21 +254,25 @@ class QuietHours:
 
     def next_open(self) -> float | None:
         """When the next deferred rows' window opens, or None when none is deferred."""
-        return min(self._waiting) if self._waiting else None
+        with self._lock:
+            return min(self._waiting) if self._waiting else None
 
     def waiting(self) -> tuple[int, float | None, str]:
         """(rows deferred, when the next window opens, that moment as the recipients' clock
         shows it) for the status message."""
-        opens = self.next_open()
-        shown = describe_moment(opens, self._zones[opens]) if opens is not None else ""
-        return sum(self._waiting.values()), opens, shown
+        with self._lock:
+            opens = min(self._waiting) if self._waiting else None
+            count = sum(self._waiting.values())
+            zone = self._zones.get(opens, "")
+        return count, opens, describe_moment(opens, zone) if opens is not None else ""
 
     def due(self) -> Iterator[dict]:
         """The deferred rows whose window has opened, in the order the windows open (file
         order within one); they are no longer counted as waiting."""
         now = self.clock()
-        for moment in sorted(m for m in self._waiting if m <= now):
-            del self._waiting[moment]
+        with self._lock:
+            for moment in [m for m in self._waiting if m <= now]:
+                del self._waiting[moment]
         yield from self.ledger.deferred_due(utc_text(now), DEFERRED)
 
     def _defer(self, deferred: list[tuple[dict, Verdict]]) -> None:
@@ -275,8 +281,9 @@ class QuietHours:
         items = []
         for row, verdict in deferred:
             moment = verdict.until
-            self._waiting[moment] += 1
-            self._zones.setdefault(moment, verdict.zone)
+            with self._lock:
+                self._waiting[moment] += 1
+                self._zones.setdefault(moment, verdict.zone)
             reason = deferral_reason(moment, verdict.zone)
             items.append((row["customer_id"], utc_text(moment), reason))
         self.ledger.defer(items)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import sqlite3
 import time
 from zoneinfo import ZoneInfo
 
@@ -180,3 +181,23 @@ def test_the_timezone_column_is_checked_and_spelled_as_iana_does():
     assert check_timezone("localtime")[1].startswith("invalid: timezone 'localtime'")
     assert check_timezone("/etc/passwd")[1].startswith("invalid: timezone")
     assert json.dumps(check_timezone("UTC")) == '["UTC", ""]'
+
+
+def test_a_ledger_from_before_quiet_hours_gains_the_column(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE,"
+            " segment TEXT NOT NULL, recipient TEXT NOT NULL, status TEXT NOT NULL,"
+            " provider_message_id TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,"
+            " error TEXT NOT NULL DEFAULT '', sent_at TEXT NOT NULL DEFAULT '',"
+            " context TEXT NOT NULL DEFAULT '{}')"
+        )
+        db.execute("INSERT INTO deliveries (customer_id, segment, recipient, status)"
+                   " VALUES ('A', 'new', 'r', 'sent')")  # fmt: skip
+    db.close()
+
+    ledger = Ledger(str(path))
+
+    assert [(row["customer_id"], row["deferred_until"]) for row in ledger.rows()] == [("A", "")]
+    ledger.close()
