@@ -190,6 +190,7 @@ class ChannelSender:
         self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
         self._delayed: list[tuple[float, int, dict]] = []
+        self._last_window: float | None = None  # the last window deferred rows were sent at
         self._active = 0
         self._changed = threading.Condition()
         self._local = threading.local()
@@ -274,10 +275,16 @@ class ChannelSender:
             opens = [moment for rule in rules if (moment := rule.next_open()) is not None]
             if not opens:
                 return None
-            wait = min(opens) - time.time()
-            if wait <= 0:
+            moment = min(opens)
+            wait = moment - time.time()
+            if wait <= 0 and moment == self._last_window:
+                self._last_window = None  # deferred again to the same moment: never spin
+                self._stopped.wait(1.0)
+            elif wait <= 0:
+                self._last_window = moment
                 return itertools.chain.from_iterable(rule.due() for rule in rules)
-            self._stopped.wait(min(wait, 60.0))  # a clock set forward is seen within a minute
+            else:
+                self._stopped.wait(min(wait, 60.0))  # a clock set forward is seen in a minute
         return None
 
     def deferred(self) -> tuple[int, float | None, str]:
