@@ -87,9 +87,7 @@ def _result_deferred(path: Path) -> str:
 
 
 def _preview_deferred(path: Path) -> str:
-    counts = json.loads(path.read_text())["counts"].get("quiet_hours", {})
-    text = describe_preview(counts)
-    return f"would have {text} now" if text else ""
+    return describe_preview(json.loads(path.read_text())["counts"].get("quiet_hours", {}))
 
 
 def _preview_skips(path: Path) -> Counter:

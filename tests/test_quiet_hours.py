@@ -166,8 +166,8 @@ def test_a_dry_run_counts_who_would_be_deferred_and_when_their_window_opens(camp
     report = subprocess.run(
         [REPORT, "--dry-run", "--date", DATE], env=campaign.env(), capture_output=True, text=True
     )
-    assert "sms would have 2 deferred by quiet hours (2 until " in report.stdout, report.stdout
-    assert "push would have 3 deferred by quiet hours" in report.stdout
+    assert "sms deferred by quiet hours if sent now: 2 (2 until " in report.stdout, report.stdout
+    assert "push deferred by quiet hours if sent now: 3 (3 until " in report.stdout
 
 
 def test_quiet_hours_settings_are_checked_before_anything_is_sent(campaign):

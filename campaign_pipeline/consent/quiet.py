@@ -356,13 +356,14 @@ class PreviewTally:
 
 
 def describe_preview(counts: dict) -> str:
-    """``12 deferred by quiet hours (8 until 2026-11-26 08:00:00 America/Chicago, ...)``."""
+    """``deferred by quiet hours if sent now: 12 (8 until 2026-11-26 08:00:00
+    America/Chicago, ...)`` for a dry run's summary, or ""."""
     if not counts.get("deferred"):
         return ""
     windows = counts["windows"]
     shown = ", ".join(f"{w['recipients']:,} until {w['opens']}" for w in windows[:3])
     more = f" and {len(windows) - 3} more windows" if len(windows) > 3 else ""
-    return f"{counts['deferred']:,} deferred by quiet hours ({shown}{more})"
+    return f"deferred by quiet hours if sent now: {counts['deferred']:,} ({shown}{more})"
 
 
 def demo_window(zone: str, seconds: float, now: float | None = None) -> str:
