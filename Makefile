@@ -30,12 +30,19 @@ $(STAMP): setup.cfg pyproject.toml
 # Every provider's base URL is forced to the sandbox (CAMPAIGN_PROVIDER_URL) and the
 # credentials are made up, so that a production LUIGI_CONFIG_PATH or real credentials in the
 # environment are never used here.
+# Quiet hours: the demo's window ends DEMO_QUIET_SECONDS after the start in Mountain time (a
+# few sample customers are there), so their SMS and push wait for it, and nobody waits for a
+# night as the shipped 21:00-08:00 would make a demo at the wrong hour do (see README).
+DEMO_QUIET_SECONDS ?= 20
 run: $(STAMP)
 	@mkdir -p var
-	@$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
+	@quiet=$$($(BIN)/python -m campaign_pipeline.consent.quiet \
+	    --demo-window $(DEMO_QUIET_SECONDS) --zone America/Denver) && \
+	$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
 	    --record var/sandbox-messages.jsonl -- \
 	  env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL) \
-	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler; \
+	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler \
+	    --consent-quiet-hours "$$quiet"; \
 	status=$$?; echo; $(BIN)/campaign-report; exit $$status
 
 ## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing
@@ -71,7 +78,7 @@ DEMO_DIR ?= var/demo
 .PHONY: demo
 demo: $(STAMP)
 	@$(BIN)/python -m campaign_pipeline.demo --rows $(DEMO_ROWS) --rate $(DEMO_RATE) \
-	    --scheduler-port $(DEMO_PORT) --folder $(DEMO_DIR)
+	    --scheduler-port $(DEMO_PORT) --folder $(DEMO_DIR) --quiet-seconds $(DEMO_QUIET_SECONDS)
 
 ## scheduler: start luigid in the background; scheduler-stop stops it
 scheduler: $(STAMP)

@@ -405,3 +405,18 @@ class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's nam
         default=7,
         description="The days (back from each recipient's admission) the frequency cap counts",
     )
+    quiet_hours = luigi.Parameter(
+        default="21:00-08:00",
+        description="Quiet hours in the recipient's local time, HH:MM-HH:MM (or HH:MM:SS; "
+        "may wrap midnight): a recipient of a quiet_hours_channels channel inside them is "
+        "deferred, pending, and sent when they end; empty: none",
+    )
+    quiet_hours_channels = luigi.ListParameter(
+        default=["sms", "push"],
+        description="The channels (JSON list of registered names) that observe quiet_hours",
+    )
+    default_timezone = luigi.Parameter(
+        default="UTC",
+        description="IANA time zone of a recipient whose timezone column is empty and whose "
+        "phone number tells none (quiet hours)",
+    )

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import sample_data
 from .channels import registered
+from .consent.quiet import demo_window
 from .providers import PROVIDER_URL_ENV
 from .sandbox import ChannelLimit, Sandbox, SandboxConfig, demo_credentials
 from .sandbox import describe as describe_sandbox
@@ -35,6 +36,7 @@ from .sandbox.config import registered_endpoints
 CAMPAIGN = "demo-live"
 BIN = Path(sys.executable).parent
 LUIGID_CONFIG = Path(__file__).resolve().parent.parent / "config" / "luigid.cfg"
+DEMO_ZONE = "America/Denver"  # quiet hours end soon there: a few sample customers wait
 EMAIL_BATCH = 10  # small batches, so that email too takes a while to watch
 
 
@@ -47,6 +49,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=150.0, help="the sandbox's latency")
     parser.add_argument("--scheduler-port", type=int, default=8083, help="the demo's luigid")
     parser.add_argument("--folder", default="var/demo", help="emptied first, then all it writes")
+    parser.add_argument(
+        "--quiet-seconds",
+        type=float,
+        default=20.0,
+        help="quiet hours end this long after the start in Mountain time, so that its "
+        "customers' SMS and push are deferred until then; 0: no quiet hours",
+    )
     return parser.parse_args(argv)
 
 
@@ -136,6 +145,9 @@ def luigi_command(args: argparse.Namespace, folder: Path, customers: Path) -> li
     command += ["--pipeline-input-path", str(customers)]
     command += ["--pipeline-output-dir", str(folder / "campaigns")]
     command += ["--rate-limits-bucket-dir", str(folder / "rate-limits")]
+    # never the shipped 21:00-08:00, which would make a demo at the wrong hour wait a night
+    quiet = demo_window(DEMO_ZONE, args.quiet_seconds) if args.quiet_seconds > 0 else ""
+    command += ["--consent-quiet-hours", quiet]
     for channel in registered():
         flag = "--" + channel.config.get_task_family().replace("_", "-")
         if batch_of(channel) > 1:

@@ -60,6 +60,7 @@ RESULT_COLUMNS = (
     "attempts",
     "error",
     "sent_at",
+    "deferred_until",
 )
 
 _SCHEMA = """
@@ -73,9 +74,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',
     sent_at TEXT NOT NULL DEFAULT '',
-    context TEXT NOT NULL DEFAULT '{}'
+    context TEXT NOT NULL DEFAULT '{}',
+    deferred_until TEXT NOT NULL DEFAULT ''
 )
 """
+# deferred_until: when the row's quiet hours last ended (UTC ISO 8601), kept once it is sent
+# so that the result file shows who waited; "" for a row never deferred.
 
 
 # What a row that was never sent becomes when its customer is no longer selected.
@@ -183,6 +187,11 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
+        if "deferred_until" not in columns:  # a ledger from before quiet hours
+            self._db.execute(
+                "ALTER TABLE deliveries ADD COLUMN deferred_until TEXT NOT NULL DEFAULT ''"
+            )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
     def close(self) -> None:
@@ -337,6 +346,44 @@ class Ledger:
                 [(SKIPPED, reason, cid, PENDING) for cid in customer_ids],
             )
             return self._db.total_changes - before
+    def defer(self, rows: list[tuple[str, str, str]]) -> None:
+        """Leave pending rows pending until a moment: (customer_id, until as UTC ISO 8601,
+        the reason shown in the error column) each."""
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "UPDATE deliveries SET deferred_until = ?, error = ?"
+                " WHERE customer_id = ? AND status = ?",
+                [(until, reason, cid, PENDING) for cid, until, reason in rows],
+            )
+
+    def deferred_due(self, now: str, prefix: str, page: int = 1000) -> Iterator[dict]:
+        """Pending rows deferred (their error starts with *prefix*) until *now* or earlier,
+        in the order of that moment, file order within one; as :meth:`pending` gives them."""
+        columns = ("customer_id", "segment", "recipient", "attempts", "context")
+        last: tuple[str, int] = ("", 0)
+        while True:
+            with self._lock:
+                found = self._db.execute(
+                    f"SELECT deferred_until, seq, {', '.join(columns)} FROM deliveries"
+                    " WHERE status = ? AND substr(error, 1, ?) = ? AND deferred_until <= ?"
+                    " AND (deferred_until, seq) > (?, ?) ORDER BY deferred_until, seq LIMIT ?",
+                    (PENDING, len(prefix), prefix, now, *last, page),
+                ).fetchall()
+            if not found:
+                return
+            for values in found:
+                row = dict(zip(columns, values[2:], strict=True))
+                row["context"] = json.loads(row["context"])
+                yield row
+            last = (found[-1][0], found[-1][1])
+
+    def waited(self) -> int:
+        """How many rows were sent (or may have been: unknown) after quiet hours deferred them."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE deferred_until != '' AND status IN (?, ?)",
+                (SENT, UNKNOWN),
+            ).fetchone()[0]
 
     def counts(self) -> dict[Status, int]:
         """How many rows are in each state."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import luigi
 
+from .consent.quiet import describe_waiting
 from .ledger import Status
 from .providers import Kind
 
@@ -66,7 +67,8 @@ class ProgressReporter:
 
     *baseline* is the ledger's rows by state before the run; *counts* returns the run's
     outcomes so far by kind (:meth:`ChannelSender.snapshot`), and under ``skipped`` the
-    recipients an admission rule skipped while sending (the frequency cap)."""
+    recipients an admission rule skipped while sending (the frequency cap); *deferred* the
+    rows quiet hours hold back (:meth:`ChannelSender.deferred`), shown while there are any."""
 
     def __init__(
         self,
@@ -77,8 +79,11 @@ class ProgressReporter:
         log_every: float = 10.0,
         limit: str = "",
         name: str = "",
+        deferred: Callable[[], tuple[int, float | None, str]] | None = None,
     ):
         self.task = task
+        # (rows deferred by quiet hours, when the next window opens, that moment in words)
+        self.deferred = deferred
         self.baseline = Counter(baseline)
         self.counts = counts
         self.interval = min(interval, log_every) if log_every > 0 else interval
@@ -128,7 +133,12 @@ class ProgressReporter:
             self._window = (clock, done_now)
         if final:
             self._rate = done_now / elapsed if elapsed > 0 else None  # the run's average
+        waiting = describe_waiting(*self.deferred(), time.time()) if self.deferred else ""
+        if waiting:
+            eta = None  # the rest waits for a window, not for the rate
         message = describe(sent, failed, total, eta, self._rate, self.limit)
+        if waiting:
+            message += f" · {waiting}"
         if self.log_every > 0 and (final or clock - self._logged_at >= self.log_every):
             self._logged_at = clock
             log.info("%s progress: %s%s", self.name, message, f" ({final})" if final else "")

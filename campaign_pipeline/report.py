@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .channels import registered
 from .config import pipeline as campaign_config
+from .consent.quiet import describe_preview
 from .ledger import Status, describe_skips, skip_kind
 from .preview import WOULD_SEND
 from .tasks import run_dir
@@ -46,6 +47,8 @@ def summarise(folder: Path) -> str:
         kinds = _preview_skips(path) if dry_run else _result_skips(path)
         if described := describe_skips(kinds):
             skips.append(f"{channel} skipped: {described}")
+        if waited := _preview_deferred(path) if dry_run else _result_deferred(path):
+            skips.append(f"{channel} {waited}")
         lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
         if dry_run and (note := _preview_note(path)) and note not in notes:
             notes.append(note)
@@ -66,6 +69,25 @@ def _result_skips(path: Path) -> Counter:
     with path.open(newline="") as handle:
         rows = csv.DictReader(handle)
         return Counter(skip_kind(row["error"]) for row in rows if row["status"] == Status.SKIPPED)
+
+
+def _result_deferred(path: Path) -> str:
+    """``deferred by quiet hours: 12, sent once their window opened (the last ...)`` or ""."""
+    with path.open(newline="") as handle:
+        waited = [row for row in csv.DictReader(handle) if row.get("deferred_until")]
+    if not waited:
+        return ""
+    by_status = Counter(row["status"] for row in waited)
+    last = max(row["deferred_until"] for row in waited)
+    statuses = ", ".join(f"{n:,} {status}" for status, n in sorted(by_status.items()))
+    return (
+        f"deferred by quiet hours: {len(waited):,}, sent once their window opened "
+        f"({statuses}; the last window opened at {last})"
+    )
+
+
+def _preview_deferred(path: Path) -> str:
+    return describe_preview(json.loads(path.read_text())["counts"].get("quiet_hours", {}))
 
 
 def _preview_skips(path: Path) -> Counter:

@@ -205,6 +205,7 @@ class ChannelSender:
         self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
         self._delayed: list[tuple[float, int, dict]] = []
+        self._last_window: float | None = None  # the last window deferred rows were sent at
         self._active = 0
         self._changed = threading.Condition()
         self._local = threading.local()
@@ -238,14 +239,9 @@ class ChannelSender:
         for thread in threads:
             thread.start()
         try:
-            rules = [*self.admission, _Holding(self)] if self.admission else []
-            pending = admitted(self.ledger.pending(), rules)
-            for rows in batched(pending, self.settings.batch_size):
-                if self._stopped.is_set():
-                    break
-                self._release_due()
-                self._submit({"rows": rows, "tries": 0})
-            self._drain()
+            self._dispatch(self.ledger.pending())
+            while (due := self._wait_for_window()) is not None:
+                self._dispatch(due)
         finally:
             for _ in threads:
                 self._work.put(None)
@@ -260,6 +256,64 @@ class ChannelSender:
             raise self._stop_error(self.stop_reason)
         return self.counts
 
+    def _dispatch(self, rows: Iterable[dict]) -> None:
+        """Hand *rows* that pass the admission rules to the sending threads; wait until
+        every request is answered (retries included)."""
+        rules = [*self.admission, _Holding(self)] if self.admission else []
+        for batch in batched(admitted(rows, rules), self.settings.batch_size):
+            if self._stopped.is_set():
+                break
+            self._release_due()
+            if batch := self._recheck(batch):
+                self._submit({"rows": batch, "tries": 0})
+        self._drain()
+
+    def _recheck(self, rows: list[dict]) -> list[dict]:
+        """*rows* that the rules which can change their mind (quiet hours: a window may
+        close while a page is sent) still admit; what the other rules reserved for the
+        rows dropped is released."""
+        for rule in self.admission:
+            recheck = getattr(rule, "recheck", None)
+            if recheck is None or not rows:
+                continue
+            kept = recheck(rows)
+            if len(kept) < len(rows):
+                ids = {id(row) for row in kept}
+                self._settle([row for row in rows if id(row) not in ids], Status.PENDING)
+            rows = kept
+        return rows
+
+    def _wait_for_window(self) -> Iterator[dict] | None:
+        """Wait for the next window of deferred rows to open (quiet hours) and return the
+        rows it lets through, in the order the windows open; None when no row is deferred
+        or the channel is stopped. The wait ends at once on stop()."""
+        rules = [rule for rule in self.admission if hasattr(rule, "next_open")]
+        while rules and not self._stopped.is_set():
+            opens = [moment for rule in rules if (moment := rule.next_open()) is not None]
+            if not opens:
+                return None
+            moment = min(opens)
+            wait = moment - time.time()
+            if wait <= 0 and moment == self._last_window:
+                self._last_window = None  # deferred again to the same moment: never spin
+                self._stopped.wait(1.0)
+            elif wait <= 0:
+                self._last_window = moment
+                return itertools.chain.from_iterable(rule.due() for rule in rules)
+            else:
+                self._stopped.wait(min(wait, 60.0))  # a clock set forward is seen in a minute
+        return None
+
+    def deferred(self) -> tuple[int, float | None, str]:
+        """(rows deferred, when the next window opens, that moment in the recipients' zone),
+        from the rules that defer (quiet hours); (0, None, "") when none is."""
+        found = [rule.waiting() for rule in self.admission if hasattr(rule, "waiting")]
+        found = [f for f in found if f[0]]
+        if not found:
+            return 0, None, ""
+        first = min(found, key=lambda f: f[1] if f[1] is not None else float("inf"))
+        return sum(f[0] for f in found), first[1], first[2]
+
     def _submit(self, item: dict) -> None:
         with self._changed:
             self._active += 1
@@ -271,8 +325,10 @@ class ChannelSender:
         with self._changed:
             while self._delayed and self._delayed[0][0] <= now:
                 due.append(heapq.heappop(self._delayed)[2])
-        for item in due:
-            self._submit(item)
+        for item in due:  # a retry may come after a window has closed
+            item["rows"] = self._recheck(item["rows"])
+            if item["rows"]:
+                self._submit(item)
 
     def _drain(self) -> None:
         while not self._stopped.is_set():

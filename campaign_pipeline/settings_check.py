@@ -206,6 +206,7 @@ def value_problems(task: luigi.Task) -> list[str]:
         provider = channel.config()
         problems += _ruled(provider.get_task_family(), provider, PROVIDER_RULES)
     problems += _campaign_problems(campaign, task)
+    problems += _quiet_hours_problems()
     problems += _targeting_problems(campaign.segments, task)
     problems += _output_problems(task.run_dir())
     return problems
@@ -240,6 +241,38 @@ def _campaign_problems(campaign: pipeline, task: luigi.Task) -> list[str]:
         input_file(campaign.input_path, task.date)
     except SettingsError as exc:
         problems.append(str(exc))
+    return problems
+
+
+def _quiet_hours_problems() -> list[str]:
+    """``[consent] quiet_hours`` must be a window, ``quiet_hours_channels`` name registered
+    channels, ``default_timezone`` an IANA zone."""
+    from .channels import registered
+    from .config import consent
+    from .consent.quiet import parse_window
+    from .segments.timezones import zone_problem
+
+    settings = consent()
+    problems = []
+    try:
+        parse_window(settings.quiet_hours)
+    except ValueError as exc:
+        problems.append(f"[consent] quiet_hours = {settings.quiet_hours}: {exc}")
+    names = [channel.name for channel in registered()]
+    channels = settings.quiet_hours_channels
+    if isinstance(channels, str) or not all(isinstance(c, str) for c in channels):
+        problems.append(
+            f"[consent] quiet_hours_channels = {channels}: must be a JSON list of channel "
+            f'names, e.g. ["sms", "push"]'
+        )
+        channels = ()
+    for name in channels:
+        if name not in names:
+            match = closest(name, names)
+            hint = f"did you mean {match}?" if match else f"the channels are {', '.join(names)}"
+            problems.append(f"[consent] quiet_hours_channels: {name!r} is not a channel; {hint}")
+    if problem := zone_problem(settings.default_timezone):
+        problems.append(f"[consent] default_timezone = {settings.default_timezone}: {problem}")
     return problems
 
 

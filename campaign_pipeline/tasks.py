@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +34,15 @@ from .config import (
 )
 from .config import consent as consent_config
 from .config import pipeline as campaign_config
-from .consent import ConsentStore, Gate, Suppressions, file_digest, match_key, read_suppressions
+from .consent import (
+    ConsentStore,
+    Gate,
+    Suppressions,
+    file_digest,
+    match_key,
+    quiet,
+    read_suppressions,
+)
 from .consent.cap import FrequencyCap
 from .exceptions import (
     ChannelStoppedError,
@@ -308,9 +317,21 @@ class ChannelTask(CampaignTask):
         }
         if settings.frequency_cap:  # a changed cap decides again for the recipients it capped
             selection["frequency_cap"] = [settings.frequency_cap, settings.frequency_window_days]
+        if self.quiet_window() is not None:  # an invalid timezone then skips its customer
+            selection["quiet_hours"] = True
         if store_mark is not None:
             selection[STORE_MARK] = store_mark
         return json.dumps(selection, sort_keys=True)
+
+    def quiet_window(self) -> quiet.Window | None:
+        """``[consent] quiet_hours`` when this channel observes them, else None."""
+        settings = consent_config()
+        if self.channel not in settings.quiet_hours_channels:
+            return None
+        try:
+            return quiet.parse_window(settings.quiet_hours)
+        except ValueError:
+            return None  # settings_check names it before anything is sent
 
     def _recorded(self) -> str | None:
         """The selection the ledger's recipients follow, as recorded in it."""
@@ -413,7 +434,7 @@ class ChannelTask(CampaignTask):
             ledger,
             Settings.from_config(config),
             on_refused=self._learner(store, column, learned),
-            admission=[cap := self._cap(store, ledger, column)],
+            admission=[*self._admission(ledger), cap := self._cap(store, ledger, column)],
         )
         baseline = ledger.counts()
         progress = ProgressReporter(
@@ -423,6 +444,7 @@ class ChannelTask(CampaignTask):
             log_every=campaign_config().progress_log_seconds,
             limit=rate_limit(config.rate_per_second, getattr(config, "batch_size", 1)),
             name=self.channel,
+            deferred=sender.deferred,
         )
         try:
             with progress, stop_on_sigterm(sender):
@@ -434,7 +456,7 @@ class ChannelTask(CampaignTask):
             waiting = ledger.counts().get(Status.PENDING, 0)
             raise type(exc)(
                 f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
-                "for the next run"
+                f"for the next run{self._deferral_note(sender)}"
             ) from None
         finally:
             if learned:
@@ -452,6 +474,24 @@ class ChannelTask(CampaignTask):
                 f"{config.retry_attempts} attempt(s); the next run retries exactly those. "
                 f"Last error: {sender.last_transient_error}"
             )
+
+    def _admission(self, ledger: Ledger) -> list:
+        """The rules every pending row passes just before it is sent: quiet hours first."""
+        window = self.quiet_window()
+        if window is None:
+            return []
+        return [quiet.QuietHours(window, consent_config().default_timezone, ledger)]
+
+    @staticmethod
+    def _deferral_note(sender: ChannelSender) -> str:
+        """``, 12 of them deferred by quiet hours; the next window opens ...`` or ""."""
+        count, opens, shown = sender.deferred()
+        if not count:
+            return ""
+        return (
+            f", {count} of them deferred by quiet hours (their windows had not opened); the "
+            f"next window opens {shown} ({quiet.utc_text(opens)})"
+        )
 
     def _follow_customers(
         self, ledger: Ledger, contact: str, suppressions: Suppressions, store: ConsentStore
@@ -482,6 +522,9 @@ class ChannelTask(CampaignTask):
         segments_wanted = {s.casefold() for s in self.target_segments}
         error_column = segments.error_column(contact)
         context_extra = {"campaign": self.campaign, "date": self.date.isoformat()}
+        # a customer whose timezone is not a zone cannot be timed: skipped where quiet hours
+        # apply (the loader kept the reason beside the column, as for contacts)
+        zone_error = segments.error_column("timezone") if self.quiet_window() else None
         # LoadSegments writes empty strings, never nulls: no fillna copy of a 1M-row frame
         customers = pd.read_parquet(self.customers_path(), dtype_backend="pyarrow")
         for start in range(0, len(customers), 10_000):  # a chunk at a time: 1M dicts need GBs
@@ -489,8 +532,10 @@ class ChannelTask(CampaignTask):
                 if customer["segment"] not in segments_wanted:
                     yield {"customer_id": customer["customer_id"], "targeted": False}
                     continue
-                error = customer[error_column] or gate.reason(
-                    customer["customer_id"], customer[contact]
+                error = (
+                    customer[error_column]
+                    or (customer.get(zone_error) if zone_error else "")
+                    or gate.reason(customer["customer_id"], customer[contact])
                 )
                 yield {
                     "customer_id": customer["customer_id"],
@@ -510,12 +555,18 @@ class ChannelTask(CampaignTask):
         with ConsentStore(path, readonly=True) if exists else contextlib.nullcontext() as store:
             gate = self._gate(column, suppressions, store)
             customers = self._customers(column, gate)
-            recipients = self._cap(store, None, column).preview(
-                c for c in customers if c["targeted"]
-            )
+            recipients = (c for c in customers if c["targeted"])
+            tally = None
+            if (window := self.quiet_window()) is not None:
+                resolver = quiet.Resolver(window, consent_config().default_timezone)
+                tally = quiet.PreviewTally(resolver, time.time())
+                recipients = tally.rows(recipients)
+            recipients = self._cap(store, None, column).preview(recipients)
             keep = campaign_config().preview_requests
             batch_size = getattr(self.config_class(), "batch_size", None)  # email's batching
             document = preview(provider, template, recipients, keep, batch_size)
+        if tally is not None:
+            document["counts"]["quiet_hours"] = tally.counts()
         document.update(campaign=self.campaign, date=self.date.isoformat(), dry_run=True)
         document["inputs"] = self._selection(self.requires().loaded_inputs())
         document["written_by"] = _THIS_RUN
@@ -526,6 +577,8 @@ class ChannelTask(CampaignTask):
         message = "dry run: " + " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
         if skips := describe_skips(document["counts"]["skipped_by_reason"]):
             message += f" (skipped: {skips})"
+        if tally is not None and (deferred := quiet.describe_preview(tally.counts())):
+            message += f"; {deferred}"
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s %s -> %s", self.channel, message, self.output().path)
@@ -539,6 +592,8 @@ class ChannelTask(CampaignTask):
         message = " · ".join(f"{counts[s]:,} {s}" for s in sorted(counts))
         if skips := describe_skips(ledger.skipped()):
             message += f" (skipped: {skips})"
+        if waited := ledger.waited():
+            message += f"; {waited:,} deferred by quiet hours, sent once their window opened"
         self.set_status_message(message)
         self.set_progress_percentage(100)
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)

@@ -139,7 +139,8 @@ def first_to(batch: dict) -> str:
 
 def demo(tmp_path, rows: int, rate: int) -> tuple[list[str], int]:
     port = free_port()
-    args = [f"DEMO_ROWS={rows}", f"DEMO_RATE={rate}", f"DEMO_PORT={port}"]
+    # quiet hours that end soon: a customer in Mountain time waits a few seconds at most
+    args = [f"DEMO_ROWS={rows}", f"DEMO_RATE={rate}", f"DEMO_PORT={port}", "DEMO_QUIET_SECONDS=5"]
     return ["make", "--no-print-directory", "demo", *args, f"DEMO_DIR={tmp_path}"], port
 
 

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from .contacts import Check, check_columns, contact_checks, error_column, worker_pool
 from .reading import REQUIRED_COLUMNS, input_errors, read_with_csv, read_with_pyarrow
 from .rows import check_rows, rejected_frame
+from .timezones import OPTIONAL_CHECKS
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Segments:
         contact_issues = {
             column: _reason_counts(self.customers[error_column(column)]) for column in self.checked
         }
-        return {
+        summary = {
             "records_read": self.records_read,
             "valid": len(self.customers),
             "rejected": len(self.rejected),
@@ -42,6 +43,11 @@ class Segments:
             "contact_issues": contact_issues,
             "segments": _counts(self.customers["segment"]),
         }
+        for column in OPTIONAL_CHECKS:  # e.g. timezone_issues, when the file has the column
+            if error_column(column) in self.customers:
+                errors = self.customers[error_column(column)]
+                summary[f"{column}_issues"] = _reason_counts(errors)
+        return summary
 
 
 def _counts(values: pd.Series) -> dict[str, int]:
@@ -87,6 +93,8 @@ def load(
             "row": pc.cast(pa.array(checked.rows, pa.int64()), pa.large_string()),
         }
         columns.update(check_columns(columns, checks, pool))
+        optional = {name: check for name, check in OPTIONAL_CHECKS.items() if name in columns}
+        columns.update(check_columns(columns, optional, None))  # few distinct values
         output = output_columns(checked.columns, checks)
         frame = customers_frame({name: columns[name] for name in output})
         return Segments(
@@ -101,10 +109,12 @@ def required_columns(checks: Mapping[str, Check]) -> tuple[str, ...]:
 
 def output_columns(columns: list[str], checks: Mapping[str, Check]) -> list[str]:
     """The customers columns: row, the required and checked ones, an error column for each
-    checked one, then the file's other named columns (*columns*, its header) in file order."""
+    checked one and for each optional checked column the file has (``timezone``), then the
+    file's other named columns (*columns*, its header) in file order."""
     required = required_columns(checks)
     extras = [c for c in dict.fromkeys(columns) if c and c not in required]
-    return ["row", *required, *map(error_column, checks), *extras]
+    optional = [c for c in OPTIONAL_CHECKS if c in extras]
+    return ["row", *required, *map(error_column, [*checks, *optional]), *extras]
 
 
 def customers_frame(columns: dict) -> pd.DataFrame:

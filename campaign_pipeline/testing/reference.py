@@ -14,6 +14,7 @@ from ..segments import Check, Segments, contact_checks, error_column
 from ..segments.loader import customers_frame, output_columns, required_columns
 from ..segments.reading import check_width, header_columns, input_errors, open_csv, records
 from ..segments.rows import rejected_frame, rejected_row, row_problem, row_values
+from ..segments.timezones import OPTIONAL_CHECKS
 
 
 def load_one_by_one(
@@ -61,4 +62,7 @@ def _customer(
     customer["row"] = str(row)
     for column, check in checks.items():
         customer[column], customer[error_column(column)] = check(customer[column])
+    for column, check in OPTIONAL_CHECKS.items():
+        if column in customer:
+            customer[column], customer[error_column(column)] = check(customer[column])
     return customer

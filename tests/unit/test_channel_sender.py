@@ -18,7 +18,8 @@ import luigi
 import pytest
 import requests
 
-from campaign_pipeline.exceptions import ChannelStoppedError
+from campaign_pipeline.consent.quiet import QuietHours, demo_window, parse_window
+from campaign_pipeline.exceptions import ChannelStoppedError, SendingInterruptedError
 from campaign_pipeline.ledger import FAILED as FAILED_ROW
 from campaign_pipeline.ledger import PENDING, Ledger
 from campaign_pipeline.ledger import SENT as SENT_ROW
@@ -280,6 +281,7 @@ def send(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "body.txt").write_text("Hi {{ first_name }}, {{ 100 // points }}% off")
     template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
+    admission = settings.pop("admission", None)
     values = {
         "rate_per_second": 1000.0,
         "burst": 100,
@@ -591,3 +593,63 @@ def test_a_batch_refused_for_one_recipient_settles_it_failed_and_the_others_sent
          batch_size=4)  # fmt: skip
 
     assert rule.settled == {"r0": ["sent"], "r1": ["sent"], "r2": ["failed"], "r3": ["sent"]}
+# -- quiet hours: rows deferred until their window opens -------------------------------------
+
+
+def quiet_for(ledger: Ledger, seconds: float) -> QuietHours:
+    """Quiet hours (in UTC, every row's default zone) that end *seconds* from now."""
+    return QuietHours(parse_window(demo_window("UTC", seconds)), "UTC", ledger)
+
+
+@pytest.mark.usefixtures("token")
+def test_deferred_rows_are_sent_once_their_window_opens(tmp_path, server, ledger):
+    customers(ledger, 3)
+    rule = quiet_for(ledger, 2)
+    opens = rule.resolver.verdict(("UTC",), time.time()).until
+    started = time.monotonic() - time.time()  # monotonic = wall clock + started
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, admission=[rule])
+
+    assert sender.counts == Counter({SENT: 3})
+    assert all(seen.at - started >= opens for seen in server.seen)
+    assert all(row["deferred_until"] and row["status"] == SENT_ROW for row in ledger.rows())
+    assert sender.deferred() == (0, None, "")
+
+
+@pytest.mark.usefixtures("token")
+def test_a_stop_ends_the_wait_for_a_window_at_once(tmp_path, server, ledger):
+    customers(ledger, 2)
+    rule = quiet_for(ledger, 600)
+    folder = tmp_path / "templates" / "sms" / "t"
+    folder.mkdir(parents=True)
+    (folder / "body.txt").write_text("Hi")
+    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
+    settings = Settings(1000.0, 100, 1, 5.0, 2, 0.05)
+    sender = ChannelSender(
+        FakeProvider(server.base_url), template, ledger, settings, admission=[rule]
+    )
+    raised: list[Exception] = []
+
+    def run() -> None:
+        try:
+            sender.run()
+        except SendingInterruptedError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while sender.deferred()[0] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sender.deferred()[0] == 2
+
+    stopped_at = time.monotonic()
+    sender.stop("terminated")
+    thread.join(5)
+
+    assert time.monotonic() - stopped_at < 1 and not thread.is_alive()
+    assert [str(exc) for exc in raised] == ["terminated"]
+    assert server.seen == []
+    rows = list(ledger.rows())
+    assert {row["status"] for row in rows} == {PENDING}
+    assert all(row["error"].startswith("deferred: quiet hours until ") for row in rows)
