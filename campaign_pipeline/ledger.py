@@ -346,6 +346,7 @@ class Ledger:
                 [(SKIPPED, reason, cid, PENDING) for cid in customer_ids],
             )
             return self._db.total_changes - before
+
     def defer(self, rows: list[tuple[str, str, str]]) -> None:
         """Leave pending rows pending until a moment: (customer_id, until as UTC ISO 8601,
         the reason shown in the error column) each."""

@@ -281,7 +281,6 @@ def send(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "body.txt").write_text("Hi {{ first_name }}, {{ 100 // points }}% off")
     template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
-    admission = settings.pop("admission", None)
     values = {
         "rate_per_second": 1000.0,
         "burst": 100,
@@ -593,6 +592,8 @@ def test_a_batch_refused_for_one_recipient_settles_it_failed_and_the_others_sent
          batch_size=4)  # fmt: skip
 
     assert rule.settled == {"r0": ["sent"], "r1": ["sent"], "r2": ["failed"], "r3": ["sent"]}
+
+
 # -- quiet hours: rows deferred until their window opens -------------------------------------
 
 
