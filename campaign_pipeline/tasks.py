@@ -32,6 +32,7 @@ from .config import (
 from .config import consent as consent_config
 from .config import pipeline as campaign_config
 from .consent import ConsentStore, Gate, Suppressions, file_digest, match_key, read_suppressions
+from .consent.store import listed_reason
 from .exceptions import (
     ChannelStoppedError,
     PermanentError,
@@ -44,7 +45,8 @@ from .inputs import CustomerFile, CustomerFileWait
 from .ledger import RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
-from .sender import ChannelSender, Settings
+from .providers.lists import ListReader, ProviderList
+from .sender import ChannelSender, Settings, redactor
 from .templates import MessageTemplate
 from .termination import stop_on_sigterm
 
@@ -329,13 +331,15 @@ class ChannelTask(CampaignTask):
         if unknown := sorted(set(provider.fields) - fields):
             raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
         suppressions = self._file_suppressions()
+        self._applies = provider.list_applies
         if self.dry_run:
-            self._write_preview(provider, template, suppressions)
+            self._write_preview(provider, template, suppressions, self._provider_lists(provider))
             return
 
         ledger = Ledger(self._ledger_path())
         store = ConsentStore(consent_config().store)
         try:
+            self._mirror(self._provider_lists(provider), store)
             self._send(provider, template, ledger, config, suppressions, store)
             self._write_results(ledger)
         finally:
@@ -355,10 +359,50 @@ class ChannelTask(CampaignTask):
         log.info("%s: %d suppression(s) in the suppression file", self.channel, len(found))
         return found
 
+    def _provider_lists(self, provider) -> list[ProviderList]:
+        """The provider's own suppression lists (SendGrid's), read before anything is sent;
+        a dry run reads them too (GET requests only) unless its credentials stand in for
+        unset variables. Raises ChannelStoppedError or ListUnavailableError (lists.py)."""
+        unset = [name for name in provider.stand_ins if name in provider.env_keys.values()]
+        if self.dry_run and unset:  # the provider's credentials, not the unsubscribe key
+            if provider.sync_key and getattr(self.config_class(), provider.sync_key, False):
+                log.warning(
+                    "%s: dry run without $%s: %s's suppression lists not read; the preview "
+                    "skips only what the consent store holds of them",
+                    self.channel,
+                    ", $".join(unset),
+                    provider.name,
+                )
+            return []
+        timeout = self.config_class().timeout_seconds
+        reader = ListReader(provider, timeout, redactor(provider.masked()))
+        lists = provider.suppression_lists(reader)
+        for found in lists:
+            log.info("%s: %s: %d entries", self.channel, found.source, len(found.entries))
+        return lists
+
+    def _mirror(self, lists: list[ProviderList], store: ConsentStore) -> None:
+        """Make the store's copy of each provider list the list as read (see
+        ConsentStore.mirror): an address the provider no longer lists is sent again."""
+        if not lists:
+            return
+        changes = store.mirror(
+            self.channel,
+            {found.source: [(e.contact, e.date, e.code) for e in found.entries] for found in lists},
+        )
+        log.info(
+            "%s: provider lists mirrored in %s: %s",
+            self.channel,
+            store.path,
+            "; ".join(
+                f"{source} +{added} -{removed}" for source, (added, removed) in changes.items()
+            ),
+        )
+
     def _gate(self, column: str, suppressions: Suppressions, store: ConsentStore | None) -> Gate:
         """Who is not sent: the file's and the store's suppressions, and duplicates."""
         if store is not None:
-            learned = store.suppressions(self.channel)
+            learned = store.suppressions(self.channel, getattr(self, "_applies", None))
             for key, source in learned.by_contact.items():
                 suppressions.by_contact.setdefault(key, source)
             for key, source in learned.by_customer.items():
@@ -480,7 +524,9 @@ class ChannelTask(CampaignTask):
                     "context": {**customer, **context_extra},
                 }
 
-    def _write_preview(self, provider, template, suppressions: Suppressions) -> None:
+    def _write_preview(
+        self, provider, template, suppressions: Suppressions, lists: list[ProviderList]
+    ) -> None:
         path = consent_config().store
         column = provider.contact_field
         if os.path.exists(path):  # a dry run reads the store, and never creates it
@@ -488,6 +534,10 @@ class ChannelTask(CampaignTask):
                 gate = self._gate(column, suppressions, store)
         else:
             gate = self._gate(column, suppressions, None)
+        for found in lists:  # as the real run will have mirrored them, after the store's own
+            for entry in found.entries:
+                reason = listed_reason(found.source, entry.date)
+                gate.suppressions.by_contact.setdefault(entry.contact, reason)
         customers = self._customers(column, gate)
         recipients = (c for c in customers if c["targeted"])
         keep = campaign_config().preview_requests
