@@ -30,12 +30,21 @@ $(STAMP): setup.cfg pyproject.toml
 # Every provider's base URL is forced to the sandbox (CAMPAIGN_PROVIDER_URL) and the
 # credentials are made up, so that a production LUIGI_CONFIG_PATH or real credentials in the
 # environment are never used here.
+# Each consent path on the sample's customers: data/sample/suppressions.csv (the file), three
+# addresses on SendGrid's own lists, a number that replied STOP and a retired device token
+# (learned from the providers' answers), and C0000301, C0000005 under a second id.
+DEMO_CONSENT := --suppressed-email bounces:Omar.Kim.9@example.org:2026-11-20 \
+  --suppressed-email unsubscribes:liam.murphy.10@mail.example.net:2026-11-22 \
+  --suppressed-email spam_reports:farid.okafor.11@mail.example.net:2026-11-24 \
+  --opted-out +13032660554 \
+  --unregistered-token=-SU71ul5IWOpbdC5sGgpdi:APA91bde0KUarPaubu3bFNZl3YfNX_z83buPuAT1kbnH1wxwR3j-KoN0EcPPJTJxHrqJgZ-jOz-7NhInXqMV532XHwTC3n65ynYbQaZ6Rwoy6yQ3bbTpwuBr4F-YE7X9itfa3puN9ndY
 run: $(STAMP)
 	@mkdir -p var
 	@$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
-	    --record var/sandbox-messages.jsonl -- \
+	    --record var/sandbox-messages.jsonl $(DEMO_CONSENT) -- \
 	  env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL) \
-	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler; \
+	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler \
+	    --consent-suppressions data/sample/suppressions.csv; \
 	status=$$?; echo; $(BIN)/campaign-report; exit $$status
 
 ## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing

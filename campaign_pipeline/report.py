@@ -9,14 +9,19 @@ import argparse
 import csv
 import datetime
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 from .channels import registered
+from .config import consent as consent_config
 from .config import pipeline as campaign_config
+from .consent import ConsentStore, match_key
+from .consent.store import LEARNED, source_kind
 from .ledger import Status, describe_skips, skip_kind
 from .preview import WOULD_SEND
+from .safecsv import original_cell
 from .tasks import run_dir
 
 STATUSES = (Status.SENT, Status.FAILED, Status.UNKNOWN, Status.SKIPPED)
@@ -46,6 +51,11 @@ def summarise(folder: Path) -> str:
         kinds = _preview_skips(path) if dry_run else _result_skips(path)
         if described := describe_skips(kinds):
             skips.append(f"{channel} skipped: {described}")
+        sources = _preview_sources(path) if dry_run else _result_sources(path)
+        if described := describe_skips(sources):
+            skips.append(f"{channel} suppressed by: {described}")
+        if not dry_run and (described := describe_skips(_learned(path, channel))):
+            skips.append(f"{channel} refused for good, skipped from now on: {described}")
         lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
         if dry_run and (note := _preview_note(path)) and note not in notes:
             notes.append(note)
@@ -66,6 +76,43 @@ def _result_skips(path: Path) -> Counter:
     with path.open(newline="") as handle:
         rows = csv.DictReader(handle)
         return Counter(skip_kind(row["error"]) for row in rows if row["status"] == Status.SKIPPED)
+
+
+def _result_sources(path: Path) -> Counter:
+    """Where the suppressed recipients' entries come from: the file, learned (by code),
+    imported, a provider's list (``sendgrid bounces``)."""
+    with path.open(newline="") as handle:
+        rows = csv.DictReader(handle)
+        return Counter(
+            source_kind(row["error"])
+            for row in rows
+            if row["status"] == Status.SKIPPED and skip_kind(row["error"]) == "suppressed"
+        )
+
+
+def _preview_sources(path: Path) -> Counter:
+    return Counter(json.loads(path.read_text())["counts"].get("suppressed_by_source", {}))
+
+
+def _learned(path: Path, channel: str) -> Counter:
+    """The failed recipients whose contact the consent store learned from the provider's
+    answer (a STOP reply, a retired token), by code: ``learned 21610``."""
+    store_path = consent_config().store
+    if not os.path.exists(store_path):  # a summary never creates the store
+        return Counter()
+    column = next(c.contact for c in registered() if c.name == channel)
+    with path.open(newline="") as handle:
+        failed = {
+            match_key(column, original_cell(row["recipient"]))
+            for row in csv.DictReader(handle)
+            if row["status"] == Status.FAILED
+        }
+    with ConsentStore(store_path) as store:
+        return Counter(
+            f"learned {entry.code}"
+            for entry in store.entries(channel)
+            if entry.source == LEARNED and entry.contact in failed
+        )
 
 
 def _preview_skips(path: Path) -> Counter:

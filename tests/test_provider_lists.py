@@ -8,6 +8,9 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import requests
 from conftest import RETCODE
@@ -79,6 +82,17 @@ def test_each_sendgrid_list_is_read_and_its_addresses_skipped_never_sent(campaig
     preview = json.loads((campaign.folder / "dry-run" / "email_preview.json").read_text())
     shown = {e["customer_id"]: e["reason"] for e in preview["not_sent"]}
     assert {c: e for c, e in shown.items() if c != "C6"} == expected
+    assert preview["counts"]["suppressed_by_source"] == {
+        f"sendgrid {name}": 1
+        for name in (
+            "bounces",
+            "blocks",
+            "spam reports",
+            "invalid emails",
+            "global unsubscribes",
+            "group 42 unsubscribes",
+        )
+    }
     assert not store_after_dry_run  # a dry run reads the lists, writes no store
     assert "sendgrid bounces: 1 entries" in done.stderr
 
@@ -164,3 +178,40 @@ def test_an_address_taken_off_a_list_is_sent_again_at_the_next_run(campaign):
     with sqlite3.connect(campaign.root / "consent.sqlite") as db:
         rows = db.execute("SELECT contact, source, date FROM suppressions").fetchall()
     assert rows == [("c2@example.com", "sendgrid bounces", LISTED)]
+
+
+def test_the_summary_names_each_consent_path(campaign):
+    opted_out, retired = "+12125550003", "devicetoken004" + "x" * 40
+    rows = [
+        f"C{n},Cust,premium,c{n}@example.com,+1212555{n:04d},devicetoken{n:03d}{'x' * 40}\n"
+        for n in range(1, 6)
+    ]
+    rows.append(f"C6,Again,premium,C5@EXAMPLE.com,(212) 555-0005,devicetoken005{'x' * 40}\n")
+    campaign.customers_path.write_text(HEADER + "".join(rows))
+    campaign.start_sandbox(
+        suppressed_emails=listed("bounces", 2),
+        opted_out=[opted_out],
+        unregistered_tokens=[retired],
+    )
+    suppressions = campaign.root / "suppressions.csv"
+    suppressions.write_text("channel,contact,customer_id\nall,,C1\n")
+    campaign.configure(consent={"suppressions": str(suppressions)})
+
+    done = campaign.run()
+    report = subprocess.run(
+        [str(Path(sys.executable).parent / "campaign-report"), "--date", "2026-11-25"],
+        env=campaign.env(), capture_output=True, text=True, cwd=campaign.root,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = report.stdout.splitlines()
+    for line in (
+        "email skipped: 2 suppressed, 1 duplicate contact",
+        "email suppressed by: 1 file, 1 sendgrid bounces",
+        "sms skipped: 1 duplicate contact, 1 suppressed",
+        "sms suppressed by: 1 file",
+        "sms refused for good, skipped from now on: 1 learned 21610",
+        "push refused for good, skipped from now on: 1 learned UNREGISTERED",
+    ):
+        assert line in lines, report.stdout + report.stderr
+    assert campaign.accepted("sms")[opted_out] == 0

@@ -13,6 +13,7 @@ from campaign_pipeline.consent.store import LEARNED, source_kind
 from campaign_pipeline.exceptions import ChannelStoppedError, ListUnavailableError
 from campaign_pipeline.providers.email import parse_entries
 from campaign_pipeline.providers.lists import Listed, ListReader
+from campaign_pipeline.safecsv import original_cell, safe_cell
 from campaign_pipeline.sender import redactor
 
 from .answers import EMAIL_TOKEN_ENV, email_provider, response, sendgrid_error
@@ -258,3 +259,9 @@ def test_a_group_list_of_another_group_does_not_apply(tmp_path):
 def test_the_kind_of_each_suppression_source(reason, kind):
     assert source_kind(reason) == kind
     assert LEARNED == "learned"
+
+
+@pytest.mark.parametrize("value", ["-token:APA91b", "=HYPERLINK(1)", "+12125550100", "plain", ""])
+def test_a_result_cell_reads_back_as_written(value):
+    """The summary matches result-file recipients with the store's contacts."""
+    assert original_cell(safe_cell(value)) == value
