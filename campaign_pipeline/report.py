@@ -28,8 +28,9 @@ STATUSES = (Status.SENT, Status.FAILED, Status.UNKNOWN, Status.SKIPPED)
 PREVIEW_STATUSES = (WOULD_SEND, Status.FAILED, Status.SKIPPED)
 
 
-def summarise(folder: Path) -> str:
-    """Return the run's load counts and a channel-by-status table, with the file paths."""
+def summarise(folder: Path, store: str = "") -> str:
+    """Return the run's load counts and a channel-by-status table, with the file paths;
+    *store* is the consent store (default: ``[consent] store``)."""
     lines = [f"Run folder: {folder}"]
     summary_path = folder / "load_summary.json"
     if summary_path.exists():
@@ -54,7 +55,7 @@ def summarise(folder: Path) -> str:
         sources = _preview_sources(path) if dry_run else _result_sources(path)
         if described := describe_skips(sources):
             skips.append(f"{channel} suppressed by: {described}")
-        if not dry_run and (described := describe_skips(_learned(path, channel))):
+        if not dry_run and (described := describe_skips(_learned(path, channel, store))):
             skips.append(f"{channel} refused for good, skipped from now on: {described}")
         lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
         if dry_run and (note := _preview_note(path)) and note not in notes:
@@ -94,10 +95,10 @@ def _preview_sources(path: Path) -> Counter:
     return Counter(json.loads(path.read_text())["counts"].get("suppressed_by_source", {}))
 
 
-def _learned(path: Path, channel: str) -> Counter:
+def _learned(path: Path, channel: str, store: str = "") -> Counter:
     """The failed recipients whose contact the consent store learned from the provider's
     answer (a STOP reply, a retired token), by code: ``learned 21610``."""
-    store_path = consent_config().store
+    store_path = store or consent_config().store
     if not os.path.exists(store_path):  # a summary never creates the store
         return Counter()
     column = next(c.contact for c in registered() if c.name == channel)

@@ -35,6 +35,7 @@ from .consent import ConsentStore, Gate, Suppressions, file_digest, match_key, r
 from .consent.store import listed_reason
 from .exceptions import (
     ChannelStoppedError,
+    ListUnavailableError,
     PermanentError,
     RecipientsPendingError,
     SendingInterruptedError,
@@ -339,7 +340,6 @@ class ChannelTask(CampaignTask):
         ledger = Ledger(self._ledger_path())
         store = ConsentStore(consent_config().store)
         try:
-            self._mirror(self._provider_lists(provider), store)
             self._send(provider, template, ledger, config, suppressions, store)
             self._write_results(ledger)
         finally:
@@ -400,7 +400,11 @@ class ChannelTask(CampaignTask):
         )
 
     def _gate(self, column: str, suppressions: Suppressions, store: ConsentStore | None) -> Gate:
-        """Who is not sent: the file's and the store's suppressions, and duplicates."""
+        """Who is not sent: the file's and the store's suppressions, and duplicates. The
+        file's *suppressions* are copied: the store's entries may change during the run."""
+        suppressions = Suppressions(
+            suppressions.channel, dict(suppressions.by_contact), dict(suppressions.by_customer)
+        )
         if store is not None:
             learned = store.suppressions(self.channel, getattr(self, "_applies", None))
             for key, source in learned.by_contact.items():
@@ -429,6 +433,16 @@ class ChannelTask(CampaignTask):
             log.warning("%s: %d request(s) were in flight when a run died", self.channel, unknown)
         column = provider.contact_field
         self._follow_customers(ledger, column, suppressions, store)
+        try:  # after the ledger holds the recipients: they stay pending if this fails
+            self._mirror(self._provider_lists(provider), store)
+        except (ChannelStoppedError, ListUnavailableError) as exc:
+            waiting = ledger.counts().get(Status.PENDING, 0)
+            raise type(exc)(
+                f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
+                "for the next run"
+            ) from None
+        # the lists changed the store: the ledger follows (a no-op when nothing changed)
+        self._follow_customers(ledger, column, suppressions, store, "the provider's lists")
         learned: list[str] = []
         sender = ChannelSender(
             provider,
@@ -476,10 +490,16 @@ class ChannelTask(CampaignTask):
             )
 
     def _follow_customers(
-        self, ledger: Ledger, contact: str, suppressions: Suppressions, store: ConsentStore
+        self,
+        ledger: Ledger,
+        contact: str,
+        suppressions: Suppressions,
+        store: ConsentStore,
+        changed: str = "the customer file or the targeting",
     ) -> None:
         """Bring the ledger in line with the loaded file, the current targeting and the
-        suppressions, unless a resumed run finds it there already."""
+        suppressions, unless a resumed run finds it there already; *changed* says what
+        changed, in the warning."""
         mark = store.mark(self.channel)
         selection = self._selection(self.requires().loaded_inputs(), mark)
         previous = ledger.selection()
@@ -492,9 +512,9 @@ class ChannelTask(CampaignTask):
         changes = ledger.follow(self._customers(contact, gate), selection)
         if previous is not None and any(changes.values()):
             log.warning(
-                "%s: the customer file or the targeting changed since the last run; "
-                "unsent recipients follow it: %s",
+                "%s: %s changed since the last run; unsent recipients follow: %s",
                 self.channel,
+                changed,
                 ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items()),
             )
 

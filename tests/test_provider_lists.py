@@ -120,9 +120,11 @@ def test_a_refused_key_stops_the_channel_before_anything_is_sent(campaign, crede
 
     assert done.returncode == RETCODE["task_failed"]
     assert sandbox.stats()["email"]["requests"] == 0  # not one mail/send
-    assert "reading SendGrid's spam reports list: SendGrid answered 403" in done.stderr
+    assert "email channel stopped: email provider answered 403" in done.stderr
     assert "check $EMAIL_API_TOKEN ([email_api] token_env)" in done.stderr
     assert "set [email_api] sync_suppressions = false" in done.stderr
+    assert "reading SendGrid's spam reports list before sending" in done.stderr
+    assert "3 recipient(s) stay pending for the next run" in done.stderr
     assert "not retried" in done.stderr  # permanent: one attempt
     assert credentials["EMAIL_API_TOKEN"] not in done.stderr + done.stdout
 
@@ -137,8 +139,10 @@ def test_a_server_error_is_transient_and_nothing_is_sent(campaign):
 
     assert done.returncode == RETCODE["task_failed"]
     assert sandbox.stats()["email"]["requests"] == 0
-    assert "ListUnavailableError" in done.stderr
-    assert "SendGrid answered 503" in done.stderr
+    assert "ListUnavailableError: email channel stopped: email provider answered 503" in (
+        done.stderr
+    )
+    assert "3 recipient(s) stay pending" in done.stderr
     assert sandbox.stats()["email"]["suppression_pages"].get("bounces", 0) == 0
     assert sandbox.stats()["email"]["other_statuses"]["503"] == 2  # luigi's retry read again
     assert not (campaign.folder / "email_results.csv").exists()

@@ -6,11 +6,12 @@ after accepting it. A provider with such lists reads them in
 :meth:`~campaign_pipeline.providers.Provider.suppression_lists` through a :class:`ListReader`,
 and the channel task mirrors them in the consent store before it decides who is sent.
 
-The reader sends one GET at a time and says what an answer means, before anything is sent:
+The reader sends one GET at a time and reads an error answer as the provider's error table
+reads a send's (:meth:`Provider.interpret`), before anything is sent:
 
-- refused credentials (401, 403) or a request the provider cannot take (another 4xx, an
-  answer not in the provider's format) stop the channel: :class:`ChannelStoppedError`,
-  one line naming the keys to check;
+- refused credentials (401, 403), a wrong endpoint, a request the provider cannot take (a
+  4xx) or an answer not in the provider's format stop the channel:
+  :class:`ChannelStoppedError`, one line naming the keys to check;
 - a server error, a timeout or a connection failure is transient:
   :class:`ListUnavailableError`, and luigi's retry reads the lists again;
 - a 429 waits as the provider says (at most :data:`MAX_WAIT` seconds, :data:`MAX_TRIES`
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ..exceptions import ChannelStoppedError, ListUnavailableError
-from . import retry_after
+from . import Kind, retry_after
 
 if TYPE_CHECKING:
     from . import Provider
@@ -85,30 +86,43 @@ class ListReader:
         for attempt in range(1, MAX_TRIES + 1):
             if time.monotonic() > self.deadline:
                 raise ListUnavailableError(
-                    f"{self._label(what)}: not read within {self.max_seconds:g} s; nothing "
-                    "was sent, the recipients stay pending for luigi's retry"
+                    f"{self._where(what)} took more than {self.max_seconds:g} s; nothing was sent"
                 )
-            try:
-                self.requests += 1
-                response = self.session.get(
-                    url, params=params, headers=headers, timeout=self.timeout
-                )
-            except requests.RequestException as exc:
-                raise ListUnavailableError(
-                    self.redact(
-                        f"{self._label(what)}: cannot be read ({type(exc).__name__}: {exc}); "
-                        "nothing was sent, the recipients stay pending for luigi's retry"
-                    )
-                ) from None
+            response = self._send(what, url, params, headers)
             if response.status_code != 429 or attempt == MAX_TRIES:
                 return self.read(what, response, check)
             wait = min(retry_after(response) or 1.0, MAX_WAIT)
-            log.info("%s: rate limited (429); asking again in %.1f s", self._label(what), wait)
+            log.info("%s: rate limited (429); asking again in %.1f s", self._where(what), wait)
             time.sleep(wait)
         raise AssertionError("unreachable")  # the last attempt returned or raised
 
+    def _send(self, what: str, url: str, params: dict | None, headers: dict) -> requests.Response:
+        provider = self.provider
+        try:
+            self.requests += 1
+            return self.session.get(url, params=params, headers=headers, timeout=self.timeout)
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+        ) as exc:
+            problem = f"bad base_url: {exc}; {provider.hint('base_url')}"
+            raise ChannelStoppedError(self.redact(f"{problem} ({self._where(what)})")) from None
+        except requests.RequestException as exc:
+            problem = f"{type(exc).__name__}: {exc} ({self._where(what)}); nothing was sent"
+            raise ListUnavailableError(self.redact(problem)) from None
+        except Exception as exc:  # the request cannot even be made (a header it cannot carry)
+            raise ChannelStoppedError(
+                self.redact(
+                    f"cannot send {provider.channel} requests ({type(exc).__name__}: {exc}; "
+                    f"{self._where(what)}); nothing was sent: {provider.hint('')} and the "
+                    f"other [{provider.section}] settings"
+                )
+            ) from None
+
     def read(self, what: str, response: requests.Response, check: str = "") -> Any:
-        """The JSON of a 200 answer; for any other, the error it means (see the module)."""
+        """The JSON of a 200 answer; for any other, the error it means, read as the
+        provider's error table reads a send's answer (see the module)."""
         provider, status = self.provider, response.status_code
         if status == 200:
             try:
@@ -117,28 +131,28 @@ class ListReader:
                 kind = response.headers.get("Content-Type") or "no Content-Type"
                 raise ChannelStoppedError(
                     self.redact(
-                        f"{self._label(what)}: the answer is not {provider.name}'s JSON "
-                        f"({kind}); nothing was sent: {provider.hint('base_url')}"
+                        f"{provider.channel} provider answered 200 with a body that is not "
+                        f"{provider.name}'s JSON ({kind}; {self._where(what)}); "
+                        f"{provider.hint('base_url')}"
                     )
                 ) from None
-        _, message = provider.error_of(response)
-        answered = f"{self._label(what)}: {provider.name} answered {status}"
-        answered += f": {message.rstrip('.')}" if message else ""
-        if status == 429 or status >= 500:
-            raise ListUnavailableError(
-                self.redact(
-                    f"{answered}; nothing was sent, the recipients stay pending for luigi's retry"
+        outcome = provider.interpret(response)
+        error = f"{outcome.error.rstrip('.')} ({self._where(what)})"
+        if outcome.kind in (Kind.RETRY, Kind.RATE_LIMITED):
+            raise ListUnavailableError(self.redact(f"{error}; nothing was sent"))
+        if outcome.kind in (Kind.STOP, Kind.RENEW):
+            if check and f"] {check}" not in error:  # say, a group that does not exist
+                error += f"; or check [{provider.section}] {check}"
+            if status == 403 and provider.sync_key:  # a key made for sending alone
+                _, message = provider.error_of(response)
+                error = (
+                    f"{provider.channel} provider answered 403: {message.rstrip('.')}; "
+                    f"{provider.hint('')} (the key needs read access to suppressions), or set "
+                    f"[{provider.section}] {provider.sync_key} = false ({self._where(what)})"
                 )
-            )
-        if status in (401, 403):
-            hint = provider.hint("")
-            if status == 403:
-                hint += " (the API key needs read access to suppressions)"
-        else:
-            hint = provider.hint(check or "base_url")
-        if provider.sync_key:
-            hint += f", or set [{provider.section}] {provider.sync_key} = false"
-        raise ChannelStoppedError(self.redact(f"{answered}; nothing was sent: {hint}"))
+            raise ChannelStoppedError(self.redact(error))
+        # a refusal of the request itself (a bad limit, a group that does not exist)
+        raise ChannelStoppedError(self.redact(f"{error}; {provider.hint(check or 'base_url')}"))
 
-    def _label(self, what: str) -> str:
-        return f"{self.provider.channel}: reading {self.provider.name}'s {what} list"
+    def _where(self, what: str) -> str:
+        return f"reading {self.provider.name}'s {what} list before sending"

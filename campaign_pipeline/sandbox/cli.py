@@ -170,7 +170,7 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
         "--suppressed-email",
         action="append",
         default=[],
-        type=SuppressedEmail.parse,
+        type=suppressed_email,
         metavar="LIST:ADDRESS[:YYYY-MM-DD]",
         help="put ADDRESS on SendGrid's suppression LIST (bounces, blocks, spam_reports, "
         "invalid_emails, unsubscribes, or group-ID for an unsubscribe group), listed on that "
@@ -236,6 +236,14 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
             help=f"{channel}: the token bucket's size (default: %(default)s)",
         )
     return parser
+
+
+def suppressed_email(text: str) -> SuppressedEmail:
+    """``--suppressed-email``'s value, or argparse's one-line error saying what is wrong."""
+    try:
+        return SuppressedEmail.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def config_from(

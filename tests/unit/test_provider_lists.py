@@ -132,19 +132,39 @@ def reader_of(email) -> ListReader:
         (
             sendgrid_error(401, (None, "authorization required")),
             ChannelStoppedError,
-            f"SendGrid answered 401: authorization required; nothing was sent: check "
-            f"${EMAIL_TOKEN_ENV} ([email_api] token_env), or set [email_api] "
-            "sync_suppressions = false",
+            f"email provider answered 401: authorization required; check ${EMAIL_TOKEN_ENV} "
+            "([email_api] token_env) (reading SendGrid's bounces list before sending)",
         ),
         (
             sendgrid_error(403, (None, "access forbidden")),
             ChannelStoppedError,
-            "(the API key needs read access to suppressions)",
+            f"email provider answered 403: access forbidden; check ${EMAIL_TOKEN_ENV} "
+            "([email_api] token_env) (the key needs read access to suppressions), or set "
+            "[email_api] sync_suppressions = false (reading SendGrid's bounces list",
         ),
-        (sendgrid_error(404, (None, "not found")), ChannelStoppedError, "[email_api] base_url"),
-        (sendgrid_error(503, (None, "unavailable")), ListUnavailableError, "stay pending"),
-        (sendgrid_error(429, (None, "too many")), ListUnavailableError, "stay pending"),
-        (response(200, text="<html>"), ChannelStoppedError, "not SendGrid's JSON"),
+        (
+            sendgrid_error(404, (None, "not found")),
+            ChannelStoppedError,
+            "email provider answered 404: not found; check [email_api] base_url",
+        ),
+        (
+            response(400, text="<html>", headers={"Content-Type": "text/html"}),
+            ChannelStoppedError,
+            "answered 400 with a body that is not SendGrid's (text/html); check [email_api] "
+            "base_url",
+        ),
+        (
+            sendgrid_error(503, (None, "unavailable")),
+            ListUnavailableError,
+            "email provider answered 503: unavailable (reading SendGrid's bounces list before "
+            "sending); nothing was sent",
+        ),
+        (sendgrid_error(429, (None, "too many")), ListUnavailableError, "nothing was sent"),
+        (
+            response(200, text="<html>"),
+            ChannelStoppedError,
+            "answered 200 with a body that is not SendGrid's JSON",
+        ),
     ],
 )
 def test_what_each_answer_means(monkeypatch, answer, error, expected):
@@ -154,7 +174,7 @@ def test_what_each_answer_means(monkeypatch, answer, error, expected):
         reader_of(email).read("bounces", answer)
 
     assert expected in str(raised.value)
-    assert str(raised.value).startswith("email: reading SendGrid's bounces list")
+    assert "reading SendGrid's bounces list before sending" in str(raised.value)
 
 
 def test_a_group_that_does_not_exist_names_asm_group_id(monkeypatch):
