@@ -442,7 +442,8 @@ class ChannelTask(CampaignTask):
                 "for the next run"
             ) from None
         # the lists changed the store: the ledger follows (a no-op when nothing changed)
-        self._follow_customers(ledger, column, suppressions, store, "the provider's lists")
+        changed = f"{provider.name}'s suppression lists changed the consent store"
+        self._follow_customers(ledger, column, suppressions, store, changed)
         learned: list[str] = []
         sender = ChannelSender(
             provider,
@@ -495,11 +496,11 @@ class ChannelTask(CampaignTask):
         contact: str,
         suppressions: Suppressions,
         store: ConsentStore,
-        changed: str = "the customer file or the targeting",
+        changed: str = "",
     ) -> None:
         """Bring the ledger in line with the loaded file, the current targeting and the
         suppressions, unless a resumed run finds it there already; *changed* says what
-        changed, in the warning."""
+        changed them during this run (the log says so rather than warn)."""
         mark = store.mark(self.channel)
         selection = self._selection(self.requires().loaded_inputs(), mark)
         previous = ledger.selection()
@@ -510,12 +511,15 @@ class ChannelTask(CampaignTask):
             for customer_id, recipient in ledger.delivered():
                 gate.delivered(customer_id, recipient)
         changes = ledger.follow(self._customers(contact, gate), selection)
-        if previous is not None and any(changes.values()):
+        described = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items())
+        if changed and any(changes.values()):
+            log.info("%s: %s; unsent recipients follow: %s", self.channel, changed, described)
+        elif previous is not None and any(changes.values()):
             log.warning(
-                "%s: %s changed since the last run; unsent recipients follow: %s",
+                "%s: the customer file or the targeting changed since the last run; "
+                "unsent recipients follow it: %s",
                 self.channel,
-                changed,
-                ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items()),
+                described,
             )
 
     def _customers(self, contact: str, gate: Gate) -> Iterator[dict]:
