@@ -34,15 +34,23 @@ $(STAMP): setup.cfg pyproject.toml
 # few sample customers are there), so their SMS and push wait for it, and nobody waits for a
 # night as the shipped 21:00-08:00 would make a demo at the wrong hour do (see README).
 DEMO_QUIET_SECONDS ?= 20
+# Each consent path on the sample's customers: data/sample/suppressions.csv (the file), three
+# addresses on SendGrid's own lists, a number that replied STOP and a retired device token
+# (learned from the providers' answers), and C0000301, C0000005 under a second id.
+DEMO_CONSENT := --suppressed-email bounces:Omar.Kim.9@example.org:2026-11-20 \
+  --suppressed-email unsubscribes:liam.murphy.10@mail.example.net:2026-11-22 \
+  --suppressed-email spam_reports:farid.okafor.11@mail.example.net:2026-11-24 \
+  --opted-out +13032660554 \
+  --unregistered-token=-SU71ul5IWOpbdC5sGgpdi:APA91bde0KUarPaubu3bFNZl3YfNX_z83buPuAT1kbnH1wxwR3j-KoN0EcPPJTJxHrqJgZ-jOz-7NhInXqMV532XHwTC3n65ynYbQaZ6Rwoy6yQ3bbTpwuBr4F-YE7X9itfa3puN9ndY
 run: $(STAMP)
 	@mkdir -p var
 	@quiet=$$($(BIN)/python -m campaign_pipeline.consent.quiet \
 	    --demo-window $(DEMO_QUIET_SECONDS) --zone America/Denver) && \
 	$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
-	    --record var/sandbox-messages.jsonl -- \
+	    --record var/sandbox-messages.jsonl $(DEMO_CONSENT) -- \
 	  env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL) \
 	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler \
-	    --consent-quiet-hours "$$quiet"; \
+	    --consent-suppressions data/sample/suppressions.csv --consent-quiet-hours "$$quiet"; \
 	status=$$?; echo; $(BIN)/campaign-report; exit $$status
 
 ## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing

@@ -305,6 +305,19 @@ class email_api(provider_section):  # noqa: N801 - the section's name
         "unsubscribe path is required; false: a marketing email without unsubscribe_url, "
         "unsubscribe_mailto or asm_group_id stops the run before sending",
     )
+    sync_suppressions = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="Before sending (and in a dry run), read SendGrid's own suppression "
+        "lists (bounces, blocks, spam reports, invalid emails, global unsubscribes and "
+        "asm_group_id's unsubscribes) into the consent store, so that their addresses are "
+        "skipped, not sent",
+    )
+    suppression_page_size = luigi.IntParameter(
+        default=500,
+        description="Entries asked for per page of a SendGrid suppression list, 1 to 500 "
+        "(SendGrid's limit parameter)",
+    )
     rate_per_second = _rate_per_second(default=10.0)
     burst = _burst(default=50)
     concurrency = _concurrency(default=8)

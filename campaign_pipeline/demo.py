@@ -29,9 +29,11 @@ from . import sample_data
 from .channels import registered
 from .consent.quiet import demo_window
 from .providers import PROVIDER_URL_ENV
+from .report import summarise
 from .sandbox import ChannelLimit, Sandbox, SandboxConfig, demo_credentials
 from .sandbox import describe as describe_sandbox
 from .sandbox.config import registered_endpoints
+from .sandbox.sendgrid import SuppressedEmail
 
 CAMPAIGN = "demo-live"
 BIN = Path(sys.executable).parent
@@ -65,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(folder, ignore_errors=True)  # the demo's own: a fresh campaign to watch
     (folder / "luigid").mkdir(parents=True)
     customers = folder / "customers.csv"
+    rows = list(sample_data.customers(args.rows, seed=7, dirty=True))
+    if rows:
+        rows.append({**rows[0], "customer_id": "D0000001"})  # one person under a second id
     with customers.open("w", newline="") as handle:
-        sample_data.write(handle, sample_data.customers(args.rows, seed=7, dirty=True))
+        sample_data.write(handle, iter(rows))
     print(
         f"demo: {args.rows:,} customers in {customers} "
         f"(python -m campaign_pipeline.sample_data --rows {args.rows} > FILE makes such a file)",
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     credentials = demo_credentials(registered_endpoints())
     with contextlib.ExitStack() as stack:
-        sandbox = start_sandbox(args, credentials)
+        sandbox = start_sandbox(args, credentials, consent_seeds(rows))
         stack.callback(lambda: print(describe_sandbox(sandbox.stats()), flush=True))
         stack.callback(sandbox.stop)
         luigid = start_luigid(folder / "luigid", args.scheduler_port)
@@ -88,11 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, **credentials, PROVIDER_URL_ENV: sandbox.base_url}
         code = run_campaign(command, env)
         print(f"demo: campaign {CAMPAIGN} ended with exit {code}; run folders in {folder}")
+        run = folder / "campaigns" / CAMPAIGN / datetime.date.today().isoformat()
+        if run.exists():
+            print(summarise(run, str(folder / "consent.sqlite")), flush=True)
         return code
 
 
-def start_sandbox(args: argparse.Namespace, credentials: dict[str, str]) -> Sandbox:
-    """The sandbox on a free port, with latency, limiting each channel to the demo's rate."""
+def consent_seeds(rows: list[dict]) -> dict:
+    """Sandbox options that make the demo show each consent path on its own customers: two
+    addresses on SendGrid's lists, a number that replied STOP, a retired device token."""
+    lists = zip(("bounces", "unsubscribes"), rows[1:3], strict=False)  # clean: before row 24
+    premium = [row for row in rows[3:20] if row["segment"] == "premium"]  # SMS's and push's
+    return {
+        "suppressed_emails": [SuppressedEmail(name, row["email"]) for name, row in lists],
+        "opted_out": [row["phone"] for row in premium[:1]],
+        "unregistered_tokens": [row["device_token"] for row in premium[1:2]],
+    }
+
+
+def start_sandbox(
+    args: argparse.Namespace, credentials: dict[str, str], seeds: dict | None = None
+) -> Sandbox:
+    """The sandbox on a free port, with latency, limiting each channel to the demo's rate,
+    with *seeds* (:class:`SandboxConfig` fields: suppression lists, opted-out numbers...)."""
     limits = {
         channel.name: ChannelLimit(args.rate / batch_of(channel), 5) for channel in registered()
     }
@@ -105,6 +128,7 @@ def start_sandbox(args: argparse.Namespace, credentials: dict[str, str]) -> Sand
         latency_ms=args.latency_ms,
         latency_jitter=0.3,
         seed=7,
+        **(seeds or {}),
     )
     sandbox = Sandbox(config, endpoints).start()
     print(f"demo: sandbox provider on {sandbox.base_url}, {args.latency_ms:g} ms latency")
@@ -148,6 +172,7 @@ def luigi_command(args: argparse.Namespace, folder: Path, customers: Path) -> li
     # never the shipped 21:00-08:00, which would make a demo at the wrong hour wait a night
     quiet = demo_window(DEMO_ZONE, args.quiet_seconds) if args.quiet_seconds > 0 else ""
     command += ["--consent-quiet-hours", quiet]
+    command += ["--consent-store", str(folder / "consent.sqlite")]  # not make run's
     for channel in registered():
         flag = "--" + channel.config.get_task_family().replace("_", "-")
         if batch_of(channel) > 1:

@@ -16,6 +16,7 @@ decisions key on this tree, never on a message's text::
     │   └── ChannelStoppedError      the provider refused the channel as a whole
     ├── MessageError                 one recipient's message cannot be built: it fails alone
     ├── TokenUnavailableError        no access token for now
+    ├── ListUnavailableError         a provider's suppression list cannot be read for now
     ├── LedgerBusyError              another run is sending the channel
     ├── RecipientsPendingError       recipients still failing transiently after the attempts
     ├── SendingInterruptedError      a signal or an unexpected error stopped the sending
@@ -85,6 +86,12 @@ class MessageError(CampaignError, ValueError):
 class TokenUnavailableError(CampaignError):
     """No access token for now: the token endpoint could not be reached, or answered with
     a transient error. The recipients stay pending, as for any transient failure."""
+
+
+class ListUnavailableError(CampaignError):
+    """A provider's own suppression list (SendGrid's bounces, say) cannot be read for now:
+    a server error, a timeout, a connection failure. Nothing is sent without it; the
+    recipients stay pending and luigi's retry reads the lists again."""
 
 
 class LedgerBusyError(CampaignError):

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 import requests
 
+from .consent.store import source_kind
 from .exceptions import MessageError
 from .ledger import Status, skip_kind
 from .providers import Provider, Request
@@ -44,6 +45,7 @@ def preview(
     by_status: Counter = Counter()
     by_segment: dict[str, Counter] = defaultdict(Counter)
     skipped: Counter = Counter()
+    sources: Counter = Counter()  # the suppressed, by where their entry comes from
     shown: list[dict] = []
     not_sent: list[dict] = []
     billed: Counter = Counter()  # the messages' segments, by encoding
@@ -63,6 +65,8 @@ def preview(
         by_status[status] += 1
         if status == Status.SKIPPED:
             skipped[skip_kind(reason)] += 1
+            if skip_kind(reason) == "suppressed":
+                sources[source_kind(reason)] += 1
         by_segment[row["segment"]][status] += 1
         entry = {"customer_id": row["customer_id"], "segment": row["segment"]}
         cost = provider.cost(request) if status == WOULD_SEND else {}
@@ -77,6 +81,7 @@ def preview(
         "counts": {
             "by_status": dict(by_status),
             "skipped_by_reason": dict(skipped),
+            "suppressed_by_source": dict(sources),
             "by_segment": {segment: dict(c) for segment, c in sorted(by_segment.items())},
         },
         "requests": shown,

@@ -9,23 +9,29 @@ import argparse
 import csv
 import datetime
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 from .channels import registered
+from .config import consent as consent_config
 from .config import pipeline as campaign_config
+from .consent import ConsentStore, match_key
 from .consent.quiet import describe_preview
+from .consent.store import LEARNED, source_kind
 from .ledger import Status, describe_skips, skip_kind
 from .preview import WOULD_SEND
+from .safecsv import original_cell
 from .tasks import run_dir
 
 STATUSES = (Status.SENT, Status.FAILED, Status.UNKNOWN, Status.SKIPPED)
 PREVIEW_STATUSES = (WOULD_SEND, Status.FAILED, Status.SKIPPED)
 
 
-def summarise(folder: Path) -> str:
-    """Return the run's load counts and a channel-by-status table, with the file paths."""
+def summarise(folder: Path, store: str = "") -> str:
+    """Return the run's load counts and a channel-by-status table, with the file paths;
+    *store* is the consent store (default: ``[consent] store``)."""
     lines = [f"Run folder: {folder}"]
     summary_path = folder / "load_summary.json"
     if summary_path.exists():
@@ -49,6 +55,11 @@ def summarise(folder: Path) -> str:
             skips.append(f"{channel} skipped: {described}")
         if waited := _preview_deferred(path) if dry_run else _result_deferred(path):
             skips.append(f"{channel} {waited}")
+        sources = _preview_sources(path) if dry_run else _result_sources(path)
+        if described := describe_skips(sources):
+            skips.append(f"{channel} suppressed by: {described}")
+        if not dry_run and (described := describe_skips(_learned(path, channel, store))):
+            skips.append(f"{channel} refused for good, skipped from now on: {described}")
         lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
         if dry_run and (note := _preview_note(path)) and note not in notes:
             notes.append(note)
@@ -88,6 +99,43 @@ def _result_deferred(path: Path) -> str:
 
 def _preview_deferred(path: Path) -> str:
     return describe_preview(json.loads(path.read_text())["counts"].get("quiet_hours", {}))
+
+
+def _result_sources(path: Path) -> Counter:
+    """Where the suppressed recipients' entries come from: the file, learned (by code),
+    imported, a provider's list (``sendgrid bounces``)."""
+    with path.open(newline="") as handle:
+        rows = csv.DictReader(handle)
+        return Counter(
+            source_kind(row["error"])
+            for row in rows
+            if row["status"] == Status.SKIPPED and skip_kind(row["error"]) == "suppressed"
+        )
+
+
+def _preview_sources(path: Path) -> Counter:
+    return Counter(json.loads(path.read_text())["counts"].get("suppressed_by_source", {}))
+
+
+def _learned(path: Path, channel: str, store: str = "") -> Counter:
+    """The failed recipients whose contact the consent store learned from the provider's
+    answer (a STOP reply, a retired token), by code: ``learned 21610``."""
+    store_path = store or consent_config().store
+    if not os.path.exists(store_path):  # a summary never creates the store
+        return Counter()
+    column = next(c.contact for c in registered() if c.name == channel)
+    with path.open(newline="") as handle:
+        failed = {
+            match_key(column, original_cell(row["recipient"]))
+            for row in csv.DictReader(handle)
+            if row["status"] == Status.FAILED
+        }
+    with ConsentStore(store_path, readonly=True) as store:
+        return Counter(
+            f"learned {entry.code}"
+            for entry in store.entries(channel)
+            if entry.source == LEARNED and entry.contact in failed
+        )
 
 
 def _preview_skips(path: Path) -> Counter:

@@ -25,6 +25,13 @@ def safe_cell(value: object) -> str:
     return text
 
 
+def original_cell(text: str) -> str:
+    """The value :func:`safe_cell` wrote as *text* (for a program reading the file back)."""
+    if text.startswith("'") and text[1:].startswith(_FORMULA_START):
+        return text[1:]
+    return text
+
+
 def write_rows(
     handle: IO[str], columns: Sequence[str], rows: Iterable[Mapping[str, object]]
 ) -> int:

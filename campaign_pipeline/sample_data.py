@@ -3,6 +3,9 @@
     python -m campaign_pipeline.sample_data --rows 300 --seed 7 > data/sample/customers.csv
     python -m campaign_pipeline.sample_data --large --rows 1000000 --out /tmp/customers.csv
 
+(``data/sample/customers.csv`` then has one row added by hand, ``C0000301``: C0000005 under a
+second id, her contacts written another way, so that ``make run`` shows one message per person.)
+
 Clean rows are valid by construction. With ``dirty`` on, about one row in twelve carries a
 problem the loader must catch (bad contacts, duplicates, odd case and whitespace, unknown
 segments) or one the sandbox provider refuses for good (Twilio's magic test numbers,

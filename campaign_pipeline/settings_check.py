@@ -61,6 +61,7 @@ PROVIDER_RULES = [
     ("retry_delay_seconds", at_least(0), "0 or more seconds"),
     ("batch_size", lambda value: 1 <= value <= 1000, "1 to 1000 recipients per request"),
     ("asm_group_id", at_least(0), "0 (none) or a SendGrid unsubscribe group id"),
+    ("suppression_page_size", lambda value: 1 <= value <= 500, "1 to 500 entries per page"),
 ]
 CAMPAIGN_RULES = [
     ("timeout_seconds", at_least(0), "0 (no limit) or more seconds"),

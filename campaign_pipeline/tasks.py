@@ -44,8 +44,10 @@ from .consent import (
     read_suppressions,
 )
 from .consent.cap import FrequencyCap
+from .consent.store import listed_reason
 from .exceptions import (
     ChannelStoppedError,
+    ListUnavailableError,
     PermanentError,
     RecipientsPendingError,
     SendingInterruptedError,
@@ -56,7 +58,8 @@ from .inputs import CustomerFile, CustomerFileWait
 from .ledger import RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
-from .sender import ChannelSender, Settings
+from .providers.lists import ListReader, ProviderList
+from .sender import ChannelSender, Settings, redactor
 from .templates import MessageTemplate
 from .termination import stop_on_sigterm
 
@@ -356,8 +359,9 @@ class ChannelTask(CampaignTask):
         if unknown := sorted(set(provider.fields) - fields):
             raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
         suppressions = self._file_suppressions()
+        self._applies = provider.list_applies
         if self.dry_run:
-            self._write_preview(provider, template, suppressions)
+            self._write_preview(provider, template, suppressions, self._provider_lists(provider))
             return
 
         ledger = Ledger(self._ledger_path())
@@ -382,10 +386,54 @@ class ChannelTask(CampaignTask):
         log.info("%s: %d suppression(s) in the suppression file", self.channel, len(found))
         return found
 
+    def _provider_lists(self, provider) -> list[ProviderList]:
+        """The provider's own suppression lists (SendGrid's), read before anything is sent;
+        a dry run reads them too (GET requests only) unless its credentials stand in for
+        unset variables. Raises ChannelStoppedError or ListUnavailableError (lists.py)."""
+        unset = [name for name in provider.stand_ins if name in provider.env_keys.values()]
+        if self.dry_run and unset:  # the provider's credentials, not the unsubscribe key
+            if provider.sync_key and getattr(self.config_class(), provider.sync_key, False):
+                log.warning(
+                    "%s: dry run without $%s: %s's suppression lists not read; the preview "
+                    "skips only what the consent store holds of them",
+                    self.channel,
+                    ", $".join(unset),
+                    provider.name,
+                )
+            return []
+        timeout = self.config_class().timeout_seconds
+        reader = ListReader(provider, timeout, redactor(provider.masked()))
+        lists = provider.suppression_lists(reader)
+        for found in lists:
+            log.info("%s: %s: %d entries", self.channel, found.source, len(found.entries))
+        return lists
+
+    def _mirror(self, lists: list[ProviderList], store: ConsentStore) -> None:
+        """Make the store's copy of each provider list the list as read (see
+        ConsentStore.mirror): an address the provider no longer lists is sent again."""
+        if not lists:
+            return
+        changes = store.mirror(
+            self.channel,
+            {found.source: [(e.contact, e.date, e.code) for e in found.entries] for found in lists},
+        )
+        log.info(
+            "%s: provider lists mirrored in %s: %s",
+            self.channel,
+            store.path,
+            "; ".join(
+                f"{source} +{added} -{removed}" for source, (added, removed) in changes.items()
+            ),
+        )
+
     def _gate(self, column: str, suppressions: Suppressions, store: ConsentStore | None) -> Gate:
-        """Who is not sent: the file's and the store's suppressions, and duplicates."""
+        """Who is not sent: the file's and the store's suppressions, and duplicates. The
+        file's *suppressions* are copied: the store's entries may change during the run."""
+        suppressions = Suppressions(
+            suppressions.channel, dict(suppressions.by_contact), dict(suppressions.by_customer)
+        )
         if store is not None:
-            learned = store.suppressions(self.channel)
+            learned = store.suppressions(self.channel, getattr(self, "_applies", None))
             for key, source in learned.by_contact.items():
                 suppressions.by_contact.setdefault(key, source)
             for key, source in learned.by_customer.items():
@@ -427,6 +475,17 @@ class ChannelTask(CampaignTask):
             log.warning("%s: %d request(s) were in flight when a run died", self.channel, unknown)
         column = provider.contact_field
         self._follow_customers(ledger, column, suppressions, store)
+        try:  # after the ledger holds the recipients: they stay pending if this fails
+            self._mirror(self._provider_lists(provider), store)
+        except (ChannelStoppedError, ListUnavailableError) as exc:
+            waiting = ledger.counts().get(Status.PENDING, 0)
+            raise type(exc)(
+                f"{self.channel} channel stopped: {exc}. {waiting} recipient(s) stay pending "
+                "for the next run"
+            ) from None
+        # the lists changed the store: the ledger follows (a no-op when nothing changed)
+        changed = f"{provider.name}'s suppression lists changed the consent store"
+        self._follow_customers(ledger, column, suppressions, store, changed)
         learned: list[str] = []
         sender = ChannelSender(
             provider,
@@ -494,10 +553,16 @@ class ChannelTask(CampaignTask):
         )
 
     def _follow_customers(
-        self, ledger: Ledger, contact: str, suppressions: Suppressions, store: ConsentStore
+        self,
+        ledger: Ledger,
+        contact: str,
+        suppressions: Suppressions,
+        store: ConsentStore,
+        changed: str = "",
     ) -> None:
         """Bring the ledger in line with the loaded file, the current targeting and the
-        suppressions, unless a resumed run finds it there already."""
+        suppressions, unless a resumed run finds it there already; *changed* says what
+        changed them during this run (the log says so rather than warn)."""
         mark = store.mark(self.channel)
         selection = self._selection(self.requires().loaded_inputs(), mark)
         previous = ledger.selection()
@@ -508,12 +573,15 @@ class ChannelTask(CampaignTask):
             for customer_id, recipient in ledger.delivered():
                 gate.delivered(customer_id, recipient)
         changes = ledger.follow(self._customers(contact, gate), selection)
-        if previous is not None and any(changes.values()):
+        described = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items())
+        if changed and any(changes.values()):
+            log.info("%s: %s; unsent recipients follow: %s", self.channel, changed, described)
+        elif previous is not None and any(changes.values()):
             log.warning(
                 "%s: the customer file or the targeting changed since the last run; "
                 "unsent recipients follow it: %s",
                 self.channel,
-                ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items()),
+                described,
             )
 
     def _customers(self, contact: str, gate: Gate) -> Iterator[dict]:
@@ -547,13 +615,19 @@ class ChannelTask(CampaignTask):
                     "context": {**customer, **context_extra},
                 }
 
-    def _write_preview(self, provider, template, suppressions: Suppressions) -> None:
+    def _write_preview(
+        self, provider, template, suppressions: Suppressions, lists: list[ProviderList]
+    ) -> None:
         path = consent_config().store
         column = provider.contact_field
         # a dry run reads the store (suppressions, message history), never creates or writes it
         exists = os.path.exists(path)
         with ConsentStore(path, readonly=True) if exists else contextlib.nullcontext() as store:
             gate = self._gate(column, suppressions, store)
+            for found in lists:  # as the real run will have mirrored them, after the store's
+                for entry in found.entries:
+                    reason = listed_reason(found.source, entry.date)
+                    gate.suppressions.by_contact.setdefault(entry.contact, reason)
             customers = self._customers(column, gate)
             recipients = (c for c in customers if c["targeted"])
             tally = None

@@ -27,6 +27,7 @@ from campaign_pipeline.sandbox import (
     option_parser,
 )
 from campaign_pipeline.sandbox.endpoint import bearer_ok, load_json
+from campaign_pipeline.sandbox.sendgrid import SuppressedEmail
 
 ROOT = Path(__file__).resolve().parents[1]
 EMAIL_TOKEN = "SG.test-email-token"
@@ -259,6 +260,10 @@ def test_stats_counts(sandbox):
         "accepted": 2,
         "rate_limited": 0,
         "statuses": {"202": 1, "400": 1},
+        "other_requests": 0,  # SendGrid's suppression lists, tested on their own
+        "other_statuses": {},
+        "dropped": 0,
+        "suppression_pages": {},
     }
     assert stats["push"]["statuses"] == {"401": 1}
     assert stats["sms"]["requests"] == 0
@@ -380,3 +385,77 @@ def test_cli_names_missing_credentials():
     assert done.returncode == 2
     assert "PUSH_API_TOKEN" in done.stderr
     assert EMAIL_TOKEN not in done.stderr
+
+
+def get_list(box: Sandbox, path: str, token: str = EMAIL_TOKEN, **params) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    return requests.get(f"{box.base_url}{path}", params=params, headers=headers, timeout=5)
+
+
+def test_sendgrid_suppression_lists_page_and_drop_mail_to_their_addresses():
+    seeded = [
+        SuppressedEmail.parse(text)
+        for text in (
+            "bounces:a@example.com:2026-11-20",
+            "bounces:b@example.com",
+            "bounces:c@example.com",
+            "unsubscribes:u@example.com",
+            "group-42:g@example.com",
+        )
+    ]
+    with Sandbox(make_config(suppressed_emails=seeded)) as box:
+        first = get_list(box, "/v3/suppression/bounces", limit=2, offset=0).json()
+        last = get_list(box, "/v3/suppression/bounces", limit=2, offset=2).json()
+        group = get_list(box, "/v3/asm/groups/42/suppressions").json()
+        other_group = get_list(box, "/v3/asm/groups/7/suppressions").json()
+        refused = get_list(box, "/v3/suppression/blocks", token="wrong")
+        too_big = get_list(box, "/v3/suppression/blocks", limit=501)
+        unknown = get_list(box, "/v3/suppression/everything")
+        sent = send_email(box, mail("U@example.com", "g@example.com", "z@example.com"))
+        deleted = requests.delete(
+            f"{box.base_url}/v3/suppression/bounces/a%40example.com",
+            headers={"Authorization": f"Bearer {EMAIL_TOKEN}"},
+            timeout=5,
+        )
+        after = get_list(box, "/v3/suppression/bounces").json()
+        stats = box.stats()["email"]
+
+    assert first[0] == {
+        "created": 1795132800,  # 2026-11-20 UTC
+        "email": "a@example.com",
+        "reason": "sandbox seeded entry",
+        "status": "5.1.1",
+    }
+    assert [e["email"] for e in first + last] == ["a@example.com", "b@example.com", "c@example.com"]
+    assert group == ["g@example.com"] and other_group == []
+    assert (refused.status_code, too_big.status_code, unknown.status_code) == (401, 400, 404)
+    assert sent.status_code == 202 and deleted.status_code == 204
+    assert [e["email"] for e in after] == ["b@example.com", "c@example.com"]
+    # accepted, then dropped: the global unsubscribe; a group's list needs the group's asm
+    assert stats["dropped"] == 1 and stats["accepted"] == 3
+    assert stats["requests"] == 1 and stats["other_requests"] == 9
+    assert stats["suppression_pages"] == {"bounces": 3, "group-42": 1, "group-7": 1}
+
+
+def test_opted_out_numbers_and_unregistered_tokens_are_refused_for_good():
+    config = make_config(opted_out=["+14155550100"], unregistered_tokens=["device-9"])
+    with Sandbox(config) as box:
+        sms = send_sms(box, {"To": "+14155550100", "From": "+14155550199", "Body": "Hi"})
+        other = send_sms(box, {"To": "+14155550101", "From": "+14155550199", "Body": "Hi"})
+        push = send_push(box, {"token": "device-9"})
+
+    assert (sms.status_code, sms.json()["code"]) == (400, 21610)
+    assert other.status_code == 201
+    assert push.status_code == 404
+    assert push.json()["error"]["details"][0]["errorCode"] == "UNREGISTERED"
+
+
+def test_suppressed_email_option_is_checked():
+    parser = option_parser()
+    args = parser.parse_args(
+        ["--suppressed-email", "group-3:a@example.com", "--opted-out", "+14155550100"]
+    )
+    assert args.suppressed_email == [SuppressedEmail("group-3", "a@example.com", 0)]
+    assert args.opted_out == ["+14155550100"]
+    with pytest.raises(ValueError, match="unknown list 'bouncez'"):
+        SuppressedEmail.parse("bouncez:a@example.com")

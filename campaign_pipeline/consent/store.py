@@ -8,7 +8,8 @@ being committed.
 Tables:
 
 - ``suppressions``: one row per (channel, contact or customer id): what taught it
-  (``source``: ``learned`` from a provider's answer, or ``import`` of a file), the date,
+  (``source``: ``learned`` from a provider's answer, ``import`` of a file, or the name of a
+  provider's own list mirrored before sending, e.g. ``sendgrid bounces``), the date,
   the campaign and the provider's code. A contact is stored normalised and compared as
   :func:`~.suppressions.match_key` says.
 - ``messages``: one row per message a provider accepted or may have (``sent``,
@@ -25,9 +26,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +88,31 @@ class Stored:
         """What a recipient skipped for this entry reads after ``suppressed:``."""
         if self.source == LEARNED:
             return f"learned {self.date} campaign {self.campaign} ({self.channel} {self.code})"
-        return (
-            f"imported {self.date} from {self.note}" if self.note else f"{self.source} {self.date}"
-        )
+        if self.source == IMPORTED and self.note:
+            return f"imported {self.date} from {self.note}"
+        return listed_reason(self.source, self.date)
+
+
+def listed_reason(source: str, date: str) -> str:
+    """The reason of an entry of a provider's list: ``sendgrid bounces 2026-11-20``."""
+    return f"{source} {date}"
+
+
+def source_kind(reason: str) -> str:
+    """Where a ``suppressed:`` reason's entry comes from, for the summaries: ``file``,
+    ``learned <code>`` (``learned 21610``), ``imported``, or the provider list's name
+    (``sendgrid bounces``)."""
+    reason = reason.removeprefix("suppressed: ")
+    if reason.startswith("learned "):
+        code = reason.rpartition(" ")[2].rstrip(")")
+        return f"learned {code}"
+    if reason.startswith(("imported ", f"{IMPORTED} ")):
+        return "imported"
+    listed = _LISTED.match(reason)
+    return listed.group(1) if listed else "file"
+
+
+_LISTED = re.compile(r"^([a-z][a-z0-9]* [a-z0-9 ]+) \d{4}-\d{2}-\d{2}$")
 
 
 _COLUMNS = "channel, contact, customer_id, source, date, campaign, code, note"
@@ -227,6 +251,44 @@ class ConsentStore:
                 (channel, contact, customer_id),
             ).rowcount
 
+    def mirror(self, channel: str, lists: dict[str, Iterable[tuple[str, str, str]]]) -> dict:
+        """Make the entries of *channel* of each source of *lists* (a provider's lists: the
+        source's name -> its (contact, date, code) entries) exactly those of the list, in one
+        transaction: an entry the provider removed leaves the store, one it added comes in,
+        one it still has keeps its row. A contact the store knows from another source keeps
+        that entry. Returns {source: (added, removed)}."""
+        wanted = {
+            source: {c: (d, code) for c, d, code in entries} for source, entries in lists.items()
+        }
+        changes = {}
+        with self._lock, self._transaction():
+            held = {}
+            for source, entries in wanted.items():  # every removal before any addition: an
+                rows = self._db.execute(  # address moving between two lists stays suppressed
+                    "SELECT contact FROM suppressions WHERE channel = ? AND source = ?",
+                    (channel, source),
+                )
+                held[source] = {contact for (contact,) in rows}
+                gone = [(channel, source, c) for c in held[source] if c not in entries]
+                self._db.executemany(
+                    "DELETE FROM suppressions WHERE channel = ? AND source = ? AND contact = ?",
+                    gone,
+                )
+                changes[source] = [0, len(gone)]
+            for source, entries in wanted.items():
+                before = self._db.total_changes
+                self._db.executemany(
+                    f"INSERT OR IGNORE INTO suppressions ({_COLUMNS}) "
+                    "VALUES (?, ?, '', ?, ?, '', ?, '')",
+                    [
+                        (channel, contact, source, date, code)
+                        for contact, (date, code) in entries.items()
+                        if contact not in held[source]
+                    ],
+                )
+                changes[source][0] = self._db.total_changes - before
+        return {source: tuple(counts) for source, counts in changes.items()}
+
     def entries(self, channel: str | None = None) -> Iterator[Stored]:
         """Every entry (of *channel* and ``all`` when given), oldest first."""
         where, params = ("WHERE channel IN (?, ?)", (channel, ALL)) if channel else ("", ())
@@ -237,10 +299,15 @@ class ConsentStore:
         for row in rows:
             yield Stored(*row)
 
-    def suppressions(self, channel: str) -> Suppressions:
-        """The entries that apply to *channel*, for its :class:`~.suppressions.Gate`."""
+    def suppressions(
+        self, channel: str, applies: Callable[[str], bool] | None = None
+    ) -> Suppressions:
+        """The entries that apply to *channel* (and whose source *applies*, when given),
+        for its :class:`~.suppressions.Gate`."""
         found = Suppressions(channel)
         for stored in self.entries(channel):
+            if applies is not None and not applies(stored.source):
+                continue
             found.add(Entry(stored.channel, stored.contact, stored.customer_id, stored.reason()))
         return found
 

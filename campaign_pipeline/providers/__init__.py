@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 import requests
 from urllib3.util import parse_url
@@ -21,6 +22,9 @@ from ..config import secret
 from ..exceptions import MissingSecretError, SettingsError
 from ..templates import MessageTemplate
 from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, Kind, lookup
+
+if TYPE_CHECKING:
+    from .lists import ListReader, ProviderList
 
 __all__ = [
     "FAILED",
@@ -116,6 +120,8 @@ class Provider:
     success_status = 200
     # what the provider adds to each customer's template context (see template_context)
     template_variables: tuple[str, ...] = ()
+    # the config key that turns reading the provider's own suppression lists off, if any
+    sync_key = ""
 
     def __init__(self, base_url: str, preview: bool = False):
         self.overridden = bool(os.environ.get(PROVIDER_URL_ENV))
@@ -128,6 +134,7 @@ class Provider:
         self.secrets: dict[str, str] = {}  # environment variable name -> value
         self.env_keys: dict[str, str] = {}  # config key -> the environment variable it names
         self.fields: list[str] = []  # the customer fields the request carries besides content
+        self.stand_ins: list[str] = []  # variables a preview found unset and stood in for
 
     def secret(self, env_name: str, section: str, key: str, stand_in: str) -> str:
         """Read a credential; a preview goes on with *stand_in* when it is not set."""
@@ -137,6 +144,7 @@ class Provider:
             if not self.preview:
                 raise
             value = stand_in
+            self.stand_ins.append(env_name)
         self.secrets[env_name] = value
         self.env_keys[key] = env_name
         return value
@@ -186,6 +194,17 @@ class Provider:
 
     def check_template(self, template: MessageTemplate) -> None:
         """Warn about what the checked *template* lacks for this provider (a hook)."""
+
+    def suppression_lists(self, reader: ListReader) -> list[ProviderList]:  # noqa: ARG002 - a hook
+        """The provider's own lists of who must not be messaged, read through *reader*
+        before the channel sends and mirrored in the consent store (a hook: SendGrid's;
+        the others have none)."""
+        return []
+
+    def list_applies(self, source: str) -> bool:  # noqa: ARG002 - a hook
+        """Whether the consent store's entries of *source* apply to this run's messages
+        (SendGrid: an unsubscribe group's list, only to messages sent in that group)."""
+        return True
 
     def template_context(self, context: dict[str, str]) -> dict[str, str]:
         """*context* with the :attr:`template_variables` this provider adds for one

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import secrets
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from ..config import email_api
-from ..exceptions import MessageError, SettingsError
+from ..exceptions import ChannelStoppedError, MessageError, SettingsError
 from ..templates import MessageTemplate
 from ..unsubscribe import Unsubscribe, check_key
 from . import Provider, Request, json_body
+from .lists import Listed, ListReader, ProviderList
 
 log = logging.getLogger("campaign_pipeline")
 
@@ -25,6 +28,56 @@ _TAG_LENGTH = len("%campaign_html_%") + 24  # the nonce is 12 random bytes in he
 MAX_SUBSTITUTIONS = 10_000  # bytes per personalization, SendGrid's limit
 _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)\b")
 _ADDRESS = re.compile(r"^personalizations\.\d+\.to\.\d+\.email$")
+
+# SendGrid's suppression lists (GET /v3/suppression/<path>, paged with limit and offset):
+# their paths and their names in a skipped recipient's reason, "sendgrid <name> <date>".
+SUPPRESSION_LISTS = (
+    ("bounces", "bounces"),
+    ("blocks", "blocks"),
+    ("spam_reports", "spam reports"),
+    ("invalid_emails", "invalid emails"),
+    ("unsubscribes", "global unsubscribes"),
+)
+LIST_SOURCE = "sendgrid"
+MAX_PAGES = 2000  # per list: a million entries at 500 a page
+_GROUP_SOURCE = re.compile(rf"^{LIST_SOURCE} group (\d+) unsubscribes$")
+
+
+def group_source(group_id: int) -> str:
+    """The source of an unsubscribe group's entries in the consent store."""
+    return f"{LIST_SOURCE} group {group_id} unsubscribes"
+
+
+def utc_today() -> str:
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
+def listed_date(created: Any, fallback: str) -> str:
+    """The UTC date of SendGrid's ``created`` (Unix seconds), else *fallback*."""
+    if isinstance(created, bool) or not isinstance(created, (int, float)):
+        return fallback
+    try:
+        return datetime.datetime.fromtimestamp(created, datetime.UTC).date().isoformat()
+    except (OverflowError, OSError, ValueError):
+        return fallback
+
+
+def parse_entries(page: list, today: str) -> list[Listed]:
+    """The entries of one page of a suppression list: objects with ``email``, ``created``
+    and, for bounces and blocks, ``status`` (the code kept); or, for an unsubscribe group,
+    plain addresses. An entry without an address is left out."""
+    found = []
+    for item in page:
+        if isinstance(item, str):
+            email, created, code = item, None, ""
+        elif isinstance(item, dict) and isinstance(item.get("email"), str):
+            email, created = item["email"], item.get("created", item.get("created_at"))
+            code = item.get("status") if isinstance(item.get("status"), str) else ""
+        else:
+            continue
+        if email := email.strip():
+            found.append(Listed(email.casefold(), listed_date(created, today), code))
+    return found
 
 
 def batch_tags() -> dict[str, str]:
@@ -40,6 +93,7 @@ class EmailProvider(Provider):
     contact_field = "email"
     success_status = 202
     template_variables = ("unsubscribe_url",)
+    sync_key = "sync_suppressions"
 
     def __init__(self, config: email_api, preview: bool = False):
         super().__init__(config.base_url, preview)
@@ -49,6 +103,8 @@ class EmailProvider(Provider):
         self.fields = list(config.custom_args)
         self.transactional = config.transactional
         self.asm_group_id = config.asm_group_id
+        self.sync = config.sync_suppressions
+        self.page_size = config.suppression_page_size
         paths = Unsubscribe(config.unsubscribe_url.strip(), config.unsubscribe_mailto.strip())
         self.key_env, key = config.unsubscribe_key_env, ""
         if not paths.problems() and paths.needs_key and self.key_env:
@@ -95,6 +151,60 @@ class EmailProvider(Provider):
                 f"while sending to {self.configured_url}: set unsubscribe_url (or "
                 "unsubscribe_mailto) to your own unsubscribe endpoint"
             )
+
+    def suppression_lists(self, reader: ListReader) -> list[ProviderList]:
+        """SendGrid's five suppression lists, page by page, and with ``asm_group_id`` the
+        group's unsubscribes: SendGrid accepts a message to any of them and then drops it,
+        so the campaign would count as sent what nobody receives."""
+        if not self.sync:
+            log.info("email: [email_api] sync_suppressions = false: SendGrid's lists not read")
+            return []
+        found = [self._paged(reader, path, name) for path, name in SUPPRESSION_LISTS]
+        if self.asm_group_id:
+            found.append(self._group(reader))
+        return found
+
+    def list_applies(self, source: str) -> bool:
+        """An unsubscribe group's list applies only to messages sent in that group."""
+        group = _GROUP_SOURCE.match(source)
+        return group is None or int(group.group(1)) == self.asm_group_id
+
+    def _paged(self, reader: ListReader, path: str, name: str) -> ProviderList:
+        """Every page of one list: ``limit`` entries from ``offset``; a page shorter than
+        ``limit`` is the last (SendGrid gives no total)."""
+        url, today = f"{self.base_url}/v3/suppression/{path}", utc_today()
+        entries: list[Listed] = []
+        for page in range(MAX_PAGES):
+            params = {"limit": self.page_size, "offset": page * self.page_size}
+            answer = reader.get(name, url, params, self._list_headers())
+            entries += parse_entries(self._array(answer, name), today)
+            if len(answer) < self.page_size:
+                return ProviderList(f"{LIST_SOURCE} {name}", tuple(entries))
+        raise ChannelStoppedError(
+            f"email: SendGrid's {name} list has more than {MAX_PAGES * self.page_size:,} "
+            f"entries ({MAX_PAGES:,} pages of [email_api] suppression_page_size = "
+            f"{self.page_size}); nothing was sent: raise suppression_page_size (at most 500) "
+            "or clean the list up at SendGrid"
+        )
+
+    def _group(self, reader: ListReader) -> ProviderList:
+        """The unsubscribe group's addresses (one answer: SendGrid does not page it)."""
+        name = f"group {self.asm_group_id} unsubscribes"
+        url = f"{self.base_url}/v3/asm/groups/{self.asm_group_id}/suppressions"
+        answer = reader.get(name, url, None, self._list_headers(), check="asm_group_id")
+        entries = parse_entries(self._array(answer, name), utc_today())
+        return ProviderList(group_source(self.asm_group_id), tuple(entries))
+
+    def _list_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+
+    def _array(self, answer: Any, name: str) -> list:
+        if not isinstance(answer, list):
+            raise ChannelStoppedError(
+                f"email: SendGrid's answer for its {name} list is not a list of entries; "
+                f"nothing was sent: {self.hint('base_url')}"
+            )
+        return answer
 
     def check_template(self, template: MessageTemplate) -> None:
         """CAN-SPAM wants the way out in the message itself, where a reader sees it: the

@@ -5,7 +5,8 @@ clients can point their base URL at it. One module per fake provider, like
 :mod:`campaign_pipeline.providers`:
 
 - :mod:`.sendgrid`, email, SendGrid v3: ``POST /v3/mail/send`` (Bearer token, JSON, ``202`` +
-  ``X-Message-Id``)
+  ``X-Message-Id``), and its suppression lists: ``GET /v3/suppression/<list>`` (paged),
+  ``GET /v3/asm/groups/<id>/suppressions``, ``DELETE`` of an address on either
 - :mod:`.twilio`, sms, Twilio: ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` (HTTP
   Basic, form)
 - :mod:`.fcm`, push, FCM HTTP v1: ``POST /v1/projects/{project_id}/messages:send`` (Bearer
@@ -20,7 +21,8 @@ the default endpoints) and :mod:`.cli` (``campaign-sandbox``).
 
 Each provider has a strict token bucket, optional latency, random or deterministic faults
 (503 or a hang followed by 503) and the permanent errors of the real services (SendGrid
-``bounce*@`` addresses, Twilio's magic test numbers, FCM ``unregistered*``/``invalid*`` tokens).
+``bounce*@`` addresses, Twilio's magic test numbers and ``--opted-out`` numbers, FCM
+``unregistered*``/``invalid*`` tokens and ``--unregistered-token`` ones).
 Every accepted message is kept in memory and optionally appended to a JSONL file.
 
 The endpoints are data: each endpoint class declares its channel, its default limit and the
@@ -36,6 +38,8 @@ CLI (console script ``campaign-sandbox``, or ``python -m campaign_pipeline.sandb
                      [--echo-credentials] [--service-account PATH ...]
                      [--token-lifetime 3600]
                      [--error-rule CHANNEL:REGEX:STATUS[:CODE[:TIMES]] ...]
+                     [--suppressed-email LIST:ADDRESS[:YYYY-MM-DD] ...]
+                     [--opted-out NUMBER ...] [--unregistered-token TOKEN ...]
                      [--email-rate 10 --email-burst 50 --sms-rate 5 --sms-burst 20
                       --push-rate 2 --push-burst 10] [-- COMMAND ...]
 

@@ -26,6 +26,7 @@ from .config import (
     registered_endpoints,
 )
 from .endpoint import Endpoint
+from .sendgrid import SuppressedEmail
 from .server import Sandbox
 
 COMMAND_HELP = """\
@@ -162,7 +163,34 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
         help=f"answer requests for recipients matching REGEX on CHANNEL ({channels}) "
         "with this provider error: HTTP STATUS, the provider's CODE (Twilio's number, FCM's "
         "errorCode, the field SendGrid names), only the first TIMES times per recipient "
-        "when given; repeatable",
+        "when given; a REGEX starting with / (or ^/) matches the path of a request to a provider's "
+        "other routes instead (email:/v3/suppression/bounces:503); repeatable",
+    )
+    add(
+        "--suppressed-email",
+        action="append",
+        default=[],
+        type=suppressed_email,
+        metavar="LIST:ADDRESS[:YYYY-MM-DD]",
+        help="put ADDRESS on SendGrid's suppression LIST (bounces, blocks, spam_reports, "
+        "invalid_emails, unsubscribes, or group-ID for an unsubscribe group), listed on that "
+        "date (default: now); the sandbox serves the lists' GET endpoints and drops mail to "
+        "them after accepting it, as SendGrid does; repeatable",
+    )
+    add(
+        "--opted-out",
+        action="append",
+        default=[],
+        metavar="NUMBER",
+        help="an E.164 number that replied STOP: Twilio answers 21610 for it; repeatable",
+    )
+    add(
+        "--unregistered-token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="a device token FCM answers UNREGISTERED (404) for, as it does for tokens "
+        "starting with 'unregistered'; repeatable",
     )
     add(
         "--echo-credentials",
@@ -210,6 +238,14 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
     return parser
 
 
+def suppressed_email(text: str) -> SuppressedEmail:
+    """``--suppressed-email``'s value, or argparse's one-line error saying what is wrong."""
+    try:
+        return SuppressedEmail.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def config_from(
     args: argparse.Namespace,
     env: Mapping[str, str],
@@ -239,6 +275,9 @@ def config_from(
         error_rules=args.error_rule,
         echo_credentials=args.echo_credentials,
         token_lifetime=args.token_lifetime,
+        suppressed_emails=args.suppressed_email,
+        opted_out=args.opted_out,
+        unregistered_tokens=args.unregistered_token,
     )
 
 

@@ -16,7 +16,7 @@ from ..exceptions import CampaignError
 from .bucket import ChannelLimit
 from .endpoint import Endpoint
 from .fcm import PushEndpoint
-from .sendgrid import EmailEndpoint
+from .sendgrid import EmailEndpoint, SuppressedEmail
 from .twilio import SmsEndpoint
 
 ENDPOINTS: tuple[type[Endpoint], ...] = (EmailEndpoint, SmsEndpoint, PushEndpoint)
@@ -110,6 +110,10 @@ class SandboxConfig:
     echo_credentials: bool = False
     keep_messages: bool = True  # False: count accepted messages only (million-message runs)
     token_lifetime: float = 3600.0  # seconds an OAuth2 access token lasts, as Google's
+    # SendGrid's suppression lists (a message to one of them is accepted, then dropped)
+    suppressed_emails: list[SuppressedEmail] = field(default_factory=list)
+    opted_out: list[str] = field(default_factory=list)  # numbers Twilio answers 21610 for
+    unregistered_tokens: list[str] = field(default_factory=list)  # FCM answers UNREGISTERED
 
     @classmethod
     def from_env(

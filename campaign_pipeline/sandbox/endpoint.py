@@ -131,6 +131,15 @@ class Endpoint:
         """The value of the credential variable *name* in the configuration ("" if unset)."""
         return self.config.credentials.get(name, "")
 
+    def serves(self, method: str, path: str) -> bool:
+        """Whether *path* is one of the provider's routes besides its send route (SendGrid's
+        suppression lists), which :meth:`answer` answers; none by default."""
+        return False
+
+    def answer(self, method: str, path: str, query: dict[str, str]) -> Reply:
+        """The answer to an authorized request to a route :meth:`serves`."""
+        raise self._abstract("answer")
+
     def match(self, method: str, path: str) -> dict[str, str] | None:
         found = self.route.fullmatch(path)
         return found.groupdict() if found and method == "POST" else None

@@ -125,7 +125,10 @@ class PushEndpoint(Endpoint):
 
     def check_permanent(self, messages: list[Message]) -> None:
         for m in messages:
-            if m.recipient.startswith("unregistered"):
+            if (
+                m.recipient.startswith("unregistered")
+                or m.recipient in self.config.unregistered_tokens
+            ):
                 message = "Requested entity was not found."
                 raise RejectedError(fcm_error(404, "NOT_FOUND", message, "UNREGISTERED"))
             if m.recipient.startswith("invalid"):

@@ -1,24 +1,70 @@
-"""SendGrid v3 as the sandbox plays it: ``POST /v3/mail/send``.
+"""SendGrid v3 as the sandbox plays it: ``POST /v3/mail/send`` and the suppression lists.
 
 Bearer token (``EMAIL_API_TOKEN``), JSON body, one message per personalization, ``202`` with
 an ``X-Message-Id``; headers (an object of strings, none of those SendGrid sets itself) and
 the ``asm`` block are checked as SendGrid does and recorded with each message; ``bounce*@``
 addresses are refused as invalid, as SendGrid's own test addresses are.
+
+The suppression lists, seeded from the configuration (``--suppressed-email``): ``GET
+/v3/suppression/{bounces,blocks,spam_reports,invalid_emails,unsubscribes}`` pages them with
+``limit`` (1 to 500) and ``offset``, ``GET /v3/asm/groups/{id}/suppressions`` answers a
+group's addresses, and ``DELETE`` of ``.../{email}`` takes an address off, as SendGrid's
+own. A message to a listed address is accepted (``202``) and dropped, as SendGrid does: it
+counts as ``dropped``, not ``accepted``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import re
 import secrets
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from .bucket import ChannelLimit
 from .endpoint import Endpoint, Message, RejectedError, Reply, bearer_ok, load_json
 
 ROUGH_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+LIST_ROUTE = re.compile(r"/v3/suppression/(?P<list>[a-z_]+)(?:/(?P<email>[^/]+))?")
+GROUP_ROUTE = re.compile(r"/v3/asm/groups/(?P<group>\d+)/suppressions(?:/(?P<email>[^/]+))?")
+MAX_PAGE = 500  # SendGrid's largest limit
+
+# SendGrid's suppression lists the sandbox serves (GET /v3/suppression/<list>), besides the
+# unsubscribe groups ("group-<id>": GET /v3/asm/groups/<id>/suppressions).
+SUPPRESSION_LISTS = ("bounces", "blocks", "spam_reports", "invalid_emails", "unsubscribes")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass
+class SuppressedEmail:
+    """An address on one of the fake SendGrid's suppression lists, since *created* (Unix
+    seconds; 0: when the sandbox started)."""
+
+    list: str
+    email: str
+    created: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SuppressedEmail:
+        """``LIST:ADDRESS[:YYYY-MM-DD]``, e.g. ``bounces:ann@example.com:2026-11-20``;
+        LIST is one of :data:`SUPPRESSION_LISTS` or ``group-<id>``."""
+        name, _, rest = text.partition(":")
+        email, _, day = rest.partition(":")
+        if name not in SUPPRESSION_LISTS and not re.fullmatch(r"group-\d+", name):
+            known = ", ".join(SUPPRESSION_LISTS)
+            raise ValueError(f"unknown list {name!r}: use {known} or group-<id>")
+        if "@" not in email or (day and not _DATE.fullmatch(day)):
+            raise ValueError(f"{text!r} is not LIST:ADDRESS[:YYYY-MM-DD]")
+        created = 0
+        if day:
+            moment = datetime.datetime.fromisoformat(day).replace(tzinfo=datetime.UTC)
+            created = int(moment.timestamp())
+        return cls(name, email, created)
 
 
 def sendgrid_error(status: int, message: str, path: str | None = None, **headers: str) -> Reply:
@@ -34,8 +80,68 @@ class EmailEndpoint(Endpoint):
     credential_vars = ("EMAIL_API_TOKEN",)
     client_vars = ("UNSUBSCRIBE_KEY",)  # signs the unsubscribe links; SendGrid never sees it
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # list name ("bounces", "group-42") -> address (case-folded) -> its entry
+        self.lists: dict[str, dict[str, dict]] = {name: {} for name in SUPPRESSION_LISTS}
+        started = int(time.time())
+        for seeded in self.config.suppressed_emails:
+            entry = {"created": seeded.created or started, "email": seeded.email}
+            if seeded.list in ("bounces", "blocks"):
+                entry |= {"reason": "sandbox seeded entry", "status": "5.1.1"}
+            self.lists.setdefault(seeded.list, {})[seeded.email.casefold()] = entry
+        self.pages: dict[str, int] = {}  # list -> pages answered
+        self.dropped = 0
+        self._lists_lock = threading.Lock()
+
     def authorized(self, headers: Any, params: dict[str, str]) -> bool:
         return bearer_ok(headers, self.credential("EMAIL_API_TOKEN"))
+
+    def serves(self, method: str, path: str) -> bool:
+        return method in ("GET", "DELETE") and bool(
+            LIST_ROUTE.fullmatch(path) or GROUP_ROUTE.fullmatch(path)
+        )
+
+    def answer(self, method: str, path: str, query: dict[str, str]) -> Reply:
+        """A suppression list's page (GET), or an address taken off it (DELETE)."""
+        if found := GROUP_ROUTE.fullmatch(path):
+            name, email, paged = f"group-{found['group']}", found["email"], False
+        else:
+            found = LIST_ROUTE.fullmatch(path)
+            name, email, paged = found["list"], found["email"], True
+            if name not in SUPPRESSION_LISTS:
+                return sendgrid_error(404, "resource not found")
+        if method == "DELETE":
+            with self._lists_lock:
+                self.lists.get(name, {}).pop(unquote(email or "").casefold(), None)
+            return Reply(204)
+        if email is not None:
+            return sendgrid_error(404, "resource not found")
+        limit, offset = MAX_PAGE, 0
+        if paged:
+            try:
+                limit, offset = int(query.get("limit", MAX_PAGE)), int(query.get("offset", 0))
+            except ValueError:
+                return sendgrid_error(400, "limit and offset must be integers", "limit")
+            if not 1 <= limit <= MAX_PAGE or offset < 0:
+                message = f"limit must be 1 to {MAX_PAGE}, offset 0 or more"
+                return sendgrid_error(400, message, "limit")
+        with self._lists_lock:
+            entries = list(self.lists.get(name, {}).values())
+            self.pages[name] = self.pages.get(name, 0) + 1
+        if not paged:  # a group's list: its addresses, all at once
+            return Reply(200, [entry["email"] for entry in entries])
+        return Reply(200, entries[offset : offset + limit])
+
+    def suppressed(self, email: str) -> bool:
+        """Whether SendGrid would drop a message to *email* (any list but a group's)."""
+        key = email.casefold()
+        with self._lists_lock:
+            return any(key in self.lists[name] for name in SUPPRESSION_LISTS)
+
+    def extra_stats(self) -> dict[str, Any]:
+        with self._lists_lock:
+            return {"dropped": self.dropped, "suppression_pages": dict(self.pages)}
 
     def unauthorized(self) -> Reply:
         message = "The provided authorization grant is invalid, expired, or revoked"
@@ -126,6 +232,10 @@ class EmailEndpoint(Endpoint):
                     )
 
     def respond(self, messages: list[Message], params: dict[str, str]) -> tuple[Reply, str]:
+        dropped = [m for m in messages if self.suppressed(m.recipient)]
+        if dropped:  # accepted, then dropped: SendGrid never delivers to a listed address
+            with self._lists_lock:
+                self.dropped += len(dropped)
         message_id = secrets.token_urlsafe(16)  # 22 url-safe characters, like SendGrid's
         return Reply(202, None, {"X-Message-Id": message_id}), message_id
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .bucket import TokenBucket
 from .config import (
@@ -67,6 +67,7 @@ class Sandbox:
             c: {"requests": 0, "accepted": 0, "rate_limited": 0} for c in self.channels
         }
         self.statuses: dict[str, dict[str, int]] = {c: {} for c in self.channels}
+        self.others: dict[str, dict[str, int]] = {c: {} for c in self.channels}
         self.record_file: Any = None
         self.server: SandboxServer | None = None
         self.thread: threading.Thread | None = None
@@ -111,6 +112,9 @@ class Sandbox:
             stats = {
                 c: {**self.counters[c], "statuses": dict(self.statuses[c])} for c in self.channels
             }
+            for c in self.channels:  # the provider's other routes (SendGrid's lists)
+                stats[c]["other_requests"] = sum(self.others[c].values())
+                stats[c]["other_statuses"] = dict(self.others[c])
         for endpoint in self.endpoints:
             stats[endpoint.channel].update(endpoint.extra_stats())
         return stats
@@ -135,6 +139,15 @@ class Sandbox:
             return Reply(200, self.stats())
         if method == "POST" and path == TOKEN_PATH:
             return Reply(*self.tokens.grant(media_type(headers), body))
+        for endpoint in self.endpoints:
+            if endpoint.serves(method, path):
+                reply = self.decide_other(endpoint, method, target, headers)
+                if self.config.echo_credentials and reply.status >= 400:
+                    reply = echoed(reply, f"{method} {path} {headers.get('Authorization')}")
+                with self.lock:  # no latency: it plays the send route's
+                    statuses = self.others[endpoint.channel]
+                    statuses[str(reply.status)] = statuses.get(str(reply.status), 0) + 1
+                return reply
         for endpoint in self.endpoints:
             params = endpoint.match(method, path)
             if params is not None:
@@ -168,6 +181,25 @@ class Sandbox:
         reply, message_id = endpoint.respond(messages, params)
         self.accept(endpoint.channel, messages, message_id)
         return reply
+
+    def decide_other(self, endpoint: Endpoint, method: str, target: str, headers: Any) -> Reply:
+        """A request to a provider's other route: its credentials, then the error rules
+        whose REGEX starts with ``/`` or ``^/`` (matched against the path, not a recipient);
+        no token bucket (SendGrid limits those routes apart from mail/send)."""
+        if not endpoint.authorized(headers, {}):
+            return endpoint.unauthorized()
+        url = urlsplit(target)
+        for rule in self.config.error_rules:
+            if rule.channel == endpoint.channel and rule.pattern.lstrip("^").startswith("/"):
+                if not re.search(rule.pattern, url.path):
+                    continue
+                with self.lock:
+                    key = (id(rule), url.path)
+                    self.rule_hits[key] = hits = self.rule_hits.get(key, 0) + 1
+                if not rule.times or hits <= rule.times:
+                    return endpoint.error(rule.status, rule.code)
+        query = {key: values[0] for key, values in parse_qs(url.query).items()}
+        return endpoint.answer(method, url.path, query)
 
     def fault(self, endpoint: Endpoint, body: bytes) -> str | None:
         """'hang', 'fail' or None; a request fails while any recipient has faults left."""
@@ -286,6 +318,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
 
     def dispatch(self, method: str) -> None:
         body = self.read_body()

@@ -137,6 +137,9 @@ class SmsEndpoint(Endpoint):
             if m.recipient in TWILIO_MAGIC_TO:
                 code, message = TWILIO_MAGIC_TO[m.recipient]
                 raise RejectedError(twilio_error(400, code, message))
+            if m.recipient in self.config.opted_out:  # replied STOP (--opted-out)
+                code, message = TWILIO_MAGIC_TO["+15005550004"]
+                raise RejectedError(twilio_error(400, code, message))
 
     def respond(self, messages: list[Message], params: dict[str, str]) -> tuple[Reply, str]:
         form, account = messages[0].request, self.credential("SMS_API_ACCOUNT_SID")

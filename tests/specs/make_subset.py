@@ -1,8 +1,9 @@
 """Cut the providers' official OpenAPI descriptions down to what the contract tests need.
 
 The full descriptions live in ``../shared/provider-specs`` beside the clone, which a fresh
-clone does not have. This script keeps, for the one operation per provider that the pipeline
-calls, everything a request-validating mock server (Prism) reads: paths, parameters, request
+clone does not have. This script keeps, for the operations of each provider that the
+pipeline calls (SendGrid's: mail/send and the GETs of its suppression lists, in one file),
+everything a request-validating mock server (Prism) reads: paths, parameters, request
 bodies, responses, the schemas they reference (recursively), types, formats, patterns, enums,
 required, servers and security schemes. It drops prose (descriptions, summaries, examples,
 tags, external docs) and ``x-*`` vendor extensions. A response keeps its ``description``,
@@ -25,13 +26,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent.parent.parent / "shared" / "provider-specs"
 
-# source file -> (path, method) of the operation the pipeline calls, and the subset's name
+# subset's name -> the operations the pipeline calls: (source file, path, method). The email
+# subset holds mail/send and the GETs of SendGrid's suppression lists that the email channel
+# reads before sending: one spec, since the channel has one base URL.
+SENDGRID_LISTS = ("bounces", "blocks", "spam_reports", "invalid_emails", "unsubscribes")
+SUPPRESSIONS = "tsg_suppressions_v3.json"
 OPERATIONS = {
-    "tsg_mail_v3.json": ("/v3/mail/send", "post", "email.json"),
-    "twilio_api_v2010.json": (
-        "/2010-04-01/Accounts/{AccountSid}/Messages.json", "post", "sms.json"
-    ),
-    "fcm_v1_messages_send.yaml": ("/v1/projects/{project_id}/messages:send", "post", "push.json"),
+    "email.json": [
+        ("tsg_mail_v3.json", "/v3/mail/send", "post"),
+        *[(SUPPRESSIONS, f"/v3/suppression/{name}", "get") for name in SENDGRID_LISTS],
+        (SUPPRESSIONS, "/v3/asm/groups/{group_id}/suppressions", "get"),
+    ],
+    "sms.json": [
+        ("twilio_api_v2010.json", "/2010-04-01/Accounts/{AccountSid}/Messages.json", "post"),
+    ],
+    "push.json": [
+        ("fcm_v1_messages_send.yaml", "/v1/projects/{project_id}/messages:send", "post"),
+    ],
 }  # fmt: skip
 
 PROSE = {"description", "summary", "example", "examples", "tags", "externalDocs", "title"}
@@ -107,6 +118,27 @@ def subset(spec: dict, path: str, method: str) -> dict:
     return out
 
 
+def merge(parts: list[dict]) -> dict:
+    """One description of the operations of *parts* (subsets of the same provider's specs):
+    their paths, and their components, which must agree where two share a name."""
+    out = json.loads(json.dumps(parts[0]))
+    titles = [out["info"]["title"]]
+    for part in parts[1:]:
+        if part["info"]["title"] not in titles:
+            titles.append(part["info"]["title"])
+        for path, item in part["paths"].items():
+            out["paths"].setdefault(path, {}).update(item)
+        for kind, items in part["components"].items():
+            known = out["components"].setdefault(kind, {})
+            for name, value in items.items():
+                if known.get(name, value) != value:
+                    raise SystemExit(f"make_subset: components/{kind}/{name} differs between specs")
+                known[name] = value
+    out["info"]["title"] = " + ".join(titles)
+    out["components"] = {k: dict(sorted(c.items())) for k, c in sorted(out["components"].items())}
+    return out
+
+
 def keep_first_example(source: dict, operation: dict) -> None:
     """Put back the first example of each inline success response of *operation*."""
     for status, response in source.get("responses", {}).items():
@@ -131,9 +163,14 @@ def load(path: Path) -> dict:
 
 def render(source: Path) -> dict[str, str]:
     """Subset file name -> its text, made from the descriptions in *source*."""
-    texts = {}
-    for name, (path, method, target) in OPERATIONS.items():
-        spec = subset(load(source / name), path, method)
+    texts, specs = {}, {}
+    for target, operations in OPERATIONS.items():
+        parts = []
+        for name, path, method in operations:
+            if name not in specs:
+                specs[name] = load(source / name)
+            parts.append(subset(specs[name], path, method))
+        spec = merge(parts)
         texts[target] = json.dumps(spec, indent=1, ensure_ascii=False) + "\n"
     return texts
 
