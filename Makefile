@@ -42,15 +42,22 @@ DEMO_CONSENT := --suppressed-email bounces:Omar.Kim.9@example.org:2026-11-20 \
   --suppressed-email spam_reports:farid.okafor.11@mail.example.net:2026-11-24 \
   --opted-out +13032660554 \
   --unregistered-token=-SU71ul5IWOpbdC5sGgpdi:APA91bde0KUarPaubu3bFNZl3YfNX_z83buPuAT1kbnH1wxwR3j-KoN0EcPPJTJxHrqJgZ-jOz-7NhInXqMV532XHwTC3n65ynYbQaZ6Rwoy6yQ3bbTpwuBr4F-YE7X9itfa3puN9ndY
+# Frequency cap: make run caps at 2 messages per contact per channel in 7 days and imports two
+# messages of an earlier campaign to each of DEMO_CAPPED (campaign-consent import-history).
+DEMO_CAPPED ?= C0000027,C0000032,C0000051
 run: $(STAMP)
 	@mkdir -p var
+	@$(BIN)/python -m campaign_pipeline.sample_data --history $(DEMO_CAPPED) \
+	    < data/sample/customers.csv > var/demo-history.csv && \
+	$(BIN)/campaign-consent import-history var/demo-history.csv
 	@quiet=$$($(BIN)/python -m campaign_pipeline.consent.quiet \
 	    --demo-window $(DEMO_QUIET_SECONDS) --zone America/Denver) && \
 	$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
 	    --record var/sandbox-messages.jsonl $(DEMO_CONSENT) -- \
 	  env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL) \
 	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler \
-	    --consent-suppressions data/sample/suppressions.csv --consent-quiet-hours "$$quiet"; \
+	    --consent-suppressions data/sample/suppressions.csv --consent-quiet-hours "$$quiet" \
+	    --consent-frequency-cap 2 --consent-frequency-window-days 7; \
 	status=$$?; echo; $(BIN)/campaign-report; exit $$status
 
 ## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing
@@ -133,7 +140,7 @@ format: $(STAMP)
 ## clean: delete what can be rebuilt (the venv, caches, Prism, benchmark and test output).
 # Campaign data is left alone: that is clean-data.
 REBUILDABLE = $(VENV) .pytest_cache .ruff_cache *.egg-info var/prism var/bench \
-  var/test-artifacts var/sandbox-messages.jsonl
+  var/test-artifacts var/sandbox-messages.jsonl var/demo-history.csv
 clean:
 	rm -rf $(REBUILDABLE)
 	find . -type d -name __pycache__ -prune -exec rm -rf {} +

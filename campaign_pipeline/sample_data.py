@@ -2,6 +2,11 @@
 
     python -m campaign_pipeline.sample_data --rows 300 --seed 7 > data/sample/customers.csv
     python -m campaign_pipeline.sample_data --large --rows 1000000 --out /tmp/customers.csv
+    python -m campaign_pipeline.sample_data --history C0000027,C0000032 < customers.csv
+
+(``--history`` writes, for ``campaign-consent import-history``, two messages on every channel
+to each customer named, sent on the two days before today by an earlier campaign, so that
+``make run``'s frequency cap has someone to cap.)
 
 (``data/sample/customers.csv`` then has one row added by hand, ``C0000301``: C0000005 under a
 second id, her contacts written another way, so that ``make run`` shows one message per person.)
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import datetime
 import random
 import string
 import sys
@@ -243,6 +249,32 @@ def _write_columns(handle, columns: dict[str, np.ndarray]) -> None:
     writer.writerows(zip(*(columns[name] for name in COLUMNS), strict=True))
 
 
+HISTORY_CAMPAIGN = "autumn_newsletter"
+
+
+def history(customers_file, ids: list[str], days: int = 2) -> Iterator[dict[str, str]]:
+    """Messages sent to the customers *ids* of *customers_file* on every channel, one on each
+    of the *days* days before today at 10:00 UTC (see ``campaign-consent import-history``)."""
+    from .consent.suppressions import channel_columns
+
+    wanted = set(ids)
+    today = datetime.datetime.now(datetime.UTC).date()
+    for customer in csv.DictReader(customers_file):
+        if customer["customer_id"] not in wanted:
+            continue
+        for channel, column in channel_columns().items():
+            for back in range(1, days + 1):
+                day = today - datetime.timedelta(days=back)
+                yield {
+                    "channel": channel,
+                    "contact": customer.get(column, ""),
+                    "customer_id": customer["customer_id"],
+                    "campaign": HISTORY_CAMPAIGN,
+                    "date": day.isoformat(),
+                    "sent_at": f"{day.isoformat()}T10:00:00Z",
+                }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=300)
@@ -250,7 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", action="store_true", help="no dirty rows")
     parser.add_argument("--large", action="store_true", help="the fast generator, 2%% dirty")
     parser.add_argument("--out", help="write here rather than to standard output (with --large)")
+    parser.add_argument(
+        "--history", metavar="IDS", help="earlier messages to these customers (comma-separated)"
+    )
     args = parser.parse_args(argv)
+    if args.history:
+        columns = ("channel", "contact", "customer_id", "campaign", "date", "sent_at")
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history(sys.stdin, args.history.split(",")))
+        return 0
     if args.large:
         write_large(args.out or sys.stdout, args.rows, args.seed, 0.0 if args.clean else 0.02)
     else:

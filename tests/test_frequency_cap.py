@@ -243,3 +243,52 @@ def test_campaign_consent_shows_a_contacts_recent_messages_and_prunes_old_ones(c
     assert pruned.returncode == 0 and "pruned 1 message(s)" in pruned.stdout
     with ConsentStore(str(store_path)) as store:
         assert [m["campaign"] for m in store.history("sms")] == ["spring", "spring"]
+
+
+def test_imported_history_counts_toward_the_cap_once_however_often_it_is_imported(campaign):
+    """A history exported by another tool: contacts written as the customer file may write
+    them, a time without a zone read as UTC. Imported twice, it counts once."""
+    customers(campaign, range(1, 4))
+    campaign.start_sandbox()  # the harness's settings, its consent store among them
+    campaign.configure(consent={"frequency_cap": 1, "frequency_window_days": 7})
+    yesterday = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)).date()
+    history = campaign.root / "history.csv"
+    history.write_text(
+        "channel,contact,customer_id,campaign,sent_at\n"
+        f"sms,(212) 555-0001,C1,autumn,{yesterday}T10:00:00\n"
+        f"SMS,+1 212 555 0002,,autumn,{yesterday}T11:00:00+02:00\n"
+        f"email,C3@Example.com,C3,autumn,{yesterday}T10:00:00Z\n"
+    )
+
+    imported = [consent(campaign, "import-history", str(history)) for _ in range(2)]
+    run = campaign.run("--campaign", "later", task=TASKS["sms"])
+
+    assert [i.returncode for i in imported] == [0, 0], imported[0].stderr
+    assert "imported 3 messages" in imported[0].stdout
+    assert "imported 0 messages" in imported[1].stdout and "3 already there" in imported[1].stdout
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert capped(results(campaign, "later", "sms"), "frequency cap: 1 in 7 days") == ["C1", "C2"]
+    assert campaign.accepted("sms") == {"+12125550003": 1}
+    with ConsentStore(str(campaign.root / "consent.sqlite")) as store:
+        sent = {(m["channel"], m["contact"], m["sent_at"]) for m in store.history()}
+    assert ("sms", "+12125550002", f"{yesterday}T09:00:00.000+00:00") in sent
+    assert ("email", "c3@example.com", f"{yesterday}T10:00:00.000+00:00") in sent
+
+
+def test_a_history_file_that_cannot_be_used_names_its_line_and_imports_nothing(campaign):
+    history = campaign.root / "history.csv"
+    history.write_text(
+        "channel,contact,campaign,sent_at\n"
+        "sms,+12125550001,autumn,2026-11-24T10:00:00Z\n"
+        "sms,+12125550002,autumn,last tuesday\n"
+    )
+
+    failed = consent(campaign, "import-history", str(history))
+    listed = consent(campaign, "history", "--contact", "+12125550001", "--days", "3650")
+
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1:] == [
+        f"campaign-consent: error: history file {history} line 3: sent_at 'last tuesday' is "
+        "not an ISO 8601 time (2026-11-24T10:00:00Z)"
+    ]
+    assert listed.stdout.strip().splitlines()[1:] == [], "nothing imported"

@@ -6,6 +6,7 @@
     campaign-consent remove --channel sms (--contact '(212) 555-0100' | --customer-id C42)
     campaign-consent history --contact '(212) 555-0100' [--channel sms] [--days 30]
     campaign-consent prune --older-than 90
+    campaign-consent import-history FILE
 
 The store is ``[consent] store`` of the luigi configuration (``luigi.cfg`` of this folder,
 ``$LUIGI_CONFIG_PATH``), or ``--store``. An import is checked like the suppression file,
@@ -19,13 +20,15 @@ import argparse
 import csv
 import datetime
 import sys
+from collections.abc import Iterator
 
 from ..config import consent, pipeline
-from ..exceptions import CampaignError
+from ..exceptions import CampaignError, SuppressionFileError
 from .cap import timestamp, utc_now
 from .store import IMPORTED, MESSAGE_COLUMNS, ConsentStore, Stored
 from .suppressions import ALL, channel_columns, parse_row, read_entries
 
+HISTORY_REQUIRED = ("channel", "contact", "campaign", "sent_at")
 EXPORT_COLUMNS = ("channel", "contact", "customer_id", "source", "date", "campaign", "code")
 
 
@@ -71,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="forget the messages older than some days")
     prune.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
     prune.set_defaults(command=_prune)
+    past = commands.add_parser(
+        "import-history", help="add messages sent before (by another tool), for the cap"
+    )
+    past.add_argument(
+        "file", help="CSV with the columns channel, contact, campaign, sent_at (as history writes)"
+    )
+    past.set_defaults(command=_import_history)
     return parser
 
 
@@ -198,6 +208,61 @@ def _prune(args: argparse.Namespace) -> int:
         removed = store.prune(before=_since(args.older_than))
     print(f"pruned {removed} message(s) older than {args.older_than} days from {store.path}")
     return 0
+
+
+def _import_history(args: argparse.Namespace) -> int:
+    messages = list(read_history(args.file))  # every row checked before any is stored
+    with _store(args) as store:
+        added = store.import_messages(messages)
+    known = len(messages) - added
+    print(f"imported {added} messages from {args.file} into {store.path} ({known} already there)")
+    return 0
+
+
+def read_history(path: str) -> Iterator[tuple[str, str, str, str, str, str]]:
+    """The messages of a history CSV (the columns :data:`MESSAGE_COLUMNS`; ``customer_id``
+    and ``date`` may be left out), contacts normalised as the suppression file's; raises
+    :class:`SuppressionFileError` naming the file and the line."""
+    config = pipeline()
+    columns = channel_columns()
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in HISTORY_REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SuppressionFileError(
+                f"history file {path} line 1: no column {', '.join(missing)}; the header must "
+                f"name {', '.join(HISTORY_REQUIRED)}"
+            )
+        for row in reader:
+            where = f"history file {path} line {reader.line_num}"
+            channel = (row["channel"] or "").strip().casefold()
+            if channel not in columns:
+                raise SuppressionFileError(
+                    f"{where}: unknown channel {row['channel']!r}; use {', '.join(columns)}"
+                )
+            contact = {"channel": channel, "contact": (row["contact"] or "").strip()}
+            (entry,) = parse_row({**contact, "customer_id": ""}, where, config.default_region,
+                                 config.accept_vanity_numbers)  # fmt: skip
+            sent_at = _moment(row["sent_at"], where)
+            campaign = (row["campaign"] or "").strip()
+            if not campaign:
+                raise SuppressionFileError(f"{where}: empty campaign")
+            date = (row.get("date") or "").strip() or sent_at[:10]
+            customer_id = (row.get("customer_id") or "").strip()
+            yield (channel, entry.contact, customer_id, campaign, date, sent_at)
+
+
+def _moment(text: str | None, where: str) -> str:
+    """*text*, an ISO 8601 time (UTC when it names no zone), as the store writes times."""
+    try:
+        moment = datetime.datetime.fromisoformat((text or "").strip())
+    except ValueError:
+        raise SuppressionFileError(
+            f"{where}: sent_at {text!r} is not an ISO 8601 time (2026-11-24T10:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return timestamp(moment)
 
 
 if __name__ == "__main__":

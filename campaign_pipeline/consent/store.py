@@ -401,6 +401,22 @@ class ConsentStore:
             ).fetchall()
         return [dict(zip(MESSAGE_COLUMNS, row, strict=True)) for row in rows]
 
+    def import_messages(self, messages: list[tuple[str, str, str, str, str, str]]) -> int:
+        """Store *messages* (as :meth:`reserve` takes them) that are not stored already, the
+        same channel, contact, customer, campaign, date and time; return how many were new.
+        A history exported from another store or tool can so be imported twice."""
+        with self._writing():
+            before = self._db.total_changes
+            for message in messages:
+                self._db.execute(
+                    f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)})"
+                    " SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM messages"
+                    " INDEXED BY messages_by_contact WHERE channel = ? AND contact = ?"
+                    " AND sent_at = ? AND customer_id = ? AND campaign = ? AND date = ?)",
+                    (*message, message[0], message[1], message[5], *message[2:5]),
+                )
+            return self._db.total_changes - before
+
     def prune(self, before: str) -> int:
         """Forget the messages sent before *before* (an ISO time); return how many."""
         with self._lock, self._transaction():
