@@ -64,6 +64,12 @@ class TemplateError(PermanentError, ValueError):
     """A template is missing, does not compile, or uses a variable no customer has."""
 
 
+class ConsentStoreError(PermanentError):
+    """The consent store (``[consent] store``) cannot be opened: a folder, not an SQLite
+    file, in a folder that cannot be created or written. Nothing is sent, since the store
+    holds the opt-outs the providers taught."""
+
+
 class SuppressionFileError(PermanentError, ValueError):
     """The suppression file (or a file given to ``campaign-consent import``) cannot be used:
     missing, a column absent, an unknown channel, a row with both or neither of contact and

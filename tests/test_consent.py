@@ -106,6 +106,25 @@ def test_a_malformed_suppression_file_fails_before_anything_is_sent(campaign, ro
     assert "SuppressionFileError" in done.stderr
 
 
+@pytest.mark.parametrize("kind", ["a folder", "not sqlite"])
+def test_a_consent_store_that_cannot_be_opened_fails_before_anything_is_sent(campaign, kind):
+    campaign.customers_path.write_text(HEADER + "".join(line(n) for n in range(1, 4)))
+    sandbox = campaign.start_sandbox()
+    store = campaign.root / "store.sqlite"
+    if kind == "a folder":
+        store.mkdir()
+    else:
+        store.write_text("opt-outs,kept in a spreadsheet\n" * 10)
+    campaign.configure(consent={"store": str(store)})
+
+    done = campaign.run()
+
+    assert done.returncode == RETCODE["task_failed"]
+    assert f"consent store {store} ([consent] store): cannot be opened:" in done.stderr
+    assert sum(sandbox.stats()[c]["requests"] for c in ("email", "sms", "push")) == 0
+    assert "ConsentStoreError" in done.stderr
+
+
 def test_provider_refusals_are_learned_and_skipped_by_the_next_campaign(campaign):
     customers = [line(1), line(2), line(3, device="unregistered" + "x" * 40)]
     campaign.customers_path.write_text(HEADER + "".join(customers))

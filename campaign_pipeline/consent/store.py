@@ -35,6 +35,7 @@ from pathlib import Path
 
 import backoff
 
+from ..exceptions import ConsentStoreError
 from .suppressions import ALL, Entry, Suppressions
 
 SCHEMA_VERSION = 2  # 2: messages
@@ -132,6 +133,18 @@ class ConsentStore:
         self.readonly = readonly
         # reentrant: the frequency cap's reads and writes run inside its own transaction
         self._lock = threading.RLock()
+        try:
+            self._open(path, readonly)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if "locked" in str(exc):  # another process kept it past the busy timeout
+                raise
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise ConsentStoreError(
+                f"consent store {path} ([consent] store): cannot be opened: {why}; point the "
+                "key to an SQLite file (it is created when missing) in a folder you can write"
+            ) from None
+
+    def _open(self, path: str, readonly: bool) -> None:
         if readonly:
             uri = Path(path).resolve().as_uri() + "?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
