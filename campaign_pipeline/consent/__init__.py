@@ -1,16 +1,16 @@
 """Consent: who must not be messaged, and one message per person.
 
-:mod:`.suppressions` reads the suppression file and decides, recipient by recipient, who is
-skipped and why (suppressed, or a duplicate contact); :mod:`.store` is the SQLite file of what
-the pipeline learns from the providers' answers and remembers across campaigns;
-:mod:`.cli` is ``campaign-consent``, which lists, exports, imports and removes its entries.
+:mod:`.suppressions` reads the suppression file; :mod:`.gate` decides, in SQL over a
+channel's ledger, who is skipped and why (suppressed, or a duplicate contact); :mod:`.store`
+is the SQLite file of what the pipeline learns from the providers' answers and remembers
+across campaigns; :mod:`.cli` is ``campaign-consent``, which lists, exports, imports and
+removes its entries.
 """
 
 from .store import ConsentStore
 from .suppressions import (
     ALL,
     Entry,
-    Gate,
     Suppressions,
     file_digest,
     match_key,
@@ -23,7 +23,6 @@ __all__ = [
     "ALL",
     "ConsentStore",
     "Entry",
-    "Gate",
     "Suppressions",
     "file_digest",
     "match_key",

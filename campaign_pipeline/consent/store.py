@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import backoff
 
-from .suppressions import ALL, Entry, Suppressions
+from .gate import CONTACT, CUSTOMER
+from .suppressions import ALL, Entry
 
 SCHEMA_VERSION = 1
 LEARNED = "learned"
@@ -186,19 +187,39 @@ class ConsentStore:
         for row in rows:
             yield Stored(*row)
 
-    def suppressions(self, channel: str) -> Suppressions:
-        """The entries that apply to *channel*, for its :class:`~.suppressions.Gate`."""
-        found = Suppressions(channel)
-        for stored in self.entries(channel):
-            found.add(Entry(stored.channel, stored.contact, stored.customer_id, stored.reason()))
-        return found
+    def barred(self, channel: str, after: int = 0) -> tuple[list[tuple[str, str, str]], list[int]]:
+        """The entries that apply to *channel* (its own and those for ``all`` customer ids)
+        added after the entry id *after*, oldest first, as the gate takes them (kind, key,
+        source); and the :meth:`mark` they were read at, in the same snapshot."""
+        found = []
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM suppressions WHERE channel IN (?, ?) AND id > ?"
+                    " ORDER BY id",
+                    (channel, ALL, after),
+                ).fetchall()
+                mark = self._mark(channel)
+            finally:
+                self._db.execute("COMMIT")
+        for row in rows:
+            stored = Stored(*row)
+            if stored.customer_id:
+                found.append((CUSTOMER, stored.customer_id, stored.reason()))
+            elif stored.channel == channel:  # a contact for all is stored one per channel
+                found.append((CONTACT, stored.contact, stored.reason()))
+        return found, mark
 
     def mark(self, channel: str) -> list[int]:
         """Changes whenever an entry of *channel* (or ``all``) is added or removed: their
         count and the highest id (ids are never reused)."""
         with self._lock:
-            count, last = self._db.execute(
-                "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM suppressions WHERE channel IN (?, ?)",
-                (channel, ALL),
-            ).fetchone()
+            return self._mark(channel)
+
+    def _mark(self, channel: str) -> list[int]:
+        count, last = self._db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM suppressions WHERE channel IN (?, ?)",
+            (channel, ALL),
+        ).fetchone()
         return [count, last]
