@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -50,6 +51,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 BUSY_MS = 30_000
+_NAMED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)")
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,24 @@ class ConsentStore:
     def _set_up(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        if self._has_schema():
+            return  # no write lock just to open it: campaign-consent list never waits
         with self._transaction():
             for statement in _SCHEMA:
                 self._db.execute(statement)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+
+    def _has_schema(self) -> bool:
+        """Whether every table and index of the schema exists already (read only)."""
+        wanted = {_NAMED.search(statement).group(1) for statement in _SCHEMA}
+        found = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
+        version = (
+            "meta" in found
+            and self._db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
+        )
+        return bool(version) and wanted <= found
 
     def close(self) -> None:
         with self._lock:
