@@ -280,3 +280,15 @@ def test_a_ledger_from_before_the_contact_column_is_keyed_and_still_dedupes(tmp_
         assert db.execute("SELECT contact FROM deliveries WHERE customer_id = 'A'").fetchone() == (
             "ann@example.com",
         )
+
+
+def test_a_store_opens_and_lists_while_a_campaign_holds_the_write_lock(tmp_path):
+    path = str(tmp_path / "consent.sqlite")
+    with ConsentStore(path) as store:
+        store.learn("sms", "+12125550100", "demo", "21610")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # another campaign, in the middle of a write
+        writer.execute("INSERT INTO meta VALUES ('writing', '1')")
+        with ConsentStore(path) as reader:  # waited for the writer before: up to 30 s
+            assert [e.contact for e in reader.entries()] == ["+12125550100"]
+        writer.execute("ROLLBACK")
