@@ -11,11 +11,15 @@ that matters and its target, and writes the same as JSON. ``--quick`` scales eve
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
+import multiprocessing
 import os
 import platform
 import resource
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +27,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from . import sample_data
+from .consent import ConsentStore
 from .sandbox import ChannelLimit, Sandbox, default_limits
 from .testing import CHANNELS, REPO, TASKS, Campaign, kill_group, new_credentials, unlimited
 
@@ -271,8 +279,7 @@ def million(bench: Bench, customers: Path) -> list[Figure]:
     """5. a big email channel, no limits; 6. its no-op rerun; 7. resuming it half sent."""
     run = bench.campaign("million", customers, limits=unlimited(), keep_messages=False)
     sandbox = run.sandbox
-    # the loop itself, no limit
-    run.configure(email_api={"rate_per_second": "1000000", "burst": "1000"})
+    run.configure(email_api=UNLIMITED_EMAIL)
     loaded = bench.run(run, task="LoadSegments")  # on its own: its RSS is not the loop's
     done = bench.run(run, task="SendEmailCampaign")
     stats = sandbox.stats()["email"]
@@ -346,6 +353,201 @@ def resume(run: Campaign, sandbox: Sandbox) -> Figure:
     )
 
 
+# The channel's loop itself: no limit, the client's own limit lifted (figures 5 and 9).
+UNLIMITED_EMAIL = {"rate_per_second": "1000000", "burst": "1000"}
+NO_CONSENT = {"suppressions": "", "dedupe_contacts": "false"}
+HISTORY_DAYS = 30
+CAMPAIGN_RATE = 7_000  # messages/s a campaign writing to the store sends: figure 5's loop
+CAP = {"frequency_cap": "3", "frequency_window_days": "7"}
+# What the frequency cap asks and writes, in the consent store's messages table: messages to
+# a contact since a time, and one row per message admitted.
+WINDOW_COUNT = "SELECT COUNT(*) FROM messages WHERE channel = ? AND contact = ? AND sent_at >= ?"
+RESERVE = (
+    "INSERT INTO messages (channel, contact, customer_id, campaign, date, sent_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def at_scale(bench: Bench, customers: Path, suppressions: int, history: int) -> list[Figure]:
+    """9. The million-recipient email channel with consent at scale (a suppression file of
+    *suppressions* entries, dedupe, a frequency cap over *history* stored messages of 30
+    days) against the same channel without consent; 10. the store read while two
+    campaigns write to it."""
+    plain = bench.campaign("plain", customers, limits=unlimited(), keep_messages=False)
+    plain.configure(email_api=UNLIMITED_EMAIL, consent=NO_CONSENT)
+    bench.run(plain, task="LoadSegments")
+    without = bench.run(plain, task="SendEmailCampaign")
+    plain.close()
+
+    run = bench.campaign("consent", customers, limits=unlimited(), keep_messages=False)
+    bench.run(run, task="LoadSegments")
+    emails = pq.read_table(
+        run.folder / "segments.parquet",
+        columns=["customer_id", "email"],
+        filters=[("email_error", "=", "")],  # the usable addresses
+    )
+    path = run.root / "suppressions.csv"
+    matching = suppression_file(path, emails, suppressions)
+    store = run.root / "consent.sqlite"
+    seed_history(store, emails, history)
+    run.configure(
+        email_api=UNLIMITED_EMAIL,
+        consent={"suppressions": str(path), "dedupe_contacts": "true", **CAP},
+    )
+    consented = bench.run(run, task="SendEmailCampaign")
+    sent = run.sandbox.stats()["email"]["accepted"]
+    run.close()
+
+    ratio = consented["wall"] / without["wall"]
+    extra = consented["peak_rss_mb"] - without["peak_rss_mb"]
+    cap = f"a cap of {CAP['frequency_cap']} in {CAP['frequency_window_days']} days"
+    setting = f"{suppressions:,} suppressions ({matching:,} of them customers), dedupe, {cap}"
+    return [
+        Figure(
+            "consent at scale: the channel's time vs no consent",
+            round(consented["wall"], 1),
+            "s",
+            round(ratio, 3),
+            "<= 1.20",
+            ratio <= 1.20,
+            f"{setting}; {history:,} stored messages of {HISTORY_DAYS} days; {sent:,} sent; "
+            f"without consent {without['wall']:.1f} s (each a luigi run of the channel task)",
+        ),
+        Figure(
+            "consent at scale: peak RSS vs no consent",
+            round(extra),
+            "MB more",
+            None,
+            "<= +200 MB",
+            extra <= 200,
+            f"{consented['peak_rss_mb']:.0f} MB with consent, {without['peak_rss_mb']:.0f} MB "
+            "without",
+        ),
+        store_under_writes(store, 4 if history < 1_000_000 else 20),
+    ]
+
+
+def suppression_file(path: Path, customers, entries: int) -> int:
+    """Write a suppression file of *entries* rows: a tenth of them customers of the file
+    (every tenth such row by customer id, the others their address in capitals), the rest
+    addresses no customer has, as an opt-out list gathered over years holds. Returns how
+    many name customers."""
+    ids = customers.column("customer_id").to_pylist()
+    emails = customers.column("email").to_pylist()
+    step = max(1, len(ids) // max(1, entries // 10))
+    matching = 0
+    with path.open("w") as handle:
+        handle.write("channel,contact,customer_id\n")
+        for n in range(0, len(ids), step):
+            if matching >= entries // 10 or not emails[n]:
+                continue
+            matching += 1
+            row = f"all,,{ids[n]}" if matching % 10 == 0 else f"email,{emails[n].upper()},"
+            handle.write(row + "\n")
+        for n in range(entries - matching):
+            handle.write(f"all,gone.{n}@example.org,\n")
+    return matching
+
+
+def seed_history(store: Path, customers, rows: int) -> None:
+    """*rows* messages of the last 30 days in the store's ``messages`` table, to the file's
+    customers at random, as the frequency cap keeps them. Written directly: the cap's own
+    code creates the same table (CREATE ... IF NOT EXISTS)."""
+    rng = np.random.default_rng(9)
+    ids = customers.column("customer_id").to_numpy(zero_copy_only=False)
+    emails = customers.column("email").to_numpy(zero_copy_only=False)
+    picks = rng.integers(0, len(ids), rows)
+    ages = rng.uniform(0, HISTORY_DAYS * 86400, rows)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def messages():
+        for pick, age in zip(picks.tolist(), ages.tolist(), strict=True):
+            sent = now - datetime.timedelta(seconds=age)
+            day = sent.date().isoformat()
+            stamp = sent.isoformat(timespec="milliseconds")
+            yield "email", emails[pick].casefold(), ids[pick], f"history-{day}", day, stamp
+
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, channel TEXT NOT NULL,"
+            " contact TEXT NOT NULL, customer_id TEXT NOT NULL, campaign TEXT NOT NULL,"
+            " date TEXT NOT NULL, sent_at TEXT NOT NULL)"
+        )
+        with db:
+            db.executemany(RESERVE, (m for m in messages() if m[1]))
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS messages_by_contact ON messages (channel, contact, sent_at)"
+        )
+
+
+def store_under_writes(store: Path, seconds: float) -> Figure:
+    """10. What ``campaign-consent list`` waits for (open the store, list every entry, one
+    frequency-cap count) while two campaigns write to the same store: each reserves its
+    recipients a page of 1,000 messages per transaction, 7,000 a second, and learns a
+    refusal now and then."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    written = context.Value("l", 0)
+    writers = [
+        context.Process(target=campaign_writes, args=(str(store), n, stop, written)) for n in (1, 2)
+    ]
+    for writer in writers:
+        writer.start()
+    while written.value == 0:  # started: the imports of a spawned process take a while
+        if not all(writer.is_alive() for writer in writers):
+            raise RuntimeError("a writer of the consent store benchmark died; see its stderr")
+        time.sleep(0.01)
+    latencies = []
+    started = time.monotonic()
+    with contextlib.closing(sqlite3.connect(store, timeout=30)) as cap:
+        while time.monotonic() - started < seconds:
+            began = time.perf_counter()
+            with ConsentStore(str(store)) as opened:  # as campaign-consent list does
+                listed = len(list(opened.entries()))
+            cap.execute(WINDOW_COUNT, ("email", "gone.1@example.org", "2000-01-01")).fetchone()
+            latencies.append(time.perf_counter() - began)
+            time.sleep(0.02)
+    stop.set()
+    for writer in writers:
+        writer.join(timeout=60)
+    span = time.monotonic() - started
+    worst, typical = max(latencies) * 1000, statistics.median(latencies) * 1000
+    return Figure(
+        "consent store: worst read while 2 campaigns write",
+        round(worst, 1),
+        "ms",
+        None,
+        "<= 500 ms",
+        worst <= 500,
+        f"{len(latencies):,} reads of {listed:,} entries and a cap count, median "
+        f"{typical:.1f} ms; the writers stored {written.value / span:,.0f} messages/s",
+    )
+
+
+def campaign_writes(store: str, n: int, stop, written) -> None:
+    """One campaign's writes to the store, until *stop* (run in a process of its own): a
+    page of 1,000 messages at a time, at the pace of a send loop with no limit."""
+    db = sqlite3.connect(store, timeout=30, isolation_level="IMMEDIATE")
+    with ConsentStore(store) as opened, contextlib.closing(db):
+        page = 0
+        started = time.monotonic()
+        while not stop.wait(max(0.0, started + page * 1000 / CAMPAIGN_RATE - time.monotonic())):
+            page += 1
+            now = datetime.datetime.now(datetime.UTC)
+            rows = [
+                ("email", f"w{n}.{page}.{i}@example.org", f"W{n}-{page}-{i}", f"writer{n}",
+                 now.date().isoformat(), now.isoformat(timespec="milliseconds"))
+                for i in range(1000)
+            ]  # fmt: skip
+            with db:  # BEGIN ... COMMIT
+                db.executemany(RESERVE, rows)
+            if page % 10 == 0:
+                opened.learn("email", f"w{n}.{page}@example.org", f"writer{n}", "400")
+            with written.get_lock():
+                written.value += len(rows)
+
+
 def bucket_cost(bench: Bench, takes: int) -> Figure:
     """8. What taking a token costs: the bucket every process shares (a file under flock)
     against a bucket kept in one process."""
@@ -407,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
         sample_data.write_large(big, rows, seed=7, dirty=0.02)
         figures += load_segments(bench, big)
         figures += million(bench, big)
+        figures += at_scale(
+            bench, big, 5_000 if args.quick else 100_000, 150_000 if args.quick else 3_000_000
+        )
         figures.append(bucket_cost(bench, 20_000 if args.quick else 100_000))
         elapsed = time.monotonic() - started
     print(table(figures))

@@ -19,12 +19,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from .exceptions import LedgerBusyError
+
+T = TypeVar("T")
 
 
 class Status(StrEnum):
@@ -75,11 +78,17 @@ CREATE TABLE IF NOT EXISTS deliveries (
     error TEXT NOT NULL DEFAULT '',
     sent_at TEXT NOT NULL DEFAULT '',
     context TEXT NOT NULL DEFAULT '{}',
-    deferred_until TEXT NOT NULL DEFAULT ''
+    deferred_until TEXT NOT NULL DEFAULT '',
+    contact TEXT NOT NULL DEFAULT ''
 )
 """
 # deferred_until: when the row's quiet hours last ended (UTC ISO 8601), kept once it is sent
 # so that the result file shows who waited; "" for a row never deferred.
+# contact: the recipient as one message per person compares it (consent.match_key): a
+# customer's contact and every other row with it are one index seek away.
+_CONTACT_INDEX = "CREATE INDEX IF NOT EXISTS deliveries_by_contact ON deliveries (contact, seq)"
+# A ledger written before the contact column: its rows get their keys (Ledger.key_contacts).
+_UNKEYED = "unkeyed_contacts"
 
 
 # What a row that was never sent becomes when its customer is no longer selected.
@@ -95,7 +104,8 @@ CREATE TEMP TABLE IF NOT EXISTS current (
     recipient TEXT NOT NULL,
     status TEXT NOT NULL,
     error TEXT NOT NULL,
-    context TEXT NOT NULL
+    context TEXT NOT NULL,
+    contact TEXT NOT NULL
 )
 """
 _UNSENT = f"deliveries.status IN ('{PENDING}', '{SKIPPED}')"
@@ -104,7 +114,7 @@ _FOLLOW = (
     (
         "updated",
         "UPDATE deliveries SET segment = c.segment, recipient = c.recipient, status = c.status,"
-        " error = c.error, context = c.context FROM current AS c"
+        " error = c.error, context = c.context, contact = c.contact FROM current AS c"
         f" WHERE c.customer_id = deliveries.customer_id AND c.targeted AND {_UNSENT}"
         " AND (deliveries.segment, deliveries.recipient, deliveries.status, deliveries.error,"
         " deliveries.context) IS NOT (c.segment, c.recipient, c.status, c.error, c.context)",
@@ -123,8 +133,9 @@ _FOLLOW = (
     ),
     (
         "added",
-        "INSERT OR IGNORE INTO deliveries (customer_id, segment, recipient, status, error, context)"
-        " SELECT customer_id, segment, recipient, status, error, context FROM current"
+        "INSERT OR IGNORE INTO deliveries"
+        " (customer_id, segment, recipient, status, error, context, contact)"
+        " SELECT customer_id, segment, recipient, status, error, context, contact FROM current"
         " WHERE targeted ORDER BY rowid",
     ),
 )
@@ -132,7 +143,7 @@ _FOLLOW = (
 
 def _current_values(customer: dict) -> tuple:
     if not customer["targeted"]:
-        return (customer["customer_id"], 0, "", "", "", "", "")
+        return (customer["customer_id"], 0, "", "", "", "", "", "")
     return (
         customer["customer_id"],
         1,
@@ -141,6 +152,7 @@ def _current_values(customer: dict) -> tuple:
         customer["status"],
         customer.get("error", ""),
         json.dumps(customer.get("context", {})),
+        customer.get("contact", ""),
     )
 
 
@@ -193,6 +205,14 @@ class Ledger:
                 "ALTER TABLE deliveries ADD COLUMN deferred_until TEXT NOT NULL DEFAULT ''"
             )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
+        if "contact" not in columns:  # a ledger of an earlier version: keyed before use
+            with self._transaction():
+                self._db.execute(
+                    "ALTER TABLE deliveries ADD COLUMN contact TEXT NOT NULL DEFAULT ''"
+                )
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (_UNKEYED,))
+        self._db.execute(_CONTACT_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -219,27 +239,64 @@ class Ledger:
             found = self._db.execute("SELECT value FROM meta WHERE key = 'selection'").fetchone()
         return found[0] if found else None
 
-    def follow(self, customers: Iterable[dict], selection: str) -> dict[str, int]:
+    def follow(
+        self,
+        customers: Iterable[dict],
+        selection: str,
+        decide: Callable[[sqlite3.Connection], None] | None = None,
+        notes: dict[str, str] | None = None,
+    ) -> dict[str, int]:
         """Make the rows not yet sent follow *customers*, every customer of the current file.
 
         A customer dict has ``customer_id`` and ``targeted``; a targeted one also has
         ``segment``, ``recipient``, ``status`` (pending, or skipped for an unusable contact),
-        ``error`` and ``context``. Rows already sent, failed or unknown are history and keep
-        what they were sent with. A pending or skipped row takes the current segment,
-        contact and context, or is skipped with the reason it is no longer selected; a
-        targeted customer new to the ledger is added. Returns the counts of each change.
+        ``error``, ``context`` and ``contact`` (its :func:`~.consent.match_key`). Rows
+        already sent, failed or unknown are history and keep what they were sent with. A
+        pending or skipped row takes the current segment, contact and context, or is skipped
+        with the reason it is no longer selected; a targeted customer new to the ledger is
+        added. Returns the counts of each change.
+
+        *decide*, given the connection, may skip rows of the temporary table ``current``
+        (the customers in file order, its ``rowid``) before they are followed: the consent
+        gate. *notes* are stored in the ledger's ``meta`` in the same transaction.
         """
         with self._lock, self._transaction():
             self._db.execute(_CURRENT_SCHEMA)
             self._db.execute("DELETE FROM current")
             self._db.executemany(
-                "INSERT OR IGNORE INTO current VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO current VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (_current_values(c) for c in customers),
             )
+            if decide is not None:
+                decide(self._db)
             changes = {name: self._changes(sql) for name, sql in _FOLLOW}
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('selection', ?)", (selection,))
+            self._note(notes or {})
             self._db.execute("DELETE FROM current")
         return changes
+
+    def amend(self, change: Callable[[sqlite3.Connection], T], notes: dict[str, str]) -> T:
+        """Run *change* on the connection and store *notes* in ``meta``, in one transaction:
+        an update of the rows that needs no new customer file (a suppression learned since)."""
+        with self._lock, self._transaction():
+            result = change(self._db)
+            self._note(notes)
+            return result
+
+    def _note(self, notes: dict[str, str]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", notes.items())
+
+    def key_contacts(self, key: Callable[[str], str]) -> None:
+        """Give the rows of a ledger written before the ``contact`` column their contact,
+        *key* of their recipient; nothing to do for any other ledger."""
+        if self.noted(_UNKEYED) is None:
+            return
+        with self._lock, self._transaction():
+            self._db.create_function("contact_key", 1, key, deterministic=True)
+            self._db.execute(
+                "UPDATE deliveries SET contact = contact_key(recipient) WHERE recipient != ''"
+            )
+            self._db.execute("DELETE FROM meta WHERE key = ?", (_UNKEYED,))
 
     def _changes(self, sql: str) -> int:
         before = self._db.total_changes
@@ -272,12 +329,13 @@ class Ledger:
         send them then)."""
         with self._lock:
             before = self._db.total_changes
+            now = utc_now()
             try:
                 with self._transaction():
                     self._db.executemany(
                         "UPDATE deliveries SET status = ?, attempts = attempts + 1, sent_at = ?"
                         " WHERE customer_id = ? AND status = ?",
-                        [(IN_FLIGHT, utc_now(), cid, PENDING) for cid in customer_ids],
+                        [(IN_FLIGHT, now, cid, PENDING) for cid in customer_ids],
                     )
                     if self._db.total_changes - before != len(customer_ids):
                         raise _NotAllPendingError
@@ -331,7 +389,7 @@ class Ledger:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def noted(self, key: str) -> str | None:
-        """What :meth:`note` kept under *key*, or None."""
+        """What :meth:`note`, :meth:`follow` or :meth:`amend` kept under *key*, or None."""
         with self._lock:
             found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return found[0] if found else None
@@ -402,13 +460,6 @@ class Ledger:
         for reason, n in found:
             kinds[skip_kind(reason)] = kinds.get(skip_kind(reason), 0) + n
         return kinds
-
-    def delivered(self, page: int = 5000) -> Iterator[tuple[str, str]]:
-        """(customer_id, recipient) of each row the provider has or may have (sent,
-        unknown), in file order: one message per person counts them first."""
-        yield from self._paged(
-            ("customer_id", "recipient"), "status IN (?, ?) AND", (SENT, UNKNOWN), page
-        )
 
     def rows(self, page: int = 5000) -> Iterator[dict]:
         """Yield every row in file order, for the result file."""

@@ -397,10 +397,12 @@ class ChannelSender:
         """Keep the requests that can travel with the first; send the others on their own."""
         if len(singles) < 2:
             return singles
-        kept = self.provider.with_first([request for _, request in singles])
-        together = [s for s in singles if any(s[1] is k for k in kept)]
-        for row, request in singles:
-            if not any(request is k for k in kept):
+        kept = {id(k) for k in self.provider.with_first([request for _, request in singles])}
+        together = []
+        for row, request in singles:  # by identity: two requests may be equal
+            if id(request) in kept:
+                together.append((row, request))
+            else:
                 self._schedule({"rows": [row], "tries": tries})
         return together
 

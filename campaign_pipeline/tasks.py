@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
+import itertools
 import json
 import logging
 import math
 import os
 import re
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -22,7 +25,6 @@ from pathlib import Path
 
 import luigi
 import luigi.format
-import pandas as pd
 import pyarrow.parquet as pq
 
 from . import failures, notify, safecsv, segments, settings_check, termination
@@ -36,9 +38,9 @@ from .config import consent as consent_config
 from .config import pipeline as campaign_config
 from .consent import (
     ConsentStore,
-    Gate,
     Suppressions,
     file_digest,
+    gate,
     match_key,
     quiet,
     read_suppressions,
@@ -292,7 +294,7 @@ class ChannelTask(CampaignTask):
             current = self.requires().inputs()
             if current is None or not os.path.exists(self._ledger_path()):
                 return True  # nothing to compare with: running again could only repeat sends
-            return _without_store(self._recorded()) == self._selection(current)
+            return self._recorded() == self._selection(current)
         except (segments.InputError, SuppressionFileError):
             return False  # run() names the problem
 
@@ -304,12 +306,12 @@ class ChannelTask(CampaignTask):
         except (OSError, ValueError):
             return False
 
-    def _selection(self, loaded: dict | None, store_mark: list | None = None) -> str:
+    def _selection(self, loaded: dict | None) -> str:
         """The inputs a channel's recipients follow, as recorded in its ledger or preview:
-        the loaded file, the targeting, the suppression file's content, the dedupe
-        setting and the frequency cap; with *store_mark*, the state of the consent store's
-        entries too (which a complete channel does not follow: its own lessons would make it
-        run again)."""
+        the loaded file, the targeting, the suppression file's content, the dedupe setting,
+        the frequency cap and whether quiet hours apply. Not the consent store: a complete
+        channel does not follow it (its own lessons would make it run again), a resumed one
+        applies what it learned since (see :meth:`_follow_store`)."""
         targets = sorted({s.casefold() for s in self.target_segments})
         settings = consent_config()
         selection = {
@@ -322,8 +324,6 @@ class ChannelTask(CampaignTask):
             selection["frequency_cap"] = [settings.frequency_cap, settings.frequency_window_days]
         if self.quiet_window() is not None:  # an invalid timezone then skips its customer
             selection["quiet_hours"] = True
-        if store_mark is not None:
-            selection[STORE_MARK] = store_mark
         return json.dumps(selection, sort_keys=True)
 
     def quiet_window(self) -> quiet.Window | None:
@@ -425,20 +425,6 @@ class ChannelTask(CampaignTask):
                 f"{source} +{added} -{removed}" for source, (added, removed) in changes.items()
             ),
         )
-
-    def _gate(self, column: str, suppressions: Suppressions, store: ConsentStore | None) -> Gate:
-        """Who is not sent: the file's and the store's suppressions, and duplicates. The
-        file's *suppressions* are copied: the store's entries may change during the run."""
-        suppressions = Suppressions(
-            suppressions.channel, dict(suppressions.by_contact), dict(suppressions.by_customer)
-        )
-        if store is not None:
-            learned = store.suppressions(self.channel, getattr(self, "_applies", None))
-            for key, source in learned.by_contact.items():
-                suppressions.by_contact.setdefault(key, source)
-            for key, source in learned.by_customer.items():
-                suppressions.by_customer.setdefault(key, source)
-        return Gate(suppressions, column, consent_config().dedupe_contacts)
 
     def _learner(self, store: ConsentStore, column: str, learned: list):
         """What the sender calls when a provider refuses a contact for good (a STOP reply,
@@ -555,24 +541,29 @@ class ChannelTask(CampaignTask):
     def _follow_customers(
         self,
         ledger: Ledger,
-        contact: str,
+        column: str,
         suppressions: Suppressions,
         store: ConsentStore,
         changed: str = "",
     ) -> None:
         """Bring the ledger in line with the loaded file, the current targeting and the
-        suppressions, unless a resumed run finds it there already; *changed* says what
+        suppressions, unless a resumed run finds it there already; then only what the
+        consent store learned since is applied (:meth:`_follow_store`). *changed* says what
         changed them during this run (the log says so rather than warn)."""
-        mark = store.mark(self.channel)
-        selection = self._selection(self.requires().loaded_inputs(), mark)
+        ledger.key_contacts(functools.partial(match_key, column))
+        selection = self._selection(self.requires().loaded_inputs())
         previous = ledger.selection()
-        if previous == selection:
+        if previous == selection and self._follow_store(ledger, store):
             return
-        gate = self._gate(contact, suppressions, store)
-        if gate.dedupe:  # a customer moved before one already sent is still a duplicate
-            for customer_id, recipient in ledger.delivered():
-                gate.delivered(customer_id, recipient)
-        changes = ledger.follow(self._customers(contact, gate), selection)
+        learned, mark = store.barred(self.channel, applies=self._applies)
+        entries = itertools.chain(suppressions.barred(), learned)
+        dedupe = consent_config().dedupe_contacts
+        changes = ledger.follow(
+            self._customers(column),
+            selection,
+            decide=lambda db: gate.decide(db, entries, dedupe),
+            notes={STORE_MARK: json.dumps(mark)},
+        )
         described = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items())
         if changed and any(changes.values()):
             log.info("%s: %s; unsent recipients follow: %s", self.channel, changed, described)
@@ -584,27 +575,47 @@ class ChannelTask(CampaignTask):
                 described,
             )
 
-    def _customers(self, contact: str, gate: Gate) -> Iterator[dict]:
-        """Every customer of the loaded file; the targeted ones with their recipient row,
-        skipped when unusable, suppressed or a duplicate (*gate*, asked in file order)."""
+    def _follow_store(self, ledger: Ledger, store: ConsentStore) -> bool:
+        """Apply the store's entries added since the ledger last looked; False when the
+        recipients must be checked again in full (an entry was removed, or the ledger has no
+        record of the store)."""
+        try:
+            seen_count, seen_last = json.loads(ledger.noted(STORE_MARK) or "")
+        except ValueError:
+            return False
+        learned, mark = store.barred(self.channel, after=seen_last, applies=self._applies)
+        if mark == [seen_count, seen_last]:
+            return True
+        if store.kept(self.channel, seen_last) < seen_count:  # an entry left: check everyone
+            return False
+        applied = ledger.amend(lambda db: gate.bar_new(db, learned), {STORE_MARK: json.dumps(mark)})
+        if applied and learned:
+            log.info(
+                "%s: %d consent store entr%s added since the last run applied",
+                self.channel,
+                len(learned),
+                "y" if len(learned) == 1 else "ies",
+            )
+        return applied
+
+    def _customers(self, contact: str) -> Iterator[dict]:
+        """Every customer of the loaded file, in file order; the targeted ones with their
+        recipient row (``contact`` its :func:`match_key`), skipped when unusable."""
         segments_wanted = {s.casefold() for s in self.target_segments}
         error_column = segments.error_column(contact)
         context_extra = {"campaign": self.campaign, "date": self.date.isoformat()}
         # a customer whose timezone is not a zone cannot be timed: skipped where quiet hours
         # apply (the loader kept the reason beside the column, as for contacts)
         zone_error = segments.error_column("timezone") if self.quiet_window() else None
-        # LoadSegments writes empty strings, never nulls: no fillna copy of a 1M-row frame
-        customers = pd.read_parquet(self.customers_path(), dtype_backend="pyarrow")
-        for start in range(0, len(customers), 10_000):  # a chunk at a time: 1M dicts need GBs
-            for customer in customers.iloc[start : start + 10_000].to_dict("records"):
+        # LoadSegments writes empty strings, never nulls; a batch at a time: the whole file
+        # as a frame, or 1M dicts, would take GBs
+        customers = pq.ParquetFile(self.customers_path())
+        for batch in customers.iter_batches(batch_size=10_000):
+            for customer in batch.to_pylist():
                 if customer["segment"] not in segments_wanted:
                     yield {"customer_id": customer["customer_id"], "targeted": False}
                     continue
-                error = (
-                    customer[error_column]
-                    or (customer.get(zone_error) if zone_error else "")
-                    or gate.reason(customer["customer_id"], customer[contact])
-                )
+                error = customer[error_column] or (customer.get(zone_error) if zone_error else "")
                 yield {
                     "customer_id": customer["customer_id"],
                     "targeted": True,
@@ -613,7 +624,38 @@ class ChannelTask(CampaignTask):
                     "status": Status.SKIPPED if error else Status.PENDING,
                     "error": error,
                     "context": {**customer, **context_extra},
+                    "contact": match_key(contact, customer[contact]),
                 }
+
+    def _gated_customers(
+        self, column: str, suppressions: Suppressions, store: ConsentStore | None, lists: list
+    ) -> Iterator[dict]:
+        """:meth:`_customers` through the consent gate, for a dry run: its decisions are
+        made in a scratch SQLite table, then joined to a second reading of the file. The
+        provider's *lists* count as the real run will have mirrored them, after the store."""
+        learned = store.barred(self.channel, applies=self._applies)[0] if store else []
+        listed = [
+            (gate.CONTACT, entry.contact, listed_reason(found.source, entry.date))
+            for found in lists
+            for entry in found.entries
+        ]
+        with contextlib.closing(sqlite3.connect("")) as scratch:  # a temporary file
+            scratch.execute(gate.SCRATCH_SCHEMA)
+            scratch.executemany(
+                "INSERT INTO current VALUES (?, ?, ?, ?, ?)",
+                (
+                    (c["customer_id"], c["targeted"], c.get("status", ""), c.get("error", ""),
+                     c.get("contact", ""))
+                    for c in self._customers(column)
+                ),
+            )  # fmt: skip
+            entries = itertools.chain(suppressions.barred(), learned, listed)
+            gate.decide(scratch, entries, consent_config().dedupe_contacts, history=False)
+            decisions = scratch.execute("SELECT status, error FROM current ORDER BY rowid")
+            for customer, (status, error) in zip(self._customers(column), decisions, strict=True):
+                if customer["targeted"]:
+                    customer.update(status=Status(status), error=error)
+                yield customer
 
     def _write_preview(
         self, provider, template, suppressions: Suppressions, lists: list[ProviderList]
@@ -623,12 +665,7 @@ class ChannelTask(CampaignTask):
         # a dry run reads the store (suppressions, message history), never creates or writes it
         exists = os.path.exists(path)
         with ConsentStore(path, readonly=True) if exists else contextlib.nullcontext() as store:
-            gate = self._gate(column, suppressions, store)
-            for found in lists:  # as the real run will have mirrored them, after the store's
-                for entry in found.entries:
-                    reason = listed_reason(found.source, entry.date)
-                    gate.suppressions.by_contact.setdefault(entry.contact, reason)
-            customers = self._customers(column, gate)
+            customers = self._gated_customers(column, suppressions, store, lists)
             recipients = (c for c in customers if c["targeted"])
             tally = None
             if (window := self.quiet_window()) is not None:
@@ -673,17 +710,9 @@ class ChannelTask(CampaignTask):
         log.info("%s results: %s -> %s", self.channel, message, self.output().path)
 
 
+# The consent store's state (count and last id of the channel's entries) the ledger's rows
+# were last checked against, in its meta table.
 STORE_MARK = "consent_store"
-
-
-def _without_store(selection: str | None) -> str | None:
-    """A recorded selection without the consent store's mark (see ChannelTask._selection)."""
-    try:
-        found = json.loads(selection or "")
-    except ValueError:
-        return selection
-    found.pop(STORE_MARK, None)
-    return json.dumps(found, sort_keys=True)
 
 
 class RunCampaign(CampaignTask, luigi.WrapperTask):

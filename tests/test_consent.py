@@ -3,9 +3,11 @@ learns from the providers' answers, one message per person, and ``campaign-conse
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +216,47 @@ def test_an_edited_suppression_file_is_followed_by_the_next_run(campaign):
     )
     assert results["C3"]["status"] == "sent"
     assert campaign.accepted("sms") == {"+12125550001": 1, "+12125550003": 1}
+
+
+def test_a_resumed_channel_applies_what_the_store_learned_since_and_rechecks_after_a_removal(
+    campaign,
+):
+    campaign.customers_path.write_text(HEADER + "".join(line(n) for n in range(1, 5)))
+    # C2 fails transiently in the first run, C4 in the first two: the channel stays unfinished
+    rules = [
+        ErrorRule("sms", r"^\+12125550002$", 503, "20503", times=2),
+        ErrorRule("sms", r"^\+12125550004$", 503, "20503", times=4),
+    ]
+    campaign.start_sandbox(error_rules=rules)
+    campaign.configure(consent={"store": str(campaign.root / "consent.sqlite")})
+    optouts = campaign.root / "optouts.csv"
+    optouts.write_text("channel,contact,customer_id\nsms,,C3\n")
+    assert consent(campaign, "import", str(optouts)).returncode == 0
+
+    first = campaign.run(task=TASKS["sms"])
+    optouts.write_text("channel,contact,customer_id\nsms,(212) 555-0002,\n")  # C2 opts out
+    assert consent(campaign, "import", str(optouts)).returncode == 0
+    second = campaign.run(task=TASKS["sms"])
+    with contextlib.closing(sqlite3.connect(campaign.folder / "sms_ledger.sqlite")) as db:
+        query = "SELECT customer_id, status, error FROM deliveries"
+        after_second = {c: {"status": s, "error": e} for c, s, e in db.execute(query)}
+    assert consent(campaign, "remove", "--channel", "sms", "--customer-id", "C3").returncode == 0
+    third = campaign.run(task=TASKS["sms"])
+
+    assert first.returncode == second.returncode == RETCODE["task_failed"]
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "1 consent store entry added since the last run applied" in second.stderr
+    assert after_second["C2"]["status"] == "skipped"
+    assert after_second["C2"]["error"].startswith("suppressed: imported ")
+    assert after_second["C3"]["error"].startswith("suppressed: imported ")
+    results = by_id(campaign, "sms")
+    assert {c: r["status"] for c, r in results.items()} == {
+        "C1": "sent",
+        "C2": "skipped",
+        "C3": "sent",  # no longer suppressed: every unsent recipient was checked again
+        "C4": "sent",
+    }
+    assert campaign.accepted("sms") == {"+12125550001": 1, "+12125550003": 1, "+12125550004": 1}
 
 
 def consent(campaign, *args: str) -> subprocess.CompletedProcess:

@@ -36,7 +36,8 @@ from pathlib import Path
 import backoff
 
 from ..exceptions import ConsentStoreError
-from .suppressions import ALL, Entry, Suppressions
+from .gate import CONTACT, CUSTOMER
+from .suppressions import ALL, Entry
 
 SCHEMA_VERSION = 2  # 2: messages
 LEARNED = "learned"
@@ -70,6 +71,7 @@ MESSAGE_COLUMNS = ("channel", "contact", "customer_id", "campaign", "date", "sen
 BUSY_MS = 30_000
 CACHE_KIB = 32 * 1024
 CHECKPOINT_PAGES = 10_000
+_NAMED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)")
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ class ConsentStore:
         # checkpoint (an fsync) every ~40 MB of log rather than every 4 MB
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+        if self._has_schema():
+            return  # no write lock just to open it: campaign-consent list never waits
         with self._transaction():
             for statement in _SCHEMA:
                 self._db.execute(statement)
@@ -185,6 +189,16 @@ class ConsentStore:
                 " SET value = excluded.value WHERE CAST(value AS INTEGER) < ?",
                 (str(SCHEMA_VERSION), SCHEMA_VERSION),
             )
+
+    def _has_schema(self) -> bool:
+        """Whether every table and index of the schema exists already (read only)."""
+        wanted = {_NAMED.search(statement).group(1) for statement in _SCHEMA}
+        found = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
+        version = (
+            "meta" in found
+            and self._db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
+        )
+        return bool(version) and wanted <= found
 
     def close(self) -> None:
         with self._lock:
@@ -312,26 +326,55 @@ class ConsentStore:
         for row in rows:
             yield Stored(*row)
 
-    def suppressions(
-        self, channel: str, applies: Callable[[str], bool] | None = None
-    ) -> Suppressions:
-        """The entries that apply to *channel* (and whose source *applies*, when given),
-        for its :class:`~.suppressions.Gate`."""
-        found = Suppressions(channel)
-        for stored in self.entries(channel):
+    def barred(
+        self, channel: str, after: int = 0, applies: Callable[[str], bool] | None = None
+    ) -> tuple[list[tuple[str, str, str]], list[int]]:
+        """The entries that apply to *channel* (its own and those for ``all`` customer ids,
+        whose source *applies* when given) added after the entry id *after*, oldest first,
+        as the gate takes them (kind, key, source); and the :meth:`mark` they were read at,
+        in the same snapshot."""
+        found = []
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM suppressions WHERE channel IN (?, ?) AND id > ?"
+                    " ORDER BY id",
+                    (channel, ALL, after),
+                ).fetchall()
+                mark = self._mark(channel)
+            finally:
+                self._db.execute("COMMIT")
+        for row in rows:
+            stored = Stored(*row)
             if applies is not None and not applies(stored.source):
                 continue
-            found.add(Entry(stored.channel, stored.contact, stored.customer_id, stored.reason()))
-        return found
+            if stored.customer_id:
+                found.append((CUSTOMER, stored.customer_id, stored.reason()))
+            elif stored.channel == channel:  # a contact for all is stored one per channel
+                found.append((CONTACT, stored.contact, stored.reason()))
+        return found, mark
 
     def mark(self, channel: str) -> list[int]:
         """Changes whenever an entry of *channel* (or ``all``) is added or removed: their
         count and the highest id (ids are never reused)."""
         with self._lock:
-            count, last = self._db.execute(
-                "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM suppressions WHERE channel IN (?, ?)",
-                (channel, ALL),
-            ).fetchone()
+            return self._mark(channel)
+
+    def kept(self, channel: str, upto: int) -> int:
+        """How many entries of *channel* (or ``all``) with an id up to *upto* are still
+        stored: fewer than :meth:`mark` counted then means one was removed."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM suppressions WHERE channel IN (?, ?) AND id <= ?",
+                (channel, ALL, upto),
+            ).fetchone()[0]
+
+    def _mark(self, channel: str) -> list[int]:
+        count, last = self._db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM suppressions WHERE channel IN (?, ?)",
+            (channel, ALL),
+        ).fetchone()
         return [count, last]
 
     # -- message history (the frequency cap) -----------------------------------------------

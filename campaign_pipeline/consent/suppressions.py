@@ -1,4 +1,4 @@
-"""The suppression file, and the gate every targeted recipient passes before it is sent.
+"""The suppression file: who must not be messaged, by contact or customer id.
 
 The file is a CSV with the columns ``channel`` (a registered channel's name, or ``all``),
 ``contact`` and ``customer_id``; a row fills one of the last two. A contact is written as the
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..exceptions import SuppressionFileError
 from ..segments import contact_checks
+from .gate import CONTACT, CUSTOMER
 
 ALL = "all"
 COLUMNS = ("channel", "contact", "customer_id")
@@ -168,12 +169,15 @@ class Suppressions:
         elif entry.channel == self.channel:  # a contact for all was made one per channel
             self.by_contact.setdefault(entry.contact, entry.source)
 
-    def source(self, customer_id: str, key: str) -> str:
-        """Why the recipient is suppressed ("" if it is not)."""
-        return self.by_customer.get(customer_id) or self.by_contact.get(key, "")
-
     def __len__(self) -> int:
         return len(self.by_contact) + len(self.by_customer)
+
+    def barred(self) -> Iterator[tuple[str, str, str]]:
+        """The entries as the gate takes them: (kind, key, source)."""
+        for key, source in self.by_customer.items():
+            yield CUSTOMER, key, source
+        for key, source in self.by_contact.items():
+            yield CONTACT, key, source
 
 
 def read_suppressions(
@@ -185,30 +189,3 @@ def read_suppressions(
         for entry in read_entries(path, default_region, accept_vanity):
             found.add(entry)
     return found
-
-
-class Gate:
-    """Decides, recipient by recipient in file order, who of a channel's targeted customers
-    is not sent: suppressed (the file or the store), or a duplicate of an earlier contact."""
-
-    def __init__(self, suppressions: Suppressions, column: str, dedupe: bool):
-        self.suppressions = suppressions
-        self.column = column
-        self.dedupe = dedupe
-        self._first: dict[str, str] = {}  # contact -> the customer id it goes to
-
-    def delivered(self, customer_id: str, contact: str) -> None:
-        """*contact* has (or may have) the message already, as *customer_id*'s: whoever
-        else has it is a duplicate, wherever they are in the file."""
-        self._first.setdefault(match_key(self.column, contact), customer_id)
-
-    def reason(self, customer_id: str, contact: str) -> str:
-        """Why *customer_id* at *contact* is skipped, or "" to send."""
-        key = match_key(self.column, contact)
-        if source := self.suppressions.source(customer_id, key):
-            return f"suppressed: {source}"
-        if self.dedupe:
-            first = self._first.setdefault(key, customer_id)
-            if first != customer_id:
-                return f"duplicate contact of {first}"
-        return ""

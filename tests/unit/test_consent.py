@@ -3,14 +3,24 @@ on temporary files: no luigi run."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
 import sqlite3
 
 import pytest
 
-from campaign_pipeline.consent import ConsentStore, Entry, Gate, Suppressions, read_entries
+from campaign_pipeline.consent import (
+    ConsentStore,
+    Entry,
+    Suppressions,
+    gate,
+    match_key,
+    read_entries,
+)
 from campaign_pipeline.consent.store import LEARNED
 from campaign_pipeline.exceptions import PermanentError, SuppressionFileError
+from campaign_pipeline.ledger import SENT, Ledger
 
 TOKEN = "dGVzdHRva2Vu:APA91b" + "Q" * 60
 
@@ -76,18 +86,44 @@ def test_a_missing_file_says_how_to_have_none(tmp_path):
         list(read_entries(str(tmp_path / "absent.csv"), "US"))
 
 
+def decided(rows: list[tuple], entries, dedupe: bool = True) -> list[str]:
+    """The reasons the gate gives *rows* (customer_id, contact key), in file order."""
+    with sqlite3.connect("") as db:
+        db.execute(gate.SCRATCH_SCHEMA)
+        db.executemany(
+            "INSERT INTO current VALUES (?, 1, 'pending', '', ?)", rows
+        )  # fmt: skip
+        gate.decide(db, entries, dedupe, history=False)
+        return [error for (error,) in db.execute("SELECT error FROM current ORDER BY rowid")]
+
+
 def test_the_gate_suppresses_then_dedupes_in_file_order():
     found = Suppressions("email")
     found.add(Entry("email", contact="ann@example.com", source="f line 2"))
     found.add(Entry("all", customer_id="C9", source="f line 3"))
     found.add(Entry("sms", customer_id="C5", source="f line 4"))  # another channel's
-    gate = Gate(found, "email", dedupe=True)
-    assert gate.reason("C1", "Ann@example.com") == "suppressed: f line 2"
-    assert gate.reason("C9", "nine@example.com") == "suppressed: f line 3"
-    assert gate.reason("C2", "bob@example.com") == ""
-    assert gate.reason("C3", "BOB@example.com") == "duplicate contact of C2"
-    assert gate.reason("C5", "c5@example.com") == ""
-    assert Gate(found, "email", dedupe=False).reason("C3", "c5@example.com") == ""
+    found.add(Entry("email", contact="ann@example.com", source="f line 5"))  # the first wins
+    rows = [
+        ("C1", "ann@example.com"),
+        ("C9", "nine@example.com"),
+        ("C2", "bob@example.com"),
+        ("C3", "bob@example.com"),
+        ("C5", "c5@example.com"),
+        ("C6", "c5@example.com"),
+    ]
+    assert decided(rows, found.barred()) == [
+        "suppressed: f line 2",
+        "suppressed: f line 3",
+        "",
+        "duplicate contact of C2",
+        "",
+        "duplicate contact of C5",
+    ]
+    assert decided(rows, found.barred(), dedupe=False)[2:] == ["", "", "", ""]
+    # an entry for the customer id wins over one for the contact, the file's over the store's
+    learned = [(gate.CONTACT, "bob@example.com", "learned"), (gate.CUSTOMER, "C2", "store")]
+    both = [(gate.CONTACT, "bob@example.com", "file"), *learned]
+    assert decided(rows[2:4], both) == ["suppressed: store", "suppressed: file"]
 
 
 def test_the_store_learns_once_and_lists_removes_and_marks(tmp_path):
@@ -99,12 +135,16 @@ def test_the_store_learns_once_and_lists_removes_and_marks(tmp_path):
         assert store.mark("sms") != mark and store.mark("push") == [0, 0]
         (entry,) = store.entries("sms")
         assert (entry.source, entry.campaign, entry.code) == (LEARNED, "demo", "21610")
-        learned = store.suppressions("sms")
-        assert learned.source("C1", "+12125550100") == (
-            f"learned {entry.date} campaign demo (sms 21610)"
-        )
+        learned, mark = store.barred("sms")
+        assert learned == [
+            (gate.CONTACT, "+12125550100", f"learned {entry.date} campaign demo (sms 21610)")
+        ]
+        assert mark == store.mark("sms")
         store.add([Entry("all", customer_id="C1", source="f.csv line 2")], "import")
-        assert store.suppressions("push").source("C1", "x").startswith("imported ")
+        assert store.barred("sms", after=mark[1])[0] == [
+            (gate.CUSTOMER, "C1", f"imported {entry.date} from f.csv line 2")
+        ]
+        assert store.barred("push")[0][0][:2] == (gate.CUSTOMER, "C1")
         before = store.mark("sms")
         assert store.remove("sms", contact="+12125550100") == 1
         assert store.mark("sms") != before
@@ -152,3 +192,103 @@ def test_channel_tasks_opening_a_new_store_together_all_get_it(tmp_path):
         for opener in openers:
             opener.join(timeout=60)
         assert [o.exitcode for o in openers] == [0] * 6, f"round {n}"
+
+
+def customer(cid: str, email: str) -> dict:
+    contact = email.casefold()
+    return {"customer_id": cid, "targeted": True, "segment": "new", "recipient": email,
+            "status": "pending", "error": "", "context": {}, "contact": contact}  # fmt: skip
+
+
+def gated(ledger: Ledger, customers: list[dict], entries=()) -> dict[str, str]:
+    """Follow *customers* through the gate; each customer's status and reason."""
+    ledger.follow(customers, "v1", decide=lambda db: gate.decide(db, entries, dedupe=True))
+    return reasons(ledger)
+
+
+def reasons(ledger: Ledger) -> dict[str, str]:
+    return {row["customer_id"]: f"{row['status']} {row['error']}".strip() for row in ledger.rows()}
+
+
+def test_a_contact_sent_in_an_earlier_run_goes_to_that_customer_whatever_the_file_order(
+    tmp_path,
+):
+    with contextlib.closing(Ledger(str(tmp_path / "ledger.sqlite"))) as ledger:
+        gated(ledger, [customer("A", "a@x.com"), customer("B", "b@x.com")])
+        assert ledger.claim(["B"])
+        ledger.finish(["B"], SENT)
+        moved = [customer("Z", "B@X.com"), customer("A", "a@x.com"), customer("B", "b@x.com")]
+        assert gated(ledger, moved) == {
+            "A": "pending",
+            "B": "sent",
+            "Z": "skipped duplicate contact of B",
+        }
+
+
+def test_store_entries_learned_since_are_applied_to_the_ledger_alone(tmp_path):
+    with contextlib.closing(Ledger(str(tmp_path / "ledger.sqlite"))) as ledger:
+        pairs = (("A", "a@x.com"), ("B", "b@x.com"), ("C", "b@x.com"), ("D", "d@x.com"))
+        gated(ledger, [customer(c, e) for c, e in pairs])
+        assert ledger.claim(["A"])
+        ledger.finish(["A"], SENT)
+
+        new = [(gate.CONTACT, "b@x.com", "learned"), (gate.CONTACT, "a@x.com", "too late")]
+        assert ledger.amend(lambda db: gate.bar_new(db, new), {"mark": "1"})
+        assert ledger.amend(lambda db: gate.bar_new(db, [(gate.CUSTOMER, "D", "f")]), {})
+
+        assert reasons(ledger) == {
+            "A": "sent",
+            "B": "skipped suppressed: learned",
+            "C": "skipped suppressed: learned",  # a suppression before a duplicate
+            "D": "skipped suppressed: f",
+        }
+        assert ledger.noted("mark") == "1"
+
+
+def test_a_new_entry_for_the_first_of_a_contact_needs_the_full_check(tmp_path):
+    with contextlib.closing(Ledger(str(tmp_path / "ledger.sqlite"))) as ledger:
+        before = gated(ledger, [customer("E", "e@x.com"), customer("F", "E@x.com")])
+        assert before == {"E": "pending", "F": "skipped duplicate contact of E"}
+
+        assert not ledger.amend(lambda db: gate.bar_new(db, [(gate.CUSTOMER, "E", "f")]), {})
+        assert reasons(ledger) == before  # unchanged: F now goes first, which the file tells
+        after = gated(ledger, [customer("E", "e@x.com"), customer("F", "E@x.com")],
+                      [(gate.CUSTOMER, "E", "f")])  # fmt: skip
+        assert after == {"E": "skipped suppressed: f", "F": "pending"}
+
+
+def test_a_ledger_from_before_the_contact_column_is_keyed_and_still_dedupes(tmp_path):
+    path = str(tmp_path / "ledger.sqlite")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE,"
+            " segment TEXT NOT NULL, recipient TEXT NOT NULL, status TEXT NOT NULL,"
+            " provider_message_id TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,"
+            " error TEXT NOT NULL DEFAULT '', sent_at TEXT NOT NULL DEFAULT '',"
+            " context TEXT NOT NULL DEFAULT '{}')"
+        )
+        db.execute("INSERT INTO deliveries (customer_id, segment, recipient, status)"
+                   " VALUES ('A', 'new', 'Ann@Example.com', 'sent')")  # fmt: skip
+
+    with contextlib.closing(Ledger(path)) as ledger:
+        ledger.key_contacts(functools.partial(match_key, "email"))
+        ledger.key_contacts(lambda _: "not asked twice")
+        after = gated(ledger, [customer("Z", "ann@example.COM"), customer("A", "x")])
+
+    assert after == {"A": "sent", "Z": "skipped duplicate contact of A"}
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT contact FROM deliveries WHERE customer_id = 'A'").fetchone() == (
+            "ann@example.com",
+        )
+
+
+def test_a_store_opens_and_lists_while_a_campaign_holds_the_write_lock(tmp_path):
+    path = str(tmp_path / "consent.sqlite")
+    with ConsentStore(path) as store:
+        store.learn("sms", "+12125550100", "demo", "21610")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # another campaign, in the middle of a write
+        writer.execute("INSERT INTO meta VALUES ('writing', '1')")
+        with ConsentStore(path) as reader:  # waited for the writer before: up to 30 s
+            assert [e.contact for e in reader.entries()] == ["+12125550100"]
+        writer.execute("ROLLBACK")
