@@ -264,7 +264,10 @@ class Ledger:
             self._db.execute(_CURRENT_SCHEMA)
             self._db.execute("DELETE FROM current")
             self._db.executemany(
-                "INSERT OR IGNORE INTO current VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                # a repeated customer id keeps its first row; any other constraint fails
+                # loudly (OR IGNORE would drop a row with a NULL without a word)
+                "INSERT INTO current VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (customer_id) DO NOTHING",
                 (_current_values(c) for c in customers),
             )
             if decide is not None:

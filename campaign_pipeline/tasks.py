@@ -615,7 +615,8 @@ class ChannelTask(CampaignTask):
                 if customer["segment"] not in segments_wanted:
                     yield {"customer_id": customer["customer_id"], "targeted": False}
                     continue
-                error = customer[error_column] or (customer.get(zone_error) if zone_error else "")
+                # (a file without a timezone column has no timezone_error either)
+                error = customer[error_column] or (zone_error and customer.get(zone_error)) or ""
                 yield {
                     "customer_id": customer["customer_id"],
                     "targeted": True,

@@ -196,3 +196,26 @@ def test_quiet_hours_settings_are_checked_before_anything_is_sent(campaign):
         "zone name; did you mean Europe/Berlin?" in done.stderr
     )
     assert campaign.requests("sms") == 0
+
+
+def test_a_customer_file_without_a_timezone_column_is_timed_by_the_phone_numbers(campaign):
+    """Most customer files have no timezone column: every recipient is still a row of the
+    ledger, timed by their number (was: none of them, and a channel done with 0 recipients)."""
+    campaign.customers_path.write_text(
+        "customer_id,first_name,segment,email,phone,device_token\n"
+        + "".join(
+            f"N{n},Cust,premium,n{n}@example.com,+1212555{n:04d},{token(n)}\n" for n in (1, 2)
+        )
+    )
+    campaign.start_sandbox()
+    campaign.configure(consent={"quiet_hours": "", "quiet_hours_channels": ["sms"]})
+    quiet_until(campaign, 3)  # Adak's window: New York's numbers are outside it
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {cid: row["status"] for cid, row in by_id(campaign, "sms").items()} == {
+        "N1": "sent",
+        "N2": "sent",
+    }
+    assert campaign.accepted("sms") == {"+12125550001": 1, "+12125550002": 1}
