@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SANDBOX_PORT ?= 8765
 SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)
 # pytest arguments, e.g. make test PYTEST_ARGS='-k ledger -x'; TEST_WORKERS=1 runs them one by one
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 # the central scheduler (luigid) of `make scheduler`, and the one `make daily` looks for
 SCHEDULER_HOST ?= 127.0.0.1
