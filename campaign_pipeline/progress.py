@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import luigi
 
-from .consent.quiet import describe_waiting
+from .consent.quiet import describe_waiting, duration
 from .ledger import Status
 from .providers import Kind
 
@@ -40,7 +40,7 @@ def describe(
         if limit:
             text += f" (limit {limit})"
     if eta_seconds is not None:
-        text += f" · ETA {_duration(eta_seconds)}"
+        text += f" · ETA {duration(max(1.0, eta_seconds))}"
     return text
 
 
@@ -51,14 +51,6 @@ def rate_limit(rate_per_second: float, batch_size: int = 1) -> str:
     if batch_size > 1:
         text += f" = {rate_per_second:g} requests/s × {batch_size}"
     return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class ProgressReporter:

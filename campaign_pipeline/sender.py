@@ -40,7 +40,7 @@ from .ledger import Ledger, Status
 from .providers import Kind, Outcome, Provider, Request
 from .ratelimit import BURST_MARGIN, Throttle, account_throttle  # noqa: F401 (sender.* names)
 from .templates import MessageTemplate
-from .transport import Session
+from .transport import BAD_URL_ERRORS, Session
 
 log = logging.getLogger("campaign_pipeline.sender")
 
@@ -490,11 +490,7 @@ class ChannelSender:
             response = session.transmit(prepared, timeout=self.settings.timeout_seconds)
         except NotSentError as exc:
             return Outcome(Kind.STOP, error=self._unsendable(exc.__cause__))
-        except (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.MissingSchema,
-        ) as exc:
+        except BAD_URL_ERRORS as exc:
             error = f"bad base_url: {exc}; check [{self.provider.section}] base_url"
             return Outcome(Kind.STOP, error=self.redact(error))
         except requests.RequestException as exc:

@@ -19,6 +19,13 @@ from requests.adapters import HTTPAdapter
 
 from .exceptions import NotSentError
 
+# A base_url requests cannot even address: nothing left, and no retry can help.
+BAD_URL_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+)
+
 _writes = threading.local()  # a session belongs to one thread, so this is the session's
 
 

@@ -303,11 +303,12 @@ def describe_waiting(count: int, opens: float | None, shown: str, now: float) ->
         )
     return (
         f"{count:,} deferred by quiet hours · next window opens {shown} "
-        f"({utc:%H:%M:%S} UTC, in {_duration(wait)})"
+        f"({utc:%H:%M:%S} UTC, in {duration(wait)})"
     )
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """*seconds* in words a person reads at a glance: ``12 s``, ``4 min``, ``2.4 h``."""
     if seconds < 90:
         return f"{max(0, round(seconds))} s"
     if seconds < 90 * 60:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ..exceptions import ChannelStoppedError, ListUnavailableError
+from ..transport import BAD_URL_ERRORS
 from . import Kind, retry_after
 
 if TYPE_CHECKING:
@@ -101,11 +102,7 @@ class ListReader:
         try:
             self.requests += 1
             return self.session.get(url, params=params, headers=headers, timeout=self.timeout)
-        except (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.MissingSchema,
-        ) as exc:
+        except BAD_URL_ERRORS as exc:
             problem = f"bad base_url: {exc}; {provider.hint('base_url')}"
             raise ChannelStoppedError(self.redact(f"{problem} ({self._where(what)})")) from None
         except requests.RequestException as exc:

@@ -22,6 +22,8 @@ from campaign_pipeline.consent.store import LEARNED
 from campaign_pipeline.exceptions import PermanentError, SuppressionFileError
 from campaign_pipeline.ledger import SENT, Ledger
 
+from .old_ledgers import write_old_ledger
+
 TOKEN = "dGVzdHRva2Vu:APA91b" + "Q" * 60
 
 
@@ -259,16 +261,7 @@ def test_a_new_entry_for_the_first_of_a_contact_needs_the_full_check(tmp_path):
 
 def test_a_ledger_from_before_the_contact_column_is_keyed_and_still_dedupes(tmp_path):
     path = str(tmp_path / "ledger.sqlite")
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute(
-            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE,"
-            " segment TEXT NOT NULL, recipient TEXT NOT NULL, status TEXT NOT NULL,"
-            " provider_message_id TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,"
-            " error TEXT NOT NULL DEFAULT '', sent_at TEXT NOT NULL DEFAULT '',"
-            " context TEXT NOT NULL DEFAULT '{}')"
-        )
-        db.execute("INSERT INTO deliveries (customer_id, segment, recipient, status)"
-                   " VALUES ('A', 'new', 'Ann@Example.com', 'sent')")  # fmt: skip
+    write_old_ledger(path, "Ann@Example.com")
 
     with contextlib.closing(Ledger(path)) as ledger:
         ledger.key_contacts(functools.partial(match_key, "email"))

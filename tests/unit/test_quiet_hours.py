@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import sqlite3
 import time
 from zoneinfo import ZoneInfo
 
@@ -20,6 +19,8 @@ from campaign_pipeline.consent.quiet import (
 )
 from campaign_pipeline.ledger import PENDING, SENT, SKIPPED, Ledger
 from campaign_pipeline.segments.timezones import check_timezone
+
+from .old_ledgers import write_old_ledger
 
 NIGHT = parse_window("21:00-08:00")
 UTC = datetime.UTC
@@ -185,17 +186,7 @@ def test_the_timezone_column_is_checked_and_spelled_as_iana_does():
 
 def test_a_ledger_from_before_quiet_hours_gains_the_column(tmp_path):
     path = tmp_path / "old.sqlite"
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE,"
-            " segment TEXT NOT NULL, recipient TEXT NOT NULL, status TEXT NOT NULL,"
-            " provider_message_id TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,"
-            " error TEXT NOT NULL DEFAULT '', sent_at TEXT NOT NULL DEFAULT '',"
-            " context TEXT NOT NULL DEFAULT '{}')"
-        )
-        db.execute("INSERT INTO deliveries (customer_id, segment, recipient, status)"
-                   " VALUES ('A', 'new', 'r', 'sent')")  # fmt: skip
-    db.close()
+    write_old_ledger(str(path), "r")
 
     ledger = Ledger(str(path))
 
