@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import luigi
+import luigi.cmdline_parser
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
@@ -181,15 +182,24 @@ def parse_problems(classes: Iterable[type]) -> list[str]:
     problems = []
     for section, keys in sections(classes).items():
         for key, param in keys.items():
-            if not config.has_option(section, key):
+            flag = _flag_value(section, key)
+            if flag is None and not config.has_option(section, key):
                 continue
             try:
-                param.parse(config.get(section, key))
+                param.parse(config.get(section, key) if flag is None else flag)
             except Exception as exc:  # a parse error, or a bad ${VAR} or % interpolation
-                problems.append(
-                    f"[{section}] {key}: cannot read the value ({exc}); write {_kind(param)}"
-                )
+                where = f"[{section}] {key}"
+                if flag is not None:
+                    where = f"--{section}-{key}".replace("_", "-") + f" {flag!r}"
+                problems.append(f"{where}: cannot read the value ({exc}); write {_kind(param)}")
     return problems
+
+
+def _flag_value(section: str, key: str) -> str | None:
+    """The value given on the luigi command line for *key* of *section*, if any (luigi
+    parses it only when the section's class is built, and then names no key)."""
+    parser = luigi.cmdline_parser.CmdlineParser.get_instance()
+    return getattr(getattr(parser, "known_args", None), f"{section}_{key}", None)
 
 
 def _kind(param: luigi.Parameter) -> str:

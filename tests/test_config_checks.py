@@ -452,6 +452,23 @@ def test_a_value_that_cannot_be_read_is_named(campaign):
     assert_nothing_sent(campaign)
 
 
+def test_a_flag_value_that_cannot_be_read_is_named_by_its_flag(campaign):
+    """A [consent] key given on the command line: luigi parses it when the section is first
+    read and names no key; the line names the flag and the value."""
+    campaign.write_customers(rows=10)
+    campaign.start_sandbox()
+    shipped_retry_policy(campaign)
+
+    done, _ = timed_run(campaign, "--consent-frequency-cap", "abc")
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    assert set(error_lines(done.stderr)) == {
+        "--consent-frequency-cap 'abc': cannot read the value (invalid literal for int() with "
+        "base 10: 'abc'); write a whole number"
+    }
+    assert_nothing_sent(campaign)
+
+
 def test_a_task_setting_that_cannot_be_read_stops_the_scheduling_naming_it(campaign):
     campaign.write_customers(rows=10)
     campaign.start_sandbox()
