@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .channels import registered
@@ -29,6 +30,19 @@ STATUSES = (Status.SENT, Status.FAILED, Status.UNKNOWN, Status.SKIPPED)
 PREVIEW_STATUSES = (WOULD_SEND, Status.FAILED, Status.SKIPPED)
 
 
+@dataclass
+class Tally:
+    """What the summary says of one channel, read from its result file or preview once."""
+
+    counts: Counter = field(default_factory=Counter)  # by status
+    skips: Counter = field(default_factory=Counter)  # skipped, by kind of reason
+    sources: Counter = field(default_factory=Counter)  # suppressed, by source
+    learned: Counter = field(default_factory=Counter)  # failed and learned, by code
+    deferred: str = ""  # who waited for quiet hours, in words
+    note: str = ""  # a dry run's note on a previous date not complete
+    cost: str = ""  # a dry run's billed segments
+
+
 def summarise(folder: Path, store: str = "") -> str:
     """Return the run's load counts and a channel-by-status table, with the file paths;
     *store* is the consent store (default: ``[consent] store``)."""
@@ -44,120 +58,98 @@ def summarise(folder: Path, store: str = "") -> str:
     statuses = PREVIEW_STATUSES if dry_run else STATUSES
     lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
     notes, costs, skips = [], [], []
-    for channel in (c.name for c in registered()):
-        path = folder / (f"{channel}_preview.json" if dry_run else f"{channel}_results.csv")
+    for channel in registered():
+        name = channel.name
+        path = folder / (f"{name}_preview.json" if dry_run else f"{name}_results.csv")
         if not path.exists():
-            lines.append(f"{channel:<8}  (no {path.name}: the channel has not finished)")
+            lines.append(f"{name:<8}  (no {path.name}: the channel has not finished)")
             continue
-        counts = _preview_counts(path) if dry_run else _result_counts(path)
-        kinds = _preview_skips(path) if dry_run else _result_skips(path)
-        if described := describe_skips(kinds):
-            skips.append(f"{channel} skipped: {described}")
-        if waited := _preview_deferred(path) if dry_run else _result_deferred(path):
-            skips.append(f"{channel} {waited}")
-        sources = _preview_sources(path) if dry_run else _result_sources(path)
-        if described := describe_skips(sources):
-            skips.append(f"{channel} suppressed by: {described}")
-        if not dry_run and (described := describe_skips(_learned(path, channel, store))):
-            skips.append(f"{channel} refused for good, skipped from now on: {described}")
-        lines.append(f"{channel:<8}" + "".join(f"{counts[s]:>11,}" for s in statuses) + f"  {path}")
-        if dry_run and (note := _preview_note(path)) and note not in notes:
-            notes.append(note)
-        if dry_run and (cost := _preview_cost(path)):
-            costs.append(f"{channel:<8}{cost}")
+        tally = (
+            _preview_tally(path)
+            if dry_run
+            else _result_tally(path, channel.name, channel.contact, store)
+        )
+        if described := describe_skips(tally.skips):
+            skips.append(f"{name} skipped: {described}")
+        if tally.deferred:
+            skips.append(f"{name} {tally.deferred}")
+        if described := describe_skips(tally.sources):
+            skips.append(f"{name} suppressed by: {described}")
+        if described := describe_skips(tally.learned):
+            skips.append(f"{name} refused for good, skipped from now on: {described}")
+        counts = "".join(f"{tally.counts[s]:>11,}" for s in statuses)
+        lines.append(f"{name:<8}{counts}  {path}")
+        if tally.note and tally.note not in notes:
+            notes.append(tally.note)
+        if tally.cost:
+            costs.append(f"{name:<8}{tally.cost}")
     if costs:
         lines += ["Billed segments, known before sending:", *costs]
     return "\n".join(lines + skips + [f"Note: {note}" for note in notes])
 
 
-def _result_counts(path: Path) -> Counter:
+def _result_tally(path: Path, channel: str, column: str, store: str) -> Tally:
+    """One pass over a result file: statuses, skip kinds and sources, who waited for quiet
+    hours; then the failed contacts the consent store learned."""
+    tally, waited, last, failed = Tally(), Counter(), "", set()
     with path.open(newline="") as handle:
-        return Counter(row["status"] for row in csv.DictReader(handle))
-
-
-def _result_skips(path: Path) -> Counter:
-    """The kinds of reason of the skipped recipients (suppressed, duplicate contact, ...)."""
-    with path.open(newline="") as handle:
-        rows = csv.DictReader(handle)
-        return Counter(skip_kind(row["error"]) for row in rows if row["status"] == Status.SKIPPED)
-
-
-def _result_deferred(path: Path) -> str:
-    """``deferred by quiet hours: 12, sent once their window opened (the last ...)`` or ""."""
-    with path.open(newline="") as handle:
-        waited = [row for row in csv.DictReader(handle) if row.get("deferred_until")]
-    if not waited:
-        return ""
-    by_status = Counter(row["status"] for row in waited)
-    last = max(row["deferred_until"] for row in waited)
-    statuses = ", ".join(f"{n:,} {status}" for status, n in sorted(by_status.items()))
-    return (
-        f"deferred by quiet hours: {len(waited):,}, sent once their window opened "
-        f"({statuses}; the last window opened at {last})"
-    )
-
-
-def _preview_deferred(path: Path) -> str:
-    return describe_preview(json.loads(path.read_text())["counts"].get("quiet_hours", {}))
-
-
-def _result_sources(path: Path) -> Counter:
-    """Where the suppressed recipients' entries come from: the file, learned (by code),
-    imported, a provider's list (``sendgrid bounces``)."""
-    with path.open(newline="") as handle:
-        rows = csv.DictReader(handle)
-        return Counter(
-            source_kind(row["error"])
-            for row in rows
-            if row["status"] == Status.SKIPPED and skip_kind(row["error"]) == "suppressed"
+        for row in csv.DictReader(handle):
+            status = row["status"]
+            tally.counts[status] += 1
+            if status == Status.SKIPPED:
+                kind = skip_kind(row["error"])
+                tally.skips[kind] += 1
+                if kind == "suppressed":
+                    tally.sources[source_kind(row["error"])] += 1
+            elif status == Status.FAILED:
+                failed.add(match_key(column, original_cell(row["recipient"])))
+            if row.get("deferred_until"):
+                waited[status] += 1
+                last = max(last, row["deferred_until"])
+    if waited:
+        statuses = ", ".join(f"{n:,} {status}" for status, n in sorted(waited.items()))
+        tally.deferred = (
+            f"deferred by quiet hours: {waited.total():,}, sent once their window opened "
+            f"({statuses}; the last window opened at {last})"
         )
+    tally.learned = _learned(failed, channel, store)
+    return tally
 
 
-def _preview_sources(path: Path) -> Counter:
-    return Counter(json.loads(path.read_text())["counts"].get("suppressed_by_source", {}))
-
-
-def _learned(path: Path, channel: str, store: str = "") -> Counter:
-    """The failed recipients whose contact the consent store learned from the provider's
+def _learned(failed: set[str], channel: str, store: str = "") -> Counter:
+    """The *failed* contacts whose refusal the consent store learned from the provider's
     answer (a STOP reply, a retired token), by code: ``learned 21610``."""
     store_path = store or consent_config().store
-    if not os.path.exists(store_path):  # a summary never creates the store
+    if not failed or not os.path.exists(store_path):  # a summary never creates the store
         return Counter()
-    column = next(c.contact for c in registered() if c.name == channel)
-    with path.open(newline="") as handle:
-        failed = {
-            match_key(column, original_cell(row["recipient"]))
-            for row in csv.DictReader(handle)
-            if row["status"] == Status.FAILED
-        }
-    with ConsentStore(store_path, readonly=True) as store:
+    with ConsentStore(store_path, readonly=True) as found:
         return Counter(
             f"learned {entry.code}"
-            for entry in store.entries(channel)
+            for entry in found.entries(channel)
             if entry.source == LEARNED and entry.contact in failed
         )
 
 
-def _preview_skips(path: Path) -> Counter:
-    return Counter(json.loads(path.read_text())["counts"].get("skipped_by_reason", {}))
+def _preview_tally(path: Path) -> Tally:
+    """A dry run's preview, read once."""
+    preview = json.loads(path.read_text())
+    counts = preview["counts"]
+    return Tally(
+        counts=Counter(counts["by_status"]),
+        skips=Counter(counts.get("skipped_by_reason", {})),
+        sources=Counter(counts.get("suppressed_by_source", {})),
+        deferred=describe_preview(counts.get("quiet_hours", {})),
+        note=preview.get("depends_on_past", {}).get("note", ""),
+        cost=_cost(counts.get("message_segments")),
+    )
 
 
-def _preview_counts(path: Path) -> Counter:
-    return Counter(json.loads(path.read_text())["counts"]["by_status"])
-
-
-def _preview_cost(path: Path) -> str:
+def _cost(parts: dict | None) -> str:
     """The total segments a dry run's messages would be billed, by encoding, or ""."""
-    parts = json.loads(path.read_text())["counts"].get("message_segments")
     if not parts:
         return ""
     by = " · ".join(f"{n:,} {kind}" for kind, n in parts["by_encoding"].items())
     return f"{parts['total']:>11,} segments ({by})"
-
-
-def _preview_note(path: Path) -> str:
-    """The preview's note on a previous date that a real run would run first, or ""."""
-    return json.loads(path.read_text()).get("depends_on_past", {}).get("note", "")
 
 
 def main(argv: list[str] | None = None) -> int:
