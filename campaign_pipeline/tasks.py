@@ -213,10 +213,10 @@ def _record(task: CampaignTask, event: str, error: str = "") -> None:
 def _report_failure(task: CampaignTask, detail: str) -> None:
     """Rewrite the run folder's report with state failed, best-effort: the failure itself
     is what the operator must hear about, never an error of its report."""
-    if settings_check.parse_problems(settings_check.package_classes()):
-        log.warning("report not rewritten: a setting cannot be read (named above)")
-        return
     try:
+        if settings_check.parse_problems(settings_check.package_classes()):
+            log.warning("report not rewritten: a setting cannot be read (named above)")
+            return
         failed = {"state": "failed", "detail": detail}
         reporting.write(task.run_dir(), dry_run=task.dry_run, status=failed)
     except Exception as exc:
