@@ -181,6 +181,7 @@ def history_lines(history: dict) -> str:
     sent_axes = figure.add_axes((0.1, 0.47, 0.7, 0.45))
     rate_axes = figure.add_axes((0.1, 0.1, 0.7, 0.28), sharex=sent_axes)
     x = list(range(len(dates)))
+    highest = 1.0
     for i, name in enumerate(channels):
         colour = CHANNEL_COLOURS[i % len(CHANNEL_COLOURS)]
         found = [entry.get("channels", {}).get(name) for entry in history.get("dates", [])]
@@ -188,11 +189,13 @@ def history_lines(history: dict) -> str:
         rate = [100 * c.get("failure_rate", 0) if c else None for c in found]
         sent_axes.plot(x, _gaps(sent), marker="o", markersize=3, color=colour, label=name)
         rate_axes.plot(x, _gaps(rate), marker="o", markersize=3, color=colour)
+        highest = max([highest, *(r for r in rate if r is not None)])
     sent_axes.set_title("sent per date", loc="left")
     sent_axes.set_ylim(bottom=0)
     sent_axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     rate_axes.set_title("failure rate per date (failed + unknown, % of attempted)", loc="left")
-    rate_axes.set_ylim(bottom=0, top=max(1.0, rate_axes.get_ylim()[1]))
+    rate_axes.set_ylim(0, highest * 1.2)
+    rate_axes.yaxis.set_major_formatter("{x:g}%")
     rate_axes.set_xticks(x, [d[5:] if len(dates) > 1 else d for d in dates])
     sent_axes.tick_params(labelbottom=False)
     return _svg(figure, "history")

@@ -8,6 +8,8 @@ part of the report without running a campaign; its numbers add up as a real run'
 from __future__ import annotations
 
 import datetime
+import json
+from pathlib import Path
 
 SEGMENTS = ("premium", "regular", "new")
 STATUSES = ("sent", "failed", "unknown", "skipped", "pending", "in_flight")
@@ -175,3 +177,22 @@ def _tasks(date: str, channels: dict) -> list[dict]:
             }
         )
     return rows
+
+
+def write_week(campaign_folder: Path, first: str = "2026-11-19", days: int = 7) -> list[dict]:
+    """A run folder per day from *first*, each with its report.json and report.html made from
+    :func:`synthetic_report`; returns the reports, oldest first."""
+    from campaign_pipeline.reporting import page
+
+    start = datetime.date.fromisoformat(first)
+    reports = []
+    for day in range(days):
+        date = (start + datetime.timedelta(days=day)).isoformat()
+        report = synthetic_report(date, bins=60)
+        report["campaign"] = campaign_folder.name
+        folder = campaign_folder / date
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.json").write_text(json.dumps(report))
+        (folder / "report.html").write_text(page.render(report))
+        reports.append(report)
+    return reports
