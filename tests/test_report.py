@@ -8,14 +8,21 @@ kept in var/test-artifacts/.
 
 from __future__ import annotations
 
+import csv
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import CHANNELS, REPO, TASKS
 
+from campaign_pipeline.ledger import skip_kind
 from campaign_pipeline.reporting import page
 from campaign_pipeline.reporting.history import write_history
+from campaign_pipeline.sandbox import ErrorRule
+from campaign_pipeline.testing import free_port
 from campaign_pipeline.testing.browser import ARTIFACTS, open_page
 from campaign_pipeline.testing.reports import synthetic_report, write_week
 
@@ -24,7 +31,9 @@ REPORT = str(Path(sys.executable).parent / "campaign-report")
 
 
 def find(hooks: list[dict], **wanted: str) -> dict:
-    """The one hooked element whose data-* are *wanted*; absent keys must be absent."""
+    """The one hooked element whose data-* are *wanted* (rejected_reason= for
+    data-rejected-reason); a key given None must be absent."""
+    wanted = {key.replace("_", "-"): value for key, value in wanted.items()}
     found = [
         h
         for h in hooks
@@ -123,3 +132,136 @@ def test_campaign_report_prints_the_report_and_writes_the_history(campaign):
         missing.stderr
         == f"no campaign folder {campaign.root / 'runs' / 'nobody'}: no run of this campaign yet\n"
     )
+
+
+# -- a real run --------------------------------------------------------------------------------
+
+HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
+SEGMENTS = ("premium", "regular", "new")
+
+
+def write_faulty_customers(campaign, rows: int = 30) -> None:
+    """*rows* customers across the segments, with a missing, an invalid and a shared e-mail
+    address (skipped) and a row of an unknown segment (rejected)."""
+    emails = {7: "", 8: "not-an-address", 9: "row10@example.com"}
+    lines = [
+        f"R{n},Row,{SEGMENTS[n % 3]},{emails.get(n, f'row{n}@example.com')},"
+        f"+1212555{n:04d},rowtoken{n:04d}{'x' * 40}\n"
+        for n in range(rows)
+    ]
+    lines.append("R99,Row,nobody,row99@example.com,+12125550099,\n")
+    campaign.customers_path.write_text(HEADER + "".join(lines))
+
+
+# A few refusals for good (failed, with and without a provider code) and answers that clear
+# after one try (a 429 and a 500): retried, then sent. The sandbox also leaves a share of the
+# requests unanswered, at random (unknown): the test counts the result files, and asks only
+# for what cannot all be lost to that (one of six refusals answered, one request unanswered).
+FAULTS = [
+    ErrorRule("email", r"^row1@", 400),
+    ErrorRule("email", r"^row11@", 400),
+    ErrorRule("sms", r"0002$", 400, "21610"),
+    ErrorRule("sms", r"0003$", 400, "21211"),
+    ErrorRule("push", r"^rowtoken0004", 404, "UNREGISTERED"),
+    ErrorRule("push", r"^rowtoken0012", 404, "UNREGISTERED"),
+    ErrorRule("email", r"^row5@", 429, times=1),
+    ErrorRule("sms", r"0006$", 500, times=1),
+]
+
+
+def tally(rows: list[dict]) -> dict:
+    """What the page must show of one channel, counted from its result file."""
+    by_segment: dict[str, Counter] = {}
+    codes, reasons = Counter(), Counter()
+    for row in rows:
+        by_segment.setdefault(row["segment"], Counter())[row["status"]] += 1
+        if row["status"] == "skipped":
+            reasons[skip_kind(row["error"])] += 1
+        answered = re.match(r"\w+ provider answered (\d+)(?: (\w+))?:", row["error"])
+        if row["status"] == "failed" and answered:
+            codes[(answered.group(1), answered.group(2) or "")] += 1
+    statuses = Counter(row["status"] for row in rows)
+    return {"statuses": statuses, "segments": by_segment, "codes": codes, "reasons": reasons}
+
+
+def test_the_report_of_a_run_with_faults_shows_the_result_files_numbers(campaign):
+    write_faulty_customers(campaign)
+    sandbox = campaign.start_sandbox(error_rules=FAULTS, hang_rate=0.1, hang_seconds=1, seed=7)
+    for channel in CHANNELS:  # an answer that does not come is unknown, not retried
+        campaign.configure(
+            **{f"{channel}_api": {"timeout_seconds": 0.3, "retry_unanswered": "false"}}
+        )
+
+    done = campaign.run()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = campaign.folder / "report.html"
+    with open_page(path) as shown_page:
+        charts = shown_page.charts()
+        hooks = shown_page.hooks()
+        shown_page.screenshot("report-run.png")
+        assert shown_page.console == [] and shown_page.errors == []
+        assert shown_page.requests == [] and shown_page.failed == []
+    seen, codes = set(), set()
+    for channel in CHANNELS:
+        counted = tally(campaign.results(channel))
+        seen |= set(counted["statuses"])
+        codes |= set(counted["codes"])
+        task = TASKS[channel]
+        assert charts[f"bars-{task}"] > 10 and charts[f"timeline-{task}"] > 5
+        rows = counted["statuses"].total()
+        assert shown(find(hooks, channel=channel, field="targeted")) == rows
+        for status in ("sent", "failed", "unknown", "skipped", "pending", "in_flight"):
+            hook = find(hooks, channel=channel, status=status, segment=None)
+            assert shown(hook) == counted["statuses"][status], (channel, status)
+        for segment, statuses in counted["segments"].items():
+            for status, n in statuses.items():
+                assert shown(find(hooks, channel=channel, segment=segment, status=status)) == n
+        for reason, n in counted["reasons"].items():
+            assert shown(find(hooks, channel=channel, reason=reason)) == n
+        for (http, code), n in counted["codes"].items():
+            assert shown(find(hooks, channel=channel, http=http, code=code)) == n
+        assert len([h for h in hooks if h.get("channel") == channel and "code" in h]) == len(
+            counted["codes"]
+        )
+        answered_429 = sandbox.stats()[channel]["statuses"].get("429", 0)
+        assert shown(find(hooks, channel=channel, field="rate_limited")) == answered_429
+    assert seen >= {"sent", "failed", "unknown", "skipped"} and codes
+    assert shown(find(hooks, rejected_reason="unknown_segment")) == 1
+
+
+def test_a_week_of_daily_runs_has_a_history_page_with_a_row_per_date(campaign):
+    dates = [f"2026-11-{day}" for day in range(19, 26)]
+    campaign.write_customers(rows=3)
+    campaign.start_sandbox()
+    campaign.configure(schedule={"start_date": dates[0]})
+    week = subprocess.run(
+        [str(Path(sys.executable).parent / "campaign-run"), "backfill", "--start", dates[0],
+         "--end", dates[-1]],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=campaign.env(LOG_DIR=str(campaign.root / "log"), SCHEDULER_PORT=str(free_port())),
+    )  # fmt: skip
+    assert week.returncode == 0, week.stdout[-3000:] + week.stderr[-3000:]
+
+    history = subprocess.run(
+        [REPORT, "--history"], env=campaign.env(), capture_output=True, text=True, timeout=60
+    )
+    page_path = campaign.root / "runs" / "test" / "history.html"
+    assert (history.returncode, history.stdout) == (0, f"{page_path}\n"), history.stderr
+    with open_page(page_path) as shown_page:
+        rows = shown_page.evaluate(
+            "Array.from(document.querySelectorAll('tr[data-date]')).map(r => r.dataset.date)"
+        )
+        lines = shown_page.evaluate(
+            "document.querySelectorAll('svg.chart[data-chart=history] path').length"
+        )
+        hooks = shown_page.hooks()
+        shown_page.screenshot("history-run.png")
+        assert shown_page.console == [] and shown_page.errors == [] and shown_page.requests == []
+    assert rows == dates and lines > 6
+    for date in dates:
+        for channel in CHANNELS:
+            rows = campaign.root / "runs" / "test" / date / f"{channel}_results.csv"
+            with rows.open(newline="") as handle:
+                sent = sum(r["status"] == "sent" for r in csv.DictReader(handle))
+            assert shown(find(hooks, date=date, channel=channel, field="sent")) == sent

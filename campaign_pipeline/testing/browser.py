@@ -53,11 +53,12 @@ class Page:
         return self.handle.evaluate(script, arg)
 
     def hooks(self) -> list[dict]:
-        """Every element with a data-value: its data-* attributes (``channel``, ``status``,
-        ``segment``, ...) and its text, as the page shows it."""
+        """Every element with a data-value: its data-* attributes without the prefix, named
+        as in the HTML (``channel``, ``status``, ``rejected-reason``) and its text."""
         return self.evaluate(
-            "Array.from(document.querySelectorAll('[data-value]'))"
-            ".map(e => ({...e.dataset, text: e.textContent.trim()}))"
+            "Array.from(document.querySelectorAll('[data-value]')).map(e => Object.fromEntries("
+            "[...e.getAttributeNames().filter(n => n.startsWith('data-'))"
+            ".map(n => [n.slice(5), e.getAttribute(n)]), ['text', e.textContent.trim()]]))"
         )
 
     def charts(self) -> dict[str, int]:
