@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from markupsafe import Markup
 
-from . import REPORT_HTML, REPORT_JSON, charts
+from . import REPORT_HTML, REPORT_JSON, _replace, charts
 from .page import environment, percent
 
 HISTORY_HTML = "history.html"
@@ -99,19 +97,7 @@ def render_history(history: dict) -> str:
 def write_history(campaign_folder: Path) -> Path:
     """Write history.json and history.html in *campaign_folder*; return the page's path."""
     history = gather_history(campaign_folder)
-    _write(campaign_folder / HISTORY_JSON, json.dumps(history, indent=2) + "\n")
+    _replace(campaign_folder / HISTORY_JSON, json.dumps(history, indent=2) + "\n")
     page = campaign_folder / HISTORY_HTML
-    _write(page, render_history(history))
+    _replace(page, render_history(history))
     return page
-
-
-def _write(path: Path, text: str) -> None:
-    """Write *path* whole or not at all: a temporary file beside it, then a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

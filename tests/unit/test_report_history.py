@@ -47,7 +47,7 @@ def test_write_history_writes_the_page_and_the_json_beside_the_dates(tmp_path):
     assert html.count('<svg class="chart"') == 1 and "<script" not in html
     sent = history["dates"][0]["channels"]["sms"]["sent"]
     assert f'data-channel="sms" data-field="sent" data-value="{sent}"' in html
-    assert not list(folder.glob(".*.tmp"))
+    assert not list(folder.glob(".history.*")), "a temporary file is left"
 
 
 def test_a_campaign_without_dates_has_an_empty_history(tmp_path):
