@@ -129,7 +129,8 @@ def _split_skipped(axes, y: int, left: float, value: int, by: dict, reasons: dic
 @_styled
 def timeline(channel: dict) -> str:
     """Messages the provider accepted per second over the send, against the configured
-    limit, with the achieved rate as a ratio of it in the title."""
+    limit, with the achieved rate as a ratio of it in the title (after the channel's
+    ``name``, when the dict has one)."""
     line = channel.get("timeline") or {}
     accepted = line.get("accepted") or []
     step = float(line.get("bin_seconds") or 1)
@@ -157,7 +158,7 @@ def timeline(channel: dict) -> str:
     axes.set_xlim(0, edges[-1] if rates else 1)
     axes.set_xlabel(f"{unit} after {_clock(line.get('start'))}")
     axes.set_ylabel("accepted / s")
-    axes.set_title(_timeline_title(line), loc="left")
+    axes.set_title(f"{channel.get('name', '')}  {_timeline_title(line)}".strip(), loc="left")
     return _svg(figure, f"timeline-{channel.get('task', '')}")
 
 

@@ -84,7 +84,7 @@ def _channel(name: str, part: dict) -> dict[str, Any]:
         "by_segment": part.get("by_segment") or {},
         "attempted": attempted,
         "bars": Markup(charts.segment_bars(part)) if counts else "",
-        "timeline_svg": Markup(charts.timeline(part)) if line else "",
+        "timeline_svg": Markup(charts.timeline({**part, "name": name})) if line else "",
         "timeline": line or {},
         "samples": part.get("samples") or [],
     }
