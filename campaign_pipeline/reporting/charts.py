@@ -30,7 +30,8 @@ STATUS_COLOURS = {
     "skipped": "#5c6bc0",
 }
 # Skipped rows split by kind of reason (consent outcomes and contact problems), in shades.
-SKIP_COLOURS = ["#3949ab", "#5c6bc0", "#7986cb", "#9fa8da", "#c5cae9", "#283593", "#8e99f3"]
+# (none is the plain "skipped" colour, which stands for skipped rows the data does not split)
+SKIP_COLOURS = ["#283593", "#3949ab", "#7986cb", "#9fa8da", "#c5cae9", "#1a237e", "#8e99f3"]
 CHANNEL_COLOURS = ["#1565c0", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e"]
 LIMIT_COLOUR = "#c62828"
 STYLE = {

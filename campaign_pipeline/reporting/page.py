@@ -96,11 +96,11 @@ def _missing(value: Any) -> bool:
 
 
 def number(value: Any) -> str:
-    """``1,234`` for a count, ``9.7`` for a rate; anything else as it is."""
+    """``1,234`` for a count, ``9.7`` for a rate, yes or no; anything else as it is."""
     if _missing(value):
         return ""
     if isinstance(value, bool):
-        return str(value)
+        return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
