@@ -247,3 +247,20 @@ def test_the_visualiser_links_each_channel_task_to_the_report(campaign, luigid):
     url = "http://127.0.0.1:8084/test/2026-11-25/report.html"
     linked = {t["name"] for t in tasks.values() if t.get("tracking_url") == url}
     assert linked == {*TASKS.values(), "CampaignReport", "RunCampaign"}
+
+
+def test_a_report_base_url_that_is_not_http_is_one_line_and_nothing_is_sent(campaign):
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    campaign.configure(report={"base_url": "ftp://reports.example.com/"})
+
+    done = campaign.run()
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    problems = {line.split("setting: ", 1)[1] for line in done.stderr.splitlines()
+                if "setting: " in line}  # fmt: skip
+    assert problems == {
+        "[report] base_url = ftp://reports.example.com/: must be an http:// or https:// URL "
+        "serving [campaign] output_dir, e.g. http://127.0.0.1:8084, or empty for file:// links"
+    }
+    assert all(campaign.requests(channel) == 0 for channel in CHANNELS)
