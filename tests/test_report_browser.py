@@ -9,6 +9,7 @@ kept in var/test-artifacts/.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -113,18 +114,30 @@ def test_campaign_report_prints_the_report_and_writes_the_history(campaign):
     folder = campaign.root / "runs" / "weekly"
     write_week(folder, first="2026-11-23", days=3)
 
-    def report(*args: str) -> subprocess.CompletedProcess:
+    def report(*args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [REPORT, *args], env=campaign.env(), capture_output=True, text=True, timeout=60
+            [REPORT, *args], env=campaign.env(**env), capture_output=True, text=True, timeout=60
         )
 
-    html = report("--html", "--date", "2026-11-25")
-    assert (html.returncode, html.stdout) == (0, f"{folder / '2026-11-25' / 'report.html'}\n")
+    page_path = folder / "2026-11-25" / "report.html"
+    # --open hands the page to the browser webbrowser finds: $BROWSER, here one that echoes
+    html = report("--html", "--open", "--date", "2026-11-25", BROWSER="echo")
+    assert (html.returncode, html.stdout) == (0, f"{page_path}\n{page_path.as_uri()}\n")
+    (folder / "2026-11-24" / "report.html").unlink()  # a run folder without its page
+    written = report("--html", "--date", "2026-11-24")
+    assert written.stdout == f"{folder / '2026-11-24' / 'report.html'}\n", written.stderr
+    assert 'data-field="campaign">weekly<' in (folder / "2026-11-24" / "report.html").read_text()
     summary = report("--date", "2026-11-25")
     assert summary.stdout.splitlines()[-1] == f"Report: {folder / '2026-11-25' / 'report.html'}"
+    (folder / "2026-11-23" / "report.json").unlink()  # gathered on the fly: nothing ran there
     history = report("--history")
     assert (history.returncode, history.stdout) == (0, f"{folder / 'history.html'}\n")
-    assert (folder / "history.json").exists()
+    dates = json.loads((folder / "history.json").read_text())["dates"]
+    assert [(d["date"], d["status"]) for d in dates] == [
+        ("2026-11-23", "incomplete"),
+        ("2026-11-24", "incomplete"),  # its report was written above, from no result file
+        ("2026-11-25", "complete"),
+    ]
     assert (folder / "history.html").read_text().count("<tr data-date=") == 3
     missing = report("--history", "--campaign", "nobody")
     assert missing.returncode == 1
