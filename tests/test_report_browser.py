@@ -85,7 +85,7 @@ def test_a_full_report_draws_its_charts_and_shows_the_report_s_numbers(tmp_path)
 
 
 def test_a_week_of_history_shows_seven_rows_and_a_line_chart(tmp_path):
-    reports = write_week(tmp_path / "demo", days=7)
+    reports = write_week(tmp_path / "demo", days=7, pages=False)
     path = write_history(tmp_path / "demo")
 
     with open_page(path) as shown_page:
@@ -112,7 +112,7 @@ def test_a_week_of_history_shows_seven_rows_and_a_line_chart(tmp_path):
 def test_campaign_report_prints_the_report_and_writes_the_history(campaign):
     campaign.configure(campaign={"name": "weekly", "output_dir": str(campaign.root / "runs")})
     folder = campaign.root / "runs" / "weekly"
-    write_week(folder, first="2026-11-23", days=3)
+    write_week(folder, first="2026-11-23", days=3, pages=False)
 
     def report(*args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -179,9 +179,13 @@ def _tasks(date: str, channels: dict) -> list[dict]:
     return rows
 
 
-def write_week(campaign_folder: Path, first: str = "2026-11-19", days: int = 7) -> list[dict]:
+def write_week(
+    campaign_folder: Path, first: str = "2026-11-19", days: int = 7, pages: bool = True
+) -> list[dict]:
     """A run folder per day from *first*, each with its report.json and report.html made from
-    :func:`synthetic_report`; returns the reports, oldest first."""
+    :func:`synthetic_report` (with *pages* false, a report.html holding the date alone: a
+    test of what links to the page, not of the page, draws no chart); returns the reports,
+    oldest first."""
     from campaign_pipeline.reporting import page
 
     start = datetime.date.fromisoformat(first)
@@ -193,6 +197,7 @@ def write_week(campaign_folder: Path, first: str = "2026-11-19", days: int = 7) 
         folder = campaign_folder / date
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.json").write_text(json.dumps(report))
-        (folder / "report.html").write_text(page.render(report))
+        html = page.render(report) if pages else f"<!doctype html><title>{date}</title>"
+        (folder / "report.html").write_text(html)
         reports.append(report)
     return reports

@@ -10,7 +10,7 @@ from campaign_pipeline.testing.reports import write_week
 
 def test_a_week_of_reports_is_one_entry_per_date_oldest_first(tmp_path):
     folder = tmp_path / "demo"
-    reports = write_week(folder)
+    reports = write_week(folder, pages=False)
     (folder / "not-a-date").mkdir()
     (folder / "2026-11-22" / "dry-run").mkdir()
     history = gather_history(folder)
@@ -35,7 +35,7 @@ def test_the_failure_rate_is_zero_when_nothing_was_attempted():
 
 def test_write_history_writes_the_page_and_the_json_beside_the_dates(tmp_path):
     folder = tmp_path / "demo"
-    write_week(folder, days=3)
+    write_week(folder, days=3, pages=False)
     (folder / "2026-11-20" / "report.html").unlink()
     page = write_history(folder)
     assert page == folder / "history.html"

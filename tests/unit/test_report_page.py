@@ -6,6 +6,8 @@ import copy
 import re
 from html.parser import HTMLParser
 
+import pytest
+
 from campaign_pipeline.reporting import charts, page
 from campaign_pipeline.testing.reports import synthetic_report
 
@@ -58,6 +60,17 @@ def number_in(found: dict) -> int:
     return int(found["data-value"])
 
 
+@pytest.fixture(scope="module")
+def with_samples() -> str:
+    """The page of the synthetic report with samples, rendered once for the tests reading it."""
+    return page.render(synthetic_report(samples=True))
+
+
+@pytest.fixture(scope="module")
+def without_samples() -> str:
+    return page.render(synthetic_report())
+
+
 def test_every_count_of_the_report_is_in_the_page_with_its_hook():
     report = synthetic_report(scale=1000)
     parsed = hooks(page.render(report))
@@ -86,14 +99,14 @@ def test_every_count_of_the_report_is_in_the_page_with_its_hook():
     assert number_in(cell(parsed, field="customer_file.rejected")) == 6000
 
 
-def test_a_provider_code_s_meaning_is_shown_beside_it():
-    html = page.render(synthetic_report())
+def test_a_provider_code_s_meaning_is_shown_beside_it(without_samples):
+    html = without_samples
     assert "recipient unsubscribed (replied STOP)" in html
     assert "<code>21610</code>" in html
 
 
-def test_the_page_holds_no_script_and_no_url():
-    html = page.render(synthetic_report(samples=True))
+def test_the_page_holds_no_script_and_no_url(with_samples):
+    html = with_samples
     assert "<script" not in html.lower()
     for name, value in hooks(html).attributes:
         if name in ("href", "src", "xlink:href", "action", "srcset", "poster"):
@@ -102,17 +115,16 @@ def test_the_page_holds_no_script_and_no_url():
     assert "@import" not in html and "http://www.w3.org" not in html
 
 
-def test_customer_data_is_escaped_and_shown_only_as_samples():
-    report = synthetic_report(samples=True)
-    html = page.render(report)
+def test_customer_data_is_escaped_and_shown_only_as_samples(with_samples, without_samples):
+    html = with_samples
     assert "&lt;b&gt;not&lt;/b&gt;" in html and "<b>not</b>" not in html
     assert 'id="samples"' in html and "ana.silva.7@example.org" in html
-    without = page.render(synthetic_report())
+    without = without_samples
     assert 'id="samples"' not in without and "@example.org" not in without
 
 
-def test_each_chart_is_inline_svg_with_ids_of_its_own():
-    html = page.render(synthetic_report())
+def test_each_chart_is_inline_svg_with_ids_of_its_own(without_samples):
+    html = without_samples
     assert html.count('<svg class="chart"') == 6
     assert "<?xml" not in html and "<!DOCTYPE svg" not in html
     ids = re.findall(r'\sid="([^"]+)"', html)
