@@ -83,7 +83,8 @@ def _channel(name: str, part: dict) -> dict[str, Any]:
         "counts": counts,
         "by_segment": part.get("by_segment") or {},
         "attempted": attempted,
-        "bars": Markup(charts.segment_bars(part)) if counts else "",
+        # no chart of zeros: a channel that has not started says so in words
+        "bars": Markup(charts.segment_bars(part)) if any(counts.values()) else "",
         "timeline_svg": Markup(charts.timeline({**part, "name": name})) if line else "",
         "timeline": line or {},
         "samples": part.get("samples") or [],

@@ -177,6 +177,13 @@ def test_a_dry_run_and_an_unfinished_run_render():
     bare = {"schema": 1, "campaign": "demo", "date": "2026-11-25", "dry_run": False,
             "status": {"state": "incomplete", "detail": ""}, "channels": {}}  # fmt: skip
     assert "No channel has started yet." in page.render(bare)
+    zeros = dict.fromkeys(("sent", "failed", "unknown", "skipped", "pending", "in_flight"), 0)
+    bare["channels"]["sms"] = {"task": "SendSmsCampaign", "state": "not started", "targeted": 0,
+                               "counts": zeros}  # fmt: skip
+    bare["customer_file"] = {"path": None, "size_bytes": None, "records_read": 0}  # not loaded
+    html = page.render(bare)
+    assert "This channel has not started yet." in html and '<svg class="chart"' not in html
+    assert "The customer file has not been loaded yet." in html
 
 
 def test_the_status_and_the_failed_task_are_named():
