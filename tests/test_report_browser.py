@@ -245,9 +245,14 @@ def test_the_report_of_a_run_with_faults_shows_the_result_files_numbers(campaign
 
 def test_a_week_of_daily_runs_has_a_history_page_with_a_row_per_date(campaign):
     dates = [f"2026-11-{day}" for day in range(19, 26)]
-    campaign.write_customers(rows=3)
+    for n, date in enumerate(dates):  # a customer file per date, a few rows more each day
+        campaign.write_customers(rows=4 + n)
+        campaign.customers_path.rename(campaign.root / f"customers-{date}.csv")
     campaign.start_sandbox()
-    campaign.configure(schedule={"start_date": dates[0]})
+    campaign.configure(
+        schedule={"start_date": dates[0]},
+        campaign={"input_path": str(campaign.root / "customers-{date}.csv")},
+    )
     week = subprocess.run(
         [str(Path(sys.executable).parent / "campaign-run"), "backfill", "--start", dates[0],
          "--end", dates[-1]],
@@ -272,6 +277,8 @@ def test_a_week_of_daily_runs_has_a_history_page_with_a_row_per_date(campaign):
         shown_page.screenshot("history-run.png")
         assert shown_page.console == [] and shown_page.errors == [] and shown_page.requests == []
     assert rows == dates and lines > 6
+    sent = [find(hooks, date=date, channel="email", field="sent")["value"] for date in dates]
+    assert len(set(sent)) > 1, "each date's own numbers, not one date's seven times"
     for date in dates:
         for channel in CHANNELS:
             rows = campaign.root / "runs" / "test" / date / f"{channel}_results.csv"

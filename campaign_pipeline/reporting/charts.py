@@ -194,6 +194,7 @@ def history_lines(history: dict) -> str:
         highest = max([highest, *(r for r in rate if r is not None)])
     sent_axes.set_title("sent per date", loc="left")
     sent_axes.set_ylim(bottom=0)
+    sent_axes.yaxis.get_major_locator().set_params(integer=True)
     sent_axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     rate_axes.set_title("failure rate per date (failed + unknown, % of attempted)", loc="left")
     rate_axes.set_ylim(0, highest * 1.2)
