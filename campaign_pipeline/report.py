@@ -1,6 +1,9 @@
-"""A plain-text summary of one campaign run, read from its result files.
+"""A plain-text summary of one campaign run, read from its result files; the way to its HTML
+report and to the campaign's history page.
 
-campaign-report [--date 2026-11-25] [--campaign NAME]
+campaign-report [--date 2026-11-25] [--campaign NAME] [--dry-run]
+campaign-report --html [--open] [--date ...]   # print report.html's path (written if missing)
+campaign-report --history [--campaign NAME]    # write history.html of the campaign, print it
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import datetime
 import json
 import os
 import sys
+import webbrowser
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +27,7 @@ from .consent.quiet import describe_preview
 from .consent.store import LEARNED, source_kind
 from .ledger import Status, describe_skips, skip_kind
 from .preview import WOULD_SEND
+from .reporting import REPORT_HTML
 from .safecsv import original_cell
 from .tasks import run_dir
 
@@ -85,7 +90,8 @@ def summarise(folder: Path, store: str = "") -> str:
             costs.append(f"{name:<8}{tally.cost}")
     if costs:
         lines += ["Billed segments, known before sending:", *costs]
-    return "\n".join(lines + skips + [f"Note: {note}" for note in notes])
+    report = [f"Report: {folder / REPORT_HTML}"] if (folder / REPORT_HTML).exists() else []
+    return "\n".join(lines + skips + [f"Note: {note}" for note in notes] + report)
 
 
 def _result_tally(path: Path, channel: str, column: str, store: str) -> Tally:
@@ -157,14 +163,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", type=datetime.date.fromisoformat, default=datetime.date.today())
     parser.add_argument("--campaign", default=None)
     parser.add_argument("--dry-run", action="store_true", help="summarise the dry run's previews")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--html",
+        action="store_true",
+        help="print the path of the run's report.html (written if missing)",
+    )
+    shown.add_argument(
+        "--history", action="store_true", help="write the campaign's history.html, print its path"
+    )
+    parser.add_argument(
+        "--open", action="store_true", help="with --html or --history: open the page in a browser"
+    )
     args = parser.parse_args(argv)
     folder = run_dir(args.campaign or campaign_config().name, args.date)
+    if args.history:
+        return _show(_history(folder.parent), args.open)
     if args.dry_run:
         folder = folder / "dry-run"
     if not folder.exists():
         print(f"no run folder {folder}", file=sys.stderr)
         return 1
+    if args.html:
+        return _show(_html(folder, args.dry_run), args.open)
     print(summarise(folder))
+    return 0
+
+
+def _html(folder: Path, dry_run: bool) -> Path:
+    """The run folder's report.html, written first when the folder has none (a run of an
+    older version, or one that stopped before its report)."""
+    path = folder / REPORT_HTML
+    if path.exists():
+        return path
+    from . import reporting
+
+    return reporting.write(folder, dry_run=dry_run)
+
+
+def _history(campaign_folder: Path) -> Path | None:
+    from .reporting.history import write_history
+
+    if not campaign_folder.is_dir():
+        print(f"no campaign folder {campaign_folder}: no run of this campaign yet", file=sys.stderr)
+        return None
+    return write_history(campaign_folder)
+
+
+def _show(path: Path | None, open_it: bool) -> int:
+    """Print *path*; open it in the default browser too when asked."""
+    if path is None:
+        return 1
+    print(path)
+    if open_it:
+        webbrowser.open(path.resolve().as_uri())
     return 0
 
 
