@@ -160,22 +160,23 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 8084) -> None:
         server.serve_forever()
 
 
-def wait_started(host: str, port: int, pid: int, pid_file: Path, wait: float) -> str:
-    """Poll, for at most *wait* s, until the server of process *pid* answers: "" then, or why
-    not. The pid file is written by the server once bound, so an answer then is its own."""
+def wait_started(host: str, port: int, pid: int, pid_file: Path, wait: float) -> bool | None:
+    """Poll, for at most *wait* s, until the server of process *pid* answers: True then,
+    False when the process exited (its log says why), None at the deadline. The pid file is
+    written by the server once bound, so an answer then is its own."""
     deadline = time.monotonic() + wait
     while True:
         if not alive(pid):
-            return f"the report server (pid {pid}) exited"
+            return False
         if pid_file.is_file() and pid_file.read_text().strip() == str(pid):
             try:
                 with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as answer:
                     if answer.status == HTTPStatus.OK:
-                        return ""
+                        return True
             except OSError:
                 pass
         if time.monotonic() >= deadline:
-            return f"the report server did not answer on {host}:{port} within {wait:g} s"
+            return None
         time.sleep(0.1)
 
 
@@ -211,17 +212,21 @@ def main(argv: list[str] | None = None) -> int:
         "--wait-started",
         type=int,
         metavar="PID",
-        help="do not serve: wait until the server of process PID (with --pid-file) answers",
+        help="do not serve: wait until the server of process PID (with --pid-file) answers; "
+        "exit 1 if it exits first or does not answer within --wait seconds",
     )
     parser.add_argument("--wait", type=float, default=20, help="seconds for --wait-started")
     args = parser.parse_args(argv)
     if args.wait_started:
         if not args.pid_file:
             parser.error("--wait-started needs the server's --pid-file")
-        why = wait_started(args.host, args.port, args.wait_started, Path(args.pid_file), args.wait)
-        if why:
-            print(why, file=sys.stderr)
-        return 1 if why else 0
+        started = wait_started(
+            args.host, args.port, args.wait_started, Path(args.pid_file), args.wait
+        )
+        if started is None:
+            print(f"report server: no answer on {args.host}:{args.port} within {args.wait:g} s "
+                  f"(pid {args.wait_started})", file=sys.stderr)  # fmt: skip
+        return 0 if started else 1
 
     root = Path(args.root or default_root())
     if not root.is_dir():
