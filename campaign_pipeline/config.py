@@ -433,3 +433,23 @@ class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's nam
         description="IANA time zone of a recipient whose timezone column is empty and whose "
         "phone number tells none (quiet hours)",
     )
+
+
+class report(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
+    """The ``[report]`` section: what each run folder's report.html and report.json show."""
+
+    include_samples = luigi.BoolParameter(
+        default=False,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="Show some failed, unknown and skipped recipients (customer id, contact, "
+        "the provider's error text) in the report; false: customer data only as counts",
+    )
+    samples = luigi.IntParameter(
+        default=20, description="Recipients per channel the report shows with include_samples"
+    )
+    base_url = luigi.Parameter(
+        default="",
+        description="http(s) URL serving [campaign] output_dir (make scheduler's report "
+        "server, http://127.0.0.1:8084): the visualiser's tracking links point there; "
+        "empty: file:// links to the report on this machine",
+    )

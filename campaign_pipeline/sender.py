@@ -199,6 +199,8 @@ class ChannelSender:
         self._masking: tuple[tuple[str, ...], Callable[[str], str]] = ((), redactor([]))
         self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
+        # 429 answers (rate_limited) and requests sent again (retries), for the report
+        self._stats: Counter = Counter()
         self.stop_reason = ""
         self._stop_error: type[CampaignError] = ChannelStoppedError
         self.last_transient_error = ""
@@ -359,6 +361,9 @@ class ChannelSender:
         singles = self._together(self._build(item["rows"]), item["tries"])
         if not singles:
             return
+        # a retry of a transient failure is a request sent again; so is every request after
+        # the first of this item (a 429 waited out, renewed credentials): see _send_once
+        self._local.again = item["tries"] > 0
         rows = [row for row, _ in singles]
         request = self.provider.combine([request for _, request in singles])
         outcome = self._send_admitted(rows, request)
@@ -466,7 +471,11 @@ class ChannelSender:
             return Outcome(Kind.STOP, error=self._unsendable(exc))
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
+        self._note_sent(again=getattr(self._local, "again", False))
+        self._local.again = True
         outcome = self._post(session, prepared)
+        if outcome.kind == Kind.RATE_LIMITED:
+            self._note_rate_limited()
         if outcome.kind == Kind.FAILED and len(ids) > 1:
             status = Status.PENDING  # refused as a whole: nobody in it got the message
         else:
@@ -560,6 +569,21 @@ class ChannelSender:
     def _count(self, kind: str, recipients: int = 1) -> None:
         with self._changed:
             self.counts[kind] += recipients
+
+    def _note_sent(self, again: bool) -> None:
+        if again:
+            with self._changed:
+                self._stats["retries"] += 1
+
+    def _note_rate_limited(self) -> None:
+        with self._changed:
+            self._stats["rate_limited"] += 1
+
+    def send_stats(self) -> dict[str, int]:
+        """This run's requests sent again (``retries``: a transient failure retried, a 429
+        waited out, renewed credentials) and 429 answers (``rate_limited``)."""
+        with self._changed:
+            return {key: self._stats[key] for key in ("retries", "rate_limited")}
 
     def _hold(self, rows: list[dict]) -> None:
         with self._changed:

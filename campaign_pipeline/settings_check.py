@@ -20,6 +20,7 @@ import difflib
 import logging
 import math
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import luigi.cmdline_parser
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import consent, input_file, pipeline
+from .config import consent, input_file, pipeline, report
 from .exceptions import SettingsError
 from .sender import BURST_MARGIN
 
@@ -70,6 +71,8 @@ CAMPAIGN_RULES = [
     ("preview_requests", at_least(0), "0 or more requests"),
     ("progress_log_seconds", at_least(0), "0 (no progress lines) or more seconds"),
 ]
+
+REPORT_RULES = [("samples", at_least(0), "0 or more recipients per channel")]
 
 CONSENT_RULES = [
     ("frequency_cap", at_least(0), "0 (no cap) or more messages per contact"),
@@ -211,6 +214,8 @@ def value_problems(task: luigi.Task) -> list[str]:
     campaign = pipeline()
     problems = _ruled("campaign", campaign, CAMPAIGN_RULES)
     problems += _ruled("consent", consent(), CONSENT_RULES)
+    problems += _ruled("report", report(), REPORT_RULES)
+    problems += _report_problems(report().base_url)
     from .channels import registered  # the registry imports tasks, which import this module
 
     for channel in registered():
@@ -253,6 +258,19 @@ def _campaign_problems(campaign: pipeline, task: luigi.Task) -> list[str]:
     except SettingsError as exc:
         problems.append(str(exc))
     return problems
+
+
+def _report_problems(base_url: str) -> list[str]:
+    """``[report] base_url`` is empty or an http(s) URL with a host: the visualiser links to it."""
+    if not base_url:
+        return []
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return []
+    return [
+        f"[report] base_url = {base_url}: must be an http:// or https:// URL serving "
+        "[campaign] output_dir, e.g. http://127.0.0.1:8084, or empty for file:// links"
+    ]
 
 
 def _quiet_hours_problems() -> list[str]:

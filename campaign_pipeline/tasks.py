@@ -27,7 +27,7 @@ import luigi
 import luigi.format
 import pyarrow.parquet as pq
 
-from . import failures, notify, safecsv, segments, settings_check, termination
+from . import failures, notify, reporting, safecsv, segments, settings_check, termination
 from .config import (
     DateParameter,
     NamedParseErrors,
@@ -61,6 +61,7 @@ from .ledger import RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
 from .providers.lists import ListReader, ProviderList
+from .reporting import figures, timings
 from .sender import ChannelSender, Settings, redactor
 from .templates import MessageTemplate
 from .termination import stop_on_sigterm
@@ -154,6 +155,58 @@ def _on_failure(task: CampaignTask, exception: BaseException) -> None:
 @CampaignTask.event_handler(luigi.Event.PROCESS_FAILURE)
 def _on_process_end(task: CampaignTask, message: str) -> None:
     notify.failed(task, message)
+
+
+# The report's task timings (reporting.timings), and the report of a failed run. luigi calls
+# a class's handlers of one event in no set order: recording and reporting a failure share
+# one handler, so that the report rewritten lists the failure.
+
+
+@CampaignTask.event_handler(luigi.Event.START)
+def _record_start(task: CampaignTask) -> None:
+    _record(task, "start")
+
+
+@CampaignTask.event_handler(luigi.Event.SUCCESS)
+def _record_success(task: CampaignTask) -> None:
+    _record(task, "success")
+
+
+@CampaignTask.event_handler(luigi.Event.FAILURE)
+def _record_failure(task: CampaignTask, exception: BaseException) -> None:
+    _record(task, "failure", type(exception).__name__)
+    _report_failure(task, f"{task.task_family} failed ({type(exception).__name__})")
+
+
+@CampaignTask.event_handler(luigi.Event.TIMEOUT)
+def _record_timeout(task: CampaignTask, _message: str) -> None:
+    """luigi terminated the task's process (worker_timeout): in luigi's worker process."""
+    _record(task, "failure", "Timeout")
+    _report_failure(task, f"{task.task_family} failed (Timeout)")
+
+
+@CampaignTask.event_handler(luigi.Event.PROCESS_FAILURE)
+def _record_crash(task: CampaignTask, _message: str) -> None:
+    """The task's process died (killed, out of memory): in luigi's worker process."""
+    _record(task, "failure", "ProcessFailure")
+    _report_failure(task, f"{task.task_family} failed (ProcessFailure)")
+
+
+def _record(task: CampaignTask, event: str, error: str = "") -> None:
+    try:
+        timings.record(task.run_dir(), task.task_family, task.task_id, event, error)
+    except Exception as exc:  # a bad campaign name, an unwritable folder: run() says so
+        log.warning("could not record %s of %s in the task log: %s", event, task.task_family, exc)
+
+
+def _report_failure(task: CampaignTask, detail: str) -> None:
+    """Rewrite the run folder's report with state failed, best-effort: the failure itself
+    is what the operator must hear about, never an error of its report."""
+    try:
+        failed = {"state": "failed", "detail": detail}
+        reporting.write(task.run_dir(), dry_run=task.dry_run, status=failed)
+    except Exception as exc:
+        log.warning("could not write the report of the failed %s: %s", task.task_family, exc)
 
 
 class LoadSegments(CampaignTask):
@@ -348,6 +401,7 @@ class ChannelTask(CampaignTask):
 
     def run(self):
         settings_check.check(self)
+        self.set_tracking_url(reporting.report_url(self.run_dir()))
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
         provider.check()
@@ -504,6 +558,7 @@ class ChannelTask(CampaignTask):
                 f"for the next run{self._deferral_note(sender)}"
             ) from None
         finally:
+            self._note_send_stats(ledger, sender)
             if learned:
                 log.info(
                     "%s: %d contact(s) refused for good by the provider, suppressed from now on "
@@ -519,6 +574,18 @@ class ChannelTask(CampaignTask):
                 f"{config.retry_attempts} attempt(s); the next run retries exactly those. "
                 f"Last error: {sender.last_transient_error}"
             )
+
+    @staticmethod
+    def _note_send_stats(ledger: Ledger, sender: ChannelSender) -> None:
+        """Add this run's 429 answers and requests sent again to the ledger's ``send_stats``
+        note, the date's total over its runs, for the report."""
+        try:
+            noted = json.loads(ledger.noted(SEND_STATS) or "{}")
+        except ValueError:
+            noted = {}
+        stats = sender.send_stats()
+        total = {key: int(noted.get(key, 0)) + stats.get(key, 0) for key in SEND_STAT_KEYS}
+        ledger.note(SEND_STATS, json.dumps(total))
 
     def _admission(self, ledger: Ledger) -> list:
         """The rules every pending row passes just before it is sent: quiet hours first."""
@@ -714,26 +781,74 @@ class ChannelTask(CampaignTask):
 # The consent store's state (count and last id of the channel's entries) the ledger's rows
 # were last checked against, in its meta table.
 STORE_MARK = "consent_store"
+# The sender's counts of 429 answers and of requests sent again, summed over the date's runs
+# in the ledger's meta table, for the report.
+SEND_STATS = "send_stats"
+SEND_STAT_KEYS = ("retries", "rate_limited")
+
+
+class CampaignReport(CampaignTask):
+    """Write the run folder's report.html and report.json once every channel is done.
+
+    Complete while the report was made from the channels' current result files (a dry run:
+    previews, which only the luigi run that wrote them counts as complete), and said the
+    run was complete: a channel run again, or a report written for a failure, is reported
+    again.
+    """
+
+    def requires(self):
+        from .channels import registered  # the registry makes the channel tasks: it imports us
+
+        return [
+            channel.task(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
+            for channel in registered()
+        ]
+
+    def output(self):
+        folder = self.run_dir()
+        return {
+            "html": luigi.LocalTarget(folder / reporting.REPORT_HTML),
+            "json": luigi.LocalTarget(folder / reporting.REPORT_JSON),
+        }
+
+    def complete(self):
+        if not super().complete() or not all(task.complete() for task in self.requires()):
+            return False
+        try:
+            with self.output()["json"].open("r") as handle:
+                written = json.load(handle)
+        except (OSError, ValueError):
+            return False
+        if written.get("status", {}).get("state") != "complete":
+            return False
+        return written.get("inputs") == figures.inputs(self.run_dir(), self.dry_run)
+
+    def run(self):
+        self.set_tracking_url(reporting.report_url(self.run_dir()))
+        page = reporting.write(self.run_dir(), dry_run=self.dry_run)
+        self.set_status_message(f"report: {page}")
+        self.set_progress_percentage(100)
+        log.info("report: %s", page)
 
 
 class RunCampaign(CampaignTask, luigi.WrapperTask):
-    """The whole campaign: every channel for one date.
+    """The whole campaign: every channel for one date, and its report (CampaignReport
+    requires the channels).
 
     With ``[schedule] depends_on_past`` a real run requires the previous date's campaign. A
     dry run does not: it would send. Its previews say whether that date is complete.
     """
 
     def requires(self):
-        from .channels import registered  # the registry makes the channel tasks: it imports us
-
-        channels = [
-            channel.task(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
-            for channel in registered()
-        ]
+        report = CampaignReport(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
         previous = previous_date(self.date)
         if previous and not self.dry_run:
-            return [*channels, RunCampaign(date=previous, campaign=self.campaign)]
-        return channels
+            return [report, RunCampaign(date=previous, campaign=self.campaign)]
+        return [report]
+
+    def run(self):
+        """Nothing to do once the report is written: link the visualiser to it."""
+        self.set_tracking_url(reporting.report_url(self.run_dir()))
 
 
 def previous_date(date: datetime.date) -> datetime.date | None:
