@@ -128,6 +128,10 @@ def test_central_scheduler_shows_live_progress_and_final_status(campaign, luigid
     done_rows = [row for row in dom.stdout.split("<tr")[1:] if ">DONE<" in row.replace(" ", "")]
     for name in ("LoadSegments", "RunCampaign", *TASKS.values()):
         assert any(f">{name}<" in row for row in done_rows), f"{name} is not shown as done"
+    report = (campaign.folder / "report.html").resolve().as_uri()  # no [report] base_url
+    for name in ("RunCampaign", "CampaignReport", *TASKS.values()):
+        row = next(row for row in done_rows if f">{name}<" in row)
+        assert f'target="_blank" href="{report}"' in row, f"{name} has no link to its report"
     assert screenshot.stat().st_size > 10_000
 
 
