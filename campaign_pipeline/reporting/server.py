@@ -76,8 +76,13 @@ def resolve(root: Path, url_path: str) -> Path | None:
 def index_page(root: Path) -> str:
     """The ``/`` page: per campaign, its history and each date's report, as links only."""
     rows = []
-    campaigns = root.iterdir() if root.is_dir() else ()
-    for campaign in sorted(p for p in campaigns if p.is_dir() and not p.name.startswith(".")):
+    real_root = root.resolve()
+    campaigns = [
+        p
+        for p in (root.iterdir() if root.is_dir() else ())
+        if p.is_dir() and not p.name.startswith(".") and p.resolve().is_relative_to(real_root)
+    ]  # a folder linked from outside the root would be served nothing: no link to it
+    for campaign in sorted(campaigns):
         links = [
             f'<a href="{quote(campaign.name, name)}">{name}</a>'
             for name in ("history.html",)
@@ -119,7 +124,12 @@ class ReportHandler(BaseHTTPRequestHandler):
     def answer(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         if path == "/":
-            self.send(index_page(self.root).encode(), SERVED["report.html"], send_body)
+            try:
+                page = index_page(self.root)
+            except OSError:  # a folder unreadable or removed while listed
+                self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "cannot list the reports")
+                return
+            self.send(page.encode(), SERVED["report.html"], send_body)
             return
         try:
             found = resolve(self.root, path)

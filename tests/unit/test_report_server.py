@@ -155,7 +155,10 @@ def test_a_symlink_to_a_report_inside_the_root_is_served(server, tree):
     assert get(server, "/latest/report.html")[:1] == (200,)
 
 
-def test_index_links_every_report_and_history(server):
+def test_index_links_every_report_and_history(server, tree):
+    (tree.parent / "outside" / "2026-01-01").mkdir()
+    (tree.parent / "outside" / "2026-01-01" / "report.html").write_text(SECRET)
+    (tree / "elsewhere").symlink_to(tree.parent / "outside")
     status, _, body = get(server, "/")
 
     assert status == 200
@@ -163,6 +166,7 @@ def test_index_links_every_report_and_history(server):
                  "/demo/2026-11-25/dry-run/report.html"):  # fmt: skip
         assert f'href="{href}"' in body
     assert "2026-11-24" not in body, "a date without a report has no link"
+    assert "elsewhere" not in body, "nothing is served out of the root: no link there"
     assert SECRET not in body
 
 
