@@ -131,6 +131,17 @@ class CampaignTask(NamedParseErrors, luigi.Task):
         """luigi's retry_count: permanent failures never count towards disabling the task."""
         return failures.retry_count(self)
 
+    def link_report(self) -> None:
+        """Point the visualiser at the run folder's report (luigi's tracking URL).
+
+        luigi sends the URL in an ``add_task`` call without the task's retry policy, and
+        luigid then applies its own ``retry_count`` to the task's next failure: while
+        permanent failures are being discounted (a ``retry_count`` of the task's own, see
+        :func:`failures.retry_count`) that would disable the task one retry early, so the
+        link waits for a run without them."""
+        if self.retry_count is None:
+            self.set_tracking_url(reporting.report_url(self.run_dir()))
+
 
 @CampaignTask.event_handler(luigi.Event.START)
 def _start_deadline(_task: CampaignTask) -> None:
@@ -202,6 +213,9 @@ def _record(task: CampaignTask, event: str, error: str = "") -> None:
 def _report_failure(task: CampaignTask, detail: str) -> None:
     """Rewrite the run folder's report with state failed, best-effort: the failure itself
     is what the operator must hear about, never an error of its report."""
+    if settings_check.parse_problems(settings_check.package_classes()):
+        log.warning("report not rewritten: a setting cannot be read (named above)")
+        return
     try:
         failed = {"state": "failed", "detail": detail}
         reporting.write(task.run_dir(), dry_run=task.dry_run, status=failed)
@@ -401,7 +415,7 @@ class ChannelTask(CampaignTask):
 
     def run(self):
         settings_check.check(self)
-        self.set_tracking_url(reporting.report_url(self.run_dir()))
+        self.link_report()
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
         provider.check()
@@ -824,7 +838,7 @@ class CampaignReport(CampaignTask):
         return written.get("inputs") == figures.inputs(self.run_dir(), self.dry_run)
 
     def run(self):
-        self.set_tracking_url(reporting.report_url(self.run_dir()))
+        self.link_report()
         page = reporting.write(self.run_dir(), dry_run=self.dry_run)
         self.set_status_message(f"report: {page}")
         self.set_progress_percentage(100)
@@ -848,7 +862,7 @@ class RunCampaign(CampaignTask, luigi.WrapperTask):
 
     def run(self):
         """Nothing to do once the report is written: link the visualiser to it."""
-        self.set_tracking_url(reporting.report_url(self.run_dir()))
+        self.link_report()
 
 
 def previous_date(date: datetime.date) -> datetime.date | None:

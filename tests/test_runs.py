@@ -120,8 +120,8 @@ def test_a_dry_run_cannot_require_a_real_run():
 
 def test_resend_unknown_changes_what_a_run_does_not_which_task_it_is():
     """Like gokart's ``rerun``: the flag is no part of what the task produces, so no part of
-    its id; it still works on the command line, on the channel or through RunCampaign (the
-    test above shows it resends the unknown rows)."""
+    its id; it still works on the command line, on the channel or through RunCampaign and
+    its CampaignReport (the test above shows it resends the unknown rows)."""
     date = datetime.date.fromisoformat(DATE)
     plain = SendEmailCampaign(date=date)
     with CmdlineParser.global_instance(["SendEmailCampaign", "--date", DATE, "--resend-unknown"]):
@@ -129,7 +129,8 @@ def test_resend_unknown_changes_what_a_run_does_not_which_task_it_is():
     with CmdlineParser.global_instance(
         ["RunCampaign", "--date", DATE, "--SendEmailCampaign-resend-unknown"]
     ):
-        required = {type(task): task for task in RunCampaign(date=date).requires()}
+        (report,) = RunCampaign(date=date).requires()  # the channels through the report
+        required = {type(task): task for task in report.requires()}
 
     assert flagged.resend_unknown and not plain.resend_unknown
     assert flagged.task_id == plain.task_id

@@ -71,7 +71,8 @@ PROVIDER_ANSWER = re.compile(
 # The text of an error before its first colon, in SQL: what failed rows are grouped by.
 HEAD = "CASE WHEN instr(error, ':') > 0 THEN substr(error, 1, instr(error, ':') - 1) ELSE error END"
 # sent_at (UTC ISO 8601 with milliseconds) in seconds since the epoch, in SQL.
-EPOCH = "((julianday(sent_at) - 2440587.5) * 86400.0)"
+# (julianday's double is exact to some 20 microseconds: rounded to the ledger's milliseconds)
+EPOCH = "(ROUND((julianday(sent_at) - 2440587.5) * 86400000.0) / 1000.0)"
 SENT_ROWS = f"status = '{Status.SENT}' AND sent_at != ''"
 
 
@@ -357,7 +358,7 @@ def bin_width(seconds: float) -> int:
     for width in BIN_WIDTHS:
         if math.floor(seconds / width) + 1 <= MAX_BINS:
             return width
-    return math.ceil((seconds + 1) / MAX_BINS)
+    return 86400 * math.ceil(seconds / 86400 / (MAX_BINS - 1))  # whole days beyond a year
 
 
 def timeline(db: sqlite3.Connection, limit_per_second: float) -> dict | None:

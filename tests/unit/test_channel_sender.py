@@ -334,6 +334,7 @@ def test_a_transient_failure_waits_in_the_delay_queue_while_others_are_sent(
     assert order.index("r1") < order.index("r0", 1), "the one thread sent to r1 meanwhile"
     assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1), "r2": (SENT_ROW, 1)}
     assert sender.counts == Counter({SENT: 3, RETRY: 1})
+    assert sender.send_stats() == {"retries": 1, "rate_limited": 0}, "r0 sent again once"
 
 
 @pytest.mark.usefixtures("token")
@@ -364,6 +365,7 @@ def test_a_429_waits_as_told_and_does_not_use_an_attempt(tmp_path, server, ledge
     assert all(b.at - a.at >= 0.05 for a, b in itertools.pairwise(tries)), "waited as told"
     assert statuses(ledger) == {"r0": (SENT_ROW, 3), "r1": (SENT_ROW, 1)}
     assert sender.counts == Counter({SENT: 2})
+    assert sender.send_stats() == {"retries": 2, "rate_limited": 2}
 
 
 def test_a_stop_answer_stops_the_channel_and_leaves_the_rest_pending(
