@@ -15,6 +15,11 @@ export SCHEDULER_HOST SCHEDULER_PORT
 LOG_DIR ?= var/log
 export LOG_DIR
 LUIGID_DIR ?= var/luigid
+# the campaigns' run folders ([campaign] output_dir of luigi.cfg), and the report server of
+# `make scheduler` serving their report.html (the visualiser's tracking links) on REPORT_PORT
+CAMPAIGN_DATA ?= var/campaigns
+REPORT_HOST ?= 127.0.0.1
+REPORT_PORT ?= 8084
 
 .PHONY: run preview bench test test-fast lint format clean clean-data scheduler scheduler-stop daily backfill browser
 
@@ -95,9 +100,11 @@ demo: $(STAMP)
 	@$(BIN)/python -m campaign_pipeline.demo --rows $(DEMO_ROWS) --rate $(DEMO_RATE) \
 	    --scheduler-port $(DEMO_PORT) --folder $(DEMO_DIR) --quiet-seconds $(DEMO_QUIET_SECONDS)
 
-## scheduler: start luigid in the background; scheduler-stop stops it
+## scheduler: start luigid and the report server in the background; scheduler-stop stops both
+REPORT_PID = $(LUIGID_DIR)/report-server.pid
+REPORT_SERVER = $(BIN)/python -m campaign_pipeline.reporting.server
 scheduler: $(STAMP)
-	@mkdir -p $(LUIGID_DIR)
+	@mkdir -p $(LUIGID_DIR) $(CAMPAIGN_DATA)
 	@if [ -f $(LUIGID_DIR)/luigid.pid ] && kill -0 $$(cat $(LUIGID_DIR)/luigid.pid) 2>/dev/null; then \
 	  echo "luigid already running (pid $$(cat $(LUIGID_DIR)/luigid.pid))"; \
 	else \
@@ -105,13 +112,29 @@ scheduler: $(STAMP)
 	    --port $(SCHEDULER_PORT) --logdir $(LUIGID_DIR) --state-path $(LUIGID_DIR)/state.pickle \
 	    >> $(LUIGID_DIR)/luigid.out 2>&1 & echo $$! > $(LUIGID_DIR)/luigid.pid; \
 	fi
+	@if [ -f $(REPORT_PID) ] && kill -0 $$(cat $(REPORT_PID)) 2>/dev/null; then \
+	  echo "report server already running (pid $$(cat $(REPORT_PID)))"; \
+	else \
+	  rm -f $(REPORT_PID); \
+	  nohup $(REPORT_SERVER) --root $(CAMPAIGN_DATA) --host $(REPORT_HOST) --port $(REPORT_PORT) \
+	    --pid-file $(REPORT_PID) >> $(LUIGID_DIR)/report-server.log 2>&1 & started=$$!; \
+	  $(REPORT_SERVER) --wait-started $$started --pid-file $(REPORT_PID) --host $(REPORT_HOST) \
+	    --port $(REPORT_PORT) --wait 20 || { \
+	    kill $$started 2>/dev/null || \
+	      echo "report server did not start: $$(tail -n 1 $(LUIGID_DIR)/report-server.log)"; \
+	    rm -f $(REPORT_PID); exit 1; }; \
+	fi
 	@$(BIN)/campaign-run ping --wait 20 || { echo "luigid did not start; see $(LUIGID_DIR)/luigid.out"; exit 1; }
 	@echo "visualiser: http://$(SCHEDULER_HOST):$(SCHEDULER_PORT)/static/visualiser/index.html"
+	@echo "reports: http://$(REPORT_HOST):$(REPORT_PORT)/"
 
 scheduler-stop:
 	@if [ -f $(LUIGID_DIR)/luigid.pid ] && kill $$(cat $(LUIGID_DIR)/luigid.pid) 2>/dev/null; then \
 	  echo "luigid stopped"; else echo "luigid was not running"; fi
 	@rm -f $(LUIGID_DIR)/luigid.pid
+	@if [ -f $(REPORT_PID) ] && kill $$(cat $(REPORT_PID)) 2>/dev/null; then \
+	  echo "report server stopped"; else echo "report server was not running"; fi
+	@rm -f $(REPORT_PID)
 
 ## daily: today's campaign (or DATE=YYYY-MM-DD), by hand. cron calls .venv/bin/campaign-run
 # daily itself (config/crontab.example), so that a `git pull` that touched setup.cfg never
@@ -150,7 +173,6 @@ clean:
 # logs), after naming it and asking (CONFIRM=yes: no question). It refuses while luigid or a
 # campaign run is using it. Folders elsewhere ([campaign] output_dir of a production
 # config) are never touched.
-CAMPAIGN_DATA ?= var/campaigns
 CONFIRM ?=
 clean-data:
 	@found=; for path in $(CAMPAIGN_DATA) $(LUIGID_DIR) $(LOG_DIR); do \
@@ -158,6 +180,8 @@ clean-data:
 	if [ -z "$$found" ]; then echo "clean-data: no campaign data here"; exit 0; fi; \
 	if [ -f $(LUIGID_DIR)/luigid.pid ] && kill -0 $$(cat $(LUIGID_DIR)/luigid.pid) 2>/dev/null; then \
 	  echo "clean-data: luigid (pid $$(cat $(LUIGID_DIR)/luigid.pid)) uses $(LUIGID_DIR): make scheduler-stop first; nothing deleted"; exit 1; fi; \
+	if [ -f $(REPORT_PID) ] && kill -0 $$(cat $(REPORT_PID)) 2>/dev/null; then \
+	  echo "clean-data: the report server (pid $$(cat $(REPORT_PID))) serves $(CAMPAIGN_DATA): make scheduler-stop first; nothing deleted"; exit 1; fi; \
 	for lock in $(CAMPAIGN_DATA)/*/.run.lock; do \
 	  [ -e "$$lock" ] || continue; \
 	  if command -v flock >/dev/null && ! flock -n "$$lock" true; then \

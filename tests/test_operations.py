@@ -8,9 +8,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -126,29 +128,78 @@ def test_central_scheduler_shows_live_progress_and_final_status(campaign, luigid
     done_rows = [row for row in dom.stdout.split("<tr")[1:] if ">DONE<" in row.replace(" ", "")]
     for name in ("LoadSegments", "RunCampaign", *TASKS.values()):
         assert any(f">{name}<" in row for row in done_rows), f"{name} is not shown as done"
+    report = (campaign.folder / "report.html").resolve().as_uri()  # no [report] base_url
+    for name in ("RunCampaign", "CampaignReport", *TASKS.values()):
+        row = next(row for row in done_rows if f">{name}<" in row)
+        assert f'target="_blank" href="{report}"' in row, f"{name} has no link to its report"
     assert screenshot.stat().st_size > 10_000
 
 
 def test_make_scheduler_then_daily_uses_it_and_logs(campaign, tmp_path):
     campaign.write_customers(rows=10)
     campaign.start_sandbox()
-    port = free_port()
-    luigid_dir = str(tmp_path / "luigid")
+    port, report_port = free_port(), free_port()
+    servers = {
+        "LUIGID_DIR": str(tmp_path / "luigid"),
+        "CAMPAIGN_DATA": str(campaign.root / "runs"),
+        "REPORT_PORT": str(report_port),
+    }
+    (campaign.root / "runs" / "test").mkdir(parents=True)
+    (campaign.root / "runs" / "test" / "history.html").write_text("<p>history</p>")
 
-    code, output = finish(make(campaign, "scheduler", scheduler_port=port, LUIGID_DIR=luigid_dir))
+    code, output = finish(make(campaign, "scheduler", scheduler_port=port, **servers))
     assert code == 0, output
     assert f"visualiser: http://127.0.0.1:{port}/static/visualiser/index.html" in output
+    assert f"reports: http://127.0.0.1:{report_port}/\n" in output
     try:
+        assert report_page(report_port, "/test/history.html") == (200, "<p>history</p>")
         code, output = finish(make(campaign, "daily", scheduler_port=port, DATE=DATE))
         assert (code, output) == (0, ""), output[-3000:]  # a success prints nothing
         assert "DailyCampaign" in {task["name"] for task in task_list(port, "DONE").values()}
+        assert report_page(report_port, f"/test/{DATE}/email_results.csv")[0] == 404
+        again = finish(make(campaign, "scheduler", scheduler_port=port, **servers))
+        assert again[0] == 0 and "report server already running (pid " in again[1], again
     finally:
-        stop = finish(make(campaign, "scheduler-stop", scheduler_port=port, LUIGID_DIR=luigid_dir))
-    assert stop == (0, "luigid stopped\n")
+        stop = finish(make(campaign, "scheduler-stop", scheduler_port=port, **servers))
+    assert stop == (0, "luigid stopped\nreport server stopped\n")
     wait_for(lambda: not scheduler_answers("127.0.0.1", port), 20, "luigid to stop")
+    wait_for(lambda: report_page(report_port, "/") is None, 20, "the report server to stop")
+    assert not (tmp_path / "luigid" / "report-server.pid").exists()
     logs = list((campaign.root / "log").glob("campaign-*.log"))
     assert len(logs) == 1 and "This progress looks :)" in logs[0].read_text()
     assert f"on central scheduler http://127.0.0.1:{port}" in logs[0].read_text()
+
+
+def test_make_scheduler_says_the_report_port_is_in_use(campaign, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        report_port = taken.getsockname()[1]
+        servers = {"LUIGID_DIR": str(tmp_path / "luigid"), "REPORT_PORT": str(report_port),
+                   "CAMPAIGN_DATA": str(campaign.root / "runs")}  # fmt: skip
+        port = free_port()
+        try:
+            code, output = finish(make(campaign, "scheduler", scheduler_port=port, **servers))
+        finally:
+            finish(make(campaign, "scheduler-stop", scheduler_port=port, **servers))
+
+    assert code == MAKE_FAILED
+    assert (
+        f"report server did not start: report server: port {report_port} on 127.0.0.1 is in use;"
+        " stop what uses it or choose another port (--port, make REPORT_PORT=...)"
+    ) in output.splitlines(), output
+    assert "reports: http" not in output
+
+
+def report_page(port: int, path: str) -> tuple[int, str] | None:
+    """(status, body) of the report server's answer to GET *path*; None when nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+    except urllib.error.URLError:
+        return None
 
 
 def test_make_daily_falls_back_to_the_local_scheduler_and_exits_non_zero_on_failure(campaign):

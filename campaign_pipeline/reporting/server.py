@@ -1,0 +1,267 @@
+"""The report server: the campaigns' reports over HTTP, for the visualiser's tracking links.
+
+    python -m campaign_pipeline.reporting.server [--root DIR] [--host 127.0.0.1] [--port 8084]
+
+It serves the run folders' ``report.html`` and ``report.json`` and each campaign's
+``history.html`` and ``history.json`` under *root* (the campaigns' ``[campaign] output_dir``),
+and a ``/`` page linking every report it finds. Nothing else: the same folders hold result
+files, ledgers and rejected rows, which are customer data, so any other path answers 404,
+as do directories (no listing), ``..``, encoded slashes and symlinks that lead out of *root*
+or to a file of another name.
+
+Why the standard library's ``http.server``: the server answers one operator's browser on
+127.0.0.1 with a handful of small static files, so a threaded stdlib server is enough, adds no
+dependency, and its few lines of path checking are all the logic there is. It binds to
+127.0.0.1 by default; a report has customer data only with ``[report] include_samples``, but
+bind it to another address only on a network you trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import html
+import os
+import sys
+import time
+import urllib.parse
+import urllib.request
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+# The only file names served, with their content types.
+SERVED = {
+    "report.html": "text/html; charset=utf-8",
+    "report.json": "application/json",
+    "history.html": "text/html; charset=utf-8",
+    "history.json": "application/json",
+}
+# A report is self-contained (inline CSS and SVG, no script): the browser may load nothing else.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+SERVER_NAME = "campaign-report-server"
+
+
+def resolve(root: Path, url_path: str) -> Path | None:
+    """The file under *root* that *url_path* names, or None when it may not be served.
+
+    *url_path* is the raw path of the request (percent-encoded, no query). Allowed: plain
+    folder names then one of :data:`SERVED`; the real file (symlinks followed) must be a
+    regular file of a served name inside the real *root*.
+    """
+    if "%2f" in url_path.lower() or "%5c" in url_path.lower():
+        return None  # an encoded slash hides a folder boundary from the checks below
+    parts = urllib.parse.unquote(url_path, errors="strict").split("/")
+    if parts[0] != "" or len(parts) < 2:
+        return None
+    parts = parts[1:]
+    for part in parts:
+        if part in ("", ".", "..") or part.startswith(".") or "\\" in part or "\0" in part:
+            return None
+    if parts[-1] not in SERVED:
+        return None
+    real_root = root.resolve()
+    real = (real_root / Path(*parts)).resolve()
+    if not real.is_relative_to(real_root) or real.name not in SERVED or not real.is_file():
+        return None
+    return real
+
+
+def index_page(root: Path) -> str:
+    """The ``/`` page: per campaign, its history and each date's report, as links only."""
+    rows = []
+    real_root = root.resolve()
+    campaigns = [
+        p
+        for p in (root.iterdir() if root.is_dir() else ())
+        if p.is_dir() and not p.name.startswith(".") and p.resolve().is_relative_to(real_root)
+    ]  # a folder linked from outside the root would be served nothing: no link to it
+    for campaign in sorted(campaigns):
+        links = [
+            f'<a href="{quote(campaign.name, name)}">{name}</a>'
+            for name in ("history.html",)
+            if (campaign / name).is_file()
+        ]
+        for date in sorted((p for p in campaign.iterdir() if p.is_dir()), reverse=True):
+            for folder, label in ((date, date.name), (date / "dry-run", f"{date.name} dry run")):
+                if (folder / "report.html").is_file():
+                    href = quote(*folder.relative_to(root).parts, "report.html")
+                    links.append(f'<a href="{href}">{html.escape(label)}</a>')
+        if links:
+            items = "".join(f"<li>{link}</li>" for link in links)
+            rows.append(f"<h2>{html.escape(campaign.name)}</h2><ul>{items}</ul>")
+    body = "".join(rows) or f"<p>No report yet under {html.escape(str(root))}.</p>"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>Campaign reports</title></head>"
+        f"<body><h1>Campaign reports</h1>{body}</body></html>"
+    )
+
+
+def quote(*parts: str) -> str:
+    return "/" + "/".join(urllib.parse.quote(part) for part in parts)
+
+
+class ReportHandler(BaseHTTPRequestHandler):
+    """GET and HEAD of the served files and the index; 404 for anything else."""
+
+    server_version = SERVER_NAME
+    sys_version = ""
+    root: Path  # set by make_server on a subclass
+
+    def do_GET(self) -> None:
+        self.answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self.answer(send_body=False)
+
+    def answer(self, send_body: bool) -> None:
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        if path == "/":
+            try:
+                page = index_page(self.root)
+            except OSError:  # a folder unreadable or removed while listed
+                self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "cannot list the reports")
+                return
+            self.send(page.encode(), SERVED["report.html"], send_body)
+            return
+        try:
+            found = resolve(self.root, path)
+        except (UnicodeDecodeError, ValueError, OSError):
+            found = None
+        if found is None:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            body = found.read_bytes()
+        except OSError:  # removed or unreadable since resolve()
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        self.send(body, SERVED[found.name], send_body)
+
+    def send(self, body: bytes, content_type: str, send_body: bool) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+
+def make_server(root: Path, host: str = "127.0.0.1", port: int = 8084) -> ThreadingHTTPServer:
+    """A bound (not yet serving) server of *root*; port 0 picks a free port."""
+    handler = type("Handler", (ReportHandler,), {"root": Path(root)})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True  # a browser's kept-alive connection never blocks the exit
+    return server
+
+
+def serve(root: Path, host: str = "127.0.0.1", port: int = 8084) -> None:
+    """Serve the reports under *root* on host:port until interrupted."""
+    with make_server(root, host, port) as server:
+        server.serve_forever()
+
+
+def wait_started(host: str, port: int, pid: int, pid_file: Path, wait: float) -> bool | None:
+    """Poll, for at most *wait* s, until the server of process *pid* answers: True then,
+    False when the process exited (its log says why), None at the deadline. The pid file is
+    written by the server once bound, so an answer then is its own."""
+    deadline = time.monotonic() + wait
+    while True:
+        if not alive(pid):
+            return False
+        if pid_file.is_file() and pid_file.read_text().strip() == str(pid):
+            try:
+                with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as answer:
+                    if answer.status == HTTPStatus.OK:
+                        return True
+            except OSError:
+                pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    """True while process *pid* runs (a zombie, exited but not yet reaped, is not alive)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except ProcessLookupError:
+        return False
+    except OSError:  # no /proc: the kill(0) answer is all there is
+        return True
+    return state != "Z"
+
+
+def default_root() -> str:
+    """``[campaign] output_dir`` of the luigi configuration: the folder the tracking URLs'
+    paths are relative to."""
+    from ..config import pipeline
+
+    return pipeline().output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m campaign_pipeline.reporting.server", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--root", help="the campaigns' folder (default: [campaign] output_dir)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8084)
+    parser.add_argument("--pid-file", help="write this process's id here once serving")
+    parser.add_argument(
+        "--wait-started",
+        type=int,
+        metavar="PID",
+        help="do not serve: wait until the server of process PID (with --pid-file) answers; "
+        "exit 1 if it exits first or does not answer within --wait seconds",
+    )
+    parser.add_argument("--wait", type=float, default=20, help="seconds for --wait-started")
+    args = parser.parse_args(argv)
+    if args.wait_started:
+        if not args.pid_file:
+            parser.error("--wait-started needs the server's --pid-file")
+        started = wait_started(
+            args.host, args.port, args.wait_started, Path(args.pid_file), args.wait
+        )
+        if started is None:
+            print(f"report server: no answer on {args.host}:{args.port} within {args.wait:g} s "
+                  f"(pid {args.wait_started})", file=sys.stderr)  # fmt: skip
+        return 0 if started else 1
+
+    root = Path(args.root or default_root())
+    if not root.is_dir():
+        print(f"report server: --root {root} is not a folder; create it or name another",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        server = make_server(root, args.host, args.port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            why = (
+                "is in use; stop what uses it or choose another port (--port, make REPORT_PORT=...)"
+            )
+            print(f"report server: port {args.port} on {args.host} {why}", file=sys.stderr)
+        else:
+            print(f"report server: cannot listen on {args.host}:{args.port}: {error.strerror}",
+                  file=sys.stderr)  # fmt: skip
+        return 2
+    if args.pid_file:
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
+    print(f"serving the reports under {root} on http://{args.host}:{args.port}/", flush=True)
+    with server, contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a quiet stop
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

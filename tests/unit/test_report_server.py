@@ -1,0 +1,205 @@
+"""The report server serves reports and history pages under its root, and nothing else."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from campaign_pipeline.reporting.server import make_server
+
+REPORT = "<!doctype html><html><body><svg><rect/></svg>report of demo</body></html>"
+SECRET = "C0000001,ann@example.com,+12125550100,sent"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A campaigns' folder as the pipeline leaves it, and a secret file next to it."""
+    root = tmp_path / "campaigns"
+    run = root / "demo" / "2026-11-25"
+    (run / "dry-run").mkdir(parents=True)
+    (run / "report.html").write_text(REPORT)
+    (run / "report.json").write_text('{"schema": 1}')
+    (run / "dry-run" / "report.html").write_text("dry run report")
+    for name in ("email_results.csv", "rejected.csv", "email_ledger.sqlite", "task_log.jsonl"):
+        (run / name).write_text(SECRET)
+    (root / "demo" / "history.html").write_text("history of demo")
+    (root / "demo" / "history.json").write_text('{"campaign": "demo"}')
+    (root / "demo" / "2026-11-24").mkdir()  # a date without a report
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "report.html").write_text(SECRET)
+    return root
+
+
+@pytest.fixture
+def server(tree: Path):
+    running = make_server(tree, "127.0.0.1", 0)
+    thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield running
+    running.shutdown()
+    running.server_close()
+
+
+def get(server, path: str, method: str = "GET") -> tuple[int, dict, str]:
+    """The raw request (http.client sends the path as given: no normalising of ``..``)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    try:
+        connection.request(method, path)
+        answer = connection.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "text"),
+    [
+        ("/demo/2026-11-25/report.html", "text/html; charset=utf-8", REPORT),
+        ("/demo/2026-11-25/report.json", "application/json", '{"schema": 1}'),
+        ("/demo/2026-11-25/dry-run/report.html", "text/html; charset=utf-8", "dry run report"),
+        ("/demo/history.html", "text/html; charset=utf-8", "history of demo"),
+        ("/demo/history.json", "application/json", '{"campaign": "demo"}'),
+        ("/demo/2026-11-25/report.html?refresh=1", "text/html; charset=utf-8", REPORT),
+    ],
+)
+def test_reports_and_history_pages_are_served(server, path, content_type, text):
+    status, headers, body = get(server, path)
+
+    assert (status, body) == (200, text)
+    assert headers["Content-Type"] == content_type
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+def test_head_answers_without_a_body(server):
+    status, headers, body = get(server, "/demo/2026-11-25/report.html", method="HEAD")
+
+    assert (status, body) == (200, "")
+    assert headers["Content-Length"] == str(len(REPORT))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/demo/2026-11-25/email_results.csv",
+        "/demo/2026-11-25/rejected.csv",
+        "/demo/2026-11-25/email_ledger.sqlite",
+        "/demo/2026-11-25/task_log.jsonl",
+        "/demo/2026-11-24/report.html",  # no report there
+        "/demo/report.html",
+        "/report.json",
+    ],
+)
+def test_customer_data_and_missing_files_answer_404(server, path):
+    status, _, body = get(server, path)
+
+    assert status == 404
+    assert SECRET not in body
+
+
+@pytest.mark.parametrize("path", ["/demo", "/demo/", "/demo/2026-11-25/", "/demo/2026-11-25"])
+def test_folders_are_not_listed(server, path):
+    status, _, body = get(server, path)
+
+    assert status == 404
+    assert "email_results" not in body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../outside/report.html",
+        "/demo/../../outside/report.html",
+        "/demo/2026-11-25/../../../outside/report.html",
+        "/%2e%2e/outside/report.html",
+        "/demo/%2E%2E/%2e%2e/outside/report.html",
+        "/demo/2026-11-25/..%2f..%2f..%2foutside/report.html",
+        "/demo%2f2026-11-25%2freport.html",
+        "/demo%5c2026-11-25%5creport.html",
+        "/demo/./2026-11-25/report.html",
+        "/demo/2026-11-25/report.html%00.csv",
+        "/demo/2026-11-25/%ff/report.html",
+    ],
+)
+def test_path_traversal_and_encoded_slashes_answer_404(server, path):
+    status, _, body = get(server, path)
+
+    assert status == 404
+    assert SECRET not in body
+
+
+def test_symlinks_out_of_the_root_or_to_other_files_answer_404(server, tree):
+    outside = tree.parent / "outside"
+    (tree / "linked").symlink_to(outside)  # a folder leading out of the root
+    run = tree / "demo" / "2026-11-25"
+    (run / "leak").mkdir()
+    (run / "leak" / "report.html").symlink_to(outside / "report.html")
+    (run / "leak" / "report.json").symlink_to(run / "email_results.csv")  # inside, other name
+
+    for path in ("/linked/report.html", "/demo/2026-11-25/leak/report.html",
+                 "/demo/2026-11-25/leak/report.json"):  # fmt: skip
+        status, _, body = get(server, path)
+        assert status == 404, path
+        assert SECRET not in body
+
+
+def test_a_symlink_to_a_report_inside_the_root_is_served(server, tree):
+    (tree / "latest").symlink_to(tree / "demo" / "2026-11-25")
+
+    assert get(server, "/latest/report.html")[:1] == (200,)
+
+
+def test_index_links_every_report_and_history(server, tree):
+    (tree.parent / "outside" / "2026-01-01").mkdir()
+    (tree.parent / "outside" / "2026-01-01" / "report.html").write_text(SECRET)
+    (tree / "elsewhere").symlink_to(tree.parent / "outside")
+    status, _, body = get(server, "/")
+
+    assert status == 200
+    for href in ("/demo/history.html", "/demo/2026-11-25/report.html",
+                 "/demo/2026-11-25/dry-run/report.html"):  # fmt: skip
+        assert f'href="{href}"' in body
+    assert "2026-11-24" not in body, "a date without a report has no link"
+    assert "elsewhere" not in body, "nothing is served out of the root: no link there"
+    assert SECRET not in body
+
+
+def test_other_methods_are_refused(server):
+    assert get(server, "/demo/2026-11-25/report.html", method="POST")[0] == 501
+
+
+@pytest.mark.e2e  # a process of its own
+def test_cli_says_in_one_line_that_the_port_is_in_use(server, tree):
+    port = server.server_address[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI")}
+    done = subprocess.run(
+        [sys.executable, "-m", "campaign_pipeline.reporting.server", "--root", str(tree),
+         "--port", str(port)],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"report server: port {port} on 127.0.0.1 is in use; stop what uses it or choose "
+        "another port (--port, make REPORT_PORT=...)\n"
+    )
+
+
+@pytest.mark.e2e  # a process of its own
+def test_cli_names_a_root_that_is_not_a_folder(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "campaign_pipeline.reporting.server", "--root",
+         str(tmp_path / "nowhere"), "--port", "0"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"report server: --root {tmp_path / 'nowhere'} is not a folder; create it or name another\n"
+    )
