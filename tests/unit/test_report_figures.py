@@ -185,6 +185,17 @@ def test_the_timeline_bins_sent_rows_by_sent_at_in_at_most_300_bins(tmp_path):
     assert sum(timeline["accepted"]) == 100
 
 
+def test_messages_sent_within_a_second_count_as_a_second_not_a_burst_rate(tmp_path):
+    folder = run_folder(tmp_path)
+    burst = [(f"B{n}", "new", f"b{n}", "sent", "", n * 0.01) for n in range(5)]  # in 40 ms
+    build_ledger(folder / "push_ledger.sqlite", burst)
+
+    timeline = figures.gather(folder)["channels"]["push"]["timeline"]
+
+    assert timeline["achieved_per_second"] == 5.0, "not 4 / 0.04 s = 100/s"
+    assert timeline["ratio"] == 2.5
+
+
 @pytest.mark.parametrize(
     ("span", "width"),
     [(0, 1), (299.9, 1), (300, 2), (3600, 15), (86400 * 30, 21600), (86400 * 400, 86400 * 2)],
