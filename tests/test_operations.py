@@ -128,7 +128,8 @@ def test_central_scheduler_shows_live_progress_and_final_status(campaign, luigid
     done_rows = [row for row in dom.stdout.split("<tr")[1:] if ">DONE<" in row.replace(" ", "")]
     for name in ("LoadSegments", "RunCampaign", *TASKS.values()):
         assert any(f">{name}<" in row for row in done_rows), f"{name} is not shown as done"
-    report = (campaign.folder / "report.html").resolve().as_uri()  # no [report] base_url
+    run_folder = campaign.folder.relative_to(campaign.root / "runs").as_posix()
+    report = f"http://127.0.0.1:8084/{run_folder}/report.html"  # luigi.cfg's [report] base_url
     for name in ("RunCampaign", "CampaignReport", *TASKS.values()):
         row = next(row for row in done_rows if f">{name}<" in row)
         assert f'target="_blank" href="{report}"' in row, f"{name} has no link to its report"

@@ -7,11 +7,9 @@ import csv
 import json
 import re
 import sqlite3
-import subprocess
 from collections import Counter
 
-from conftest import CHANNELS, REPO, RETCODE, TASKS
-from test_operations import luigid, task_list  # noqa: F401 - the fixture
+from conftest import CHANNELS, RETCODE, TASKS
 
 from campaign_pipeline.ledger import skip_kind
 from campaign_pipeline.sandbox import ChannelLimit, ErrorRule
@@ -230,23 +228,6 @@ def test_the_report_follows_an_edited_customer_file_and_stays_while_nothing_chan
     assert report["channels"]["email"]["targeted"] == 15 == len(campaign.results("email"))
     assert report["customer_file"]["sha256"] != first["customer_file"]["sha256"]
     assert report["inputs"] != first["inputs"]
-
-
-def test_the_visualiser_links_each_channel_task_to_the_report(campaign, luigid):  # noqa: F811
-    campaign.write_customers(rows=6)
-    campaign.start_sandbox()
-    campaign.configure(report={"base_url": "http://127.0.0.1:8084"})
-    scheduler = ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)]
-    command = [a for a in campaign.command(*scheduler) if a != "--local-scheduler"]
-
-    done = subprocess.run(command, cwd=REPO, env=campaign.env(), capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-
-    assert done.returncode == 0, done.stderr[-3000:]
-    tasks = task_list(luigid, "DONE")
-    url = "http://127.0.0.1:8084/test/2026-11-25/report.html"
-    linked = {t["name"] for t in tasks.values() if t.get("tracking_url") == url}
-    assert linked == {*TASKS.values(), "CampaignReport", "RunCampaign"}
 
 
 def test_a_report_base_url_that_is_not_http_is_one_line_and_nothing_is_sent(campaign):
