@@ -25,6 +25,7 @@ from .config import pipeline as campaign_config
 from .consent import ConsentStore, match_key
 from .consent.quiet import describe_preview
 from .consent.store import LEARNED, source_kind
+from .exceptions import SettingsError
 from .ledger import Status, describe_skips, skip_kind
 from .preview import WOULD_SEND
 from .reporting import REPORT_HTML
@@ -176,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         "--open", action="store_true", help="with --html or --history: open the page in a browser"
     )
     args = parser.parse_args(argv)
-    folder = run_dir(args.campaign or campaign_config().name, args.date)
+    try:
+        folder = run_dir(args.campaign or campaign_config().name, args.date)
+    except SettingsError as exc:
+        parser.error(str(exc))  # one line, exit 2
     if args.history:
         return _show(_history(folder.parent), args.open)
     if args.dry_run:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from campaign_pipeline.reporting.history import failure_rate, gather_history, write_history
 from campaign_pipeline.testing.reports import write_week
 
@@ -54,3 +56,17 @@ def test_a_campaign_without_dates_has_an_empty_history(tmp_path):
     (tmp_path / "demo").mkdir()
     page = write_history(tmp_path / "demo")
     assert "no run folder yet" in page.read_text()
+
+
+def test_campaign_report_names_a_campaign_name_it_cannot_use_in_one_line(capsys):
+    from campaign_pipeline import report
+
+    with pytest.raises(SystemExit) as stopped:
+        report.main(["--history", "--campaign", "../elsewhere"])
+
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        "campaign-report: error: campaign name '../elsewhere' must be letters, digits, '.', '_' "
+        "or '-'"
+    )
