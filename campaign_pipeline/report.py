@@ -160,7 +160,9 @@ def _cost(parts: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Summarise a campaign run.")
+    parser = argparse.ArgumentParser(
+        prog="campaign-report", description="Summarise a campaign run."
+    )
     parser.add_argument("--date", type=datetime.date.fromisoformat, default=datetime.date.today())
     parser.add_argument("--campaign", default=None)
     parser.add_argument("--dry-run", action="store_true", help="summarise the dry run's previews")
