@@ -199,7 +199,7 @@ def report_page(port: int, path: str) -> tuple[int, str] | None:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, ""
-    except urllib.error.URLError:
+    except (urllib.error.URLError, ConnectionError):  # refused, or reset while it stops
         return None
 
 
