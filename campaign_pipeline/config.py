@@ -448,7 +448,7 @@ class report(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
         default=20, description="Recipients per channel the report shows with include_samples"
     )
     base_url = luigi.Parameter(
-        default="",
+        default="http://127.0.0.1:8084",
         description="http(s) URL serving [campaign] output_dir (make scheduler's report "
         "server, http://127.0.0.1:8084): the visualiser's tracking links point there; "
         "empty: file:// links to the report on this machine",
