@@ -43,6 +43,8 @@ from .templates import MessageTemplate
 from .transport import BAD_URL_ERRORS, Session
 
 log = logging.getLogger("campaign_pipeline.sender")
+# What ChannelSender.send_stats counts: requests sent again, and 429 answers.
+SEND_STATS = ("retries", "rate_limited")
 
 MAX_RATE_LIMITED_TRIES = 20
 # The kinds of outcome that settle a ledger row for good, and the state each leaves it in;
@@ -199,7 +201,7 @@ class ChannelSender:
         self._masking: tuple[tuple[str, ...], Callable[[str], str]] = ((), redactor([]))
         self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
         self.counts: Counter = Counter()
-        # 429 answers (rate_limited) and requests sent again (retries), for the report
+        # requests sent again and 429 answers (SEND_STATS), for the report
         self._stats: Counter = Counter()
         self.stop_reason = ""
         self._stop_error: type[CampaignError] = ChannelStoppedError
@@ -471,11 +473,12 @@ class ChannelSender:
             return Outcome(Kind.STOP, error=self._unsendable(exc))
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
-        self._note_sent(again=getattr(self._local, "again", False))
+        if getattr(self._local, "again", False):
+            self._note("retries")
         self._local.again = True
         outcome = self._post(session, prepared)
         if outcome.kind == Kind.RATE_LIMITED:
-            self._note_rate_limited()
+            self._note("rate_limited")
         if outcome.kind == Kind.FAILED and len(ids) > 1:
             status = Status.PENDING  # refused as a whole: nobody in it got the message
         else:
@@ -570,20 +573,15 @@ class ChannelSender:
         with self._changed:
             self.counts[kind] += recipients
 
-    def _note_sent(self, again: bool) -> None:
-        if again:
-            with self._changed:
-                self._stats["retries"] += 1
-
-    def _note_rate_limited(self) -> None:
+    def _note(self, stat: str) -> None:
         with self._changed:
-            self._stats["rate_limited"] += 1
+            self._stats[stat] += 1
 
     def send_stats(self) -> dict[str, int]:
         """This run's requests sent again (``retries``: a transient failure retried, a 429
         waited out, renewed credentials) and 429 answers (``rate_limited``)."""
         with self._changed:
-            return {key: self._stats[key] for key in ("retries", "rate_limited")}
+            return {key: self._stats[key] for key in SEND_STATS}
 
     def _hold(self, rows: list[dict]) -> None:
         with self._changed:

@@ -594,12 +594,12 @@ class ChannelTask(CampaignTask):
         """Add this run's 429 answers and requests sent again to the ledger's ``send_stats``
         note, the date's total over its runs, for the report."""
         try:
-            noted = json.loads(ledger.noted(SEND_STATS) or "{}")
+            noted = json.loads(ledger.noted(SEND_STATS_NOTE) or "{}")
         except ValueError:
             noted = {}
         stats = sender.send_stats()
-        total = {key: int(noted.get(key, 0)) + stats.get(key, 0) for key in SEND_STAT_KEYS}
-        ledger.note(SEND_STATS, json.dumps(total))
+        total = {key: int(noted.get(key, 0)) + stats.get(key, 0) for key in stats}
+        ledger.note(SEND_STATS_NOTE, json.dumps(total))
 
     def _admission(self, ledger: Ledger) -> list:
         """The rules every pending row passes just before it is sent: quiet hours first."""
@@ -797,8 +797,7 @@ class ChannelTask(CampaignTask):
 STORE_MARK = "consent_store"
 # The sender's counts of 429 answers and of requests sent again, summed over the date's runs
 # in the ledger's meta table, for the report.
-SEND_STATS = "send_stats"
-SEND_STAT_KEYS = ("retries", "rate_limited")
+SEND_STATS_NOTE = "send_stats"
 
 
 class CampaignReport(CampaignTask):

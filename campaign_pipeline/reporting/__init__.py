@@ -22,17 +22,12 @@ def write(folder: Path, *, dry_run: bool = False, status: dict | None = None) ->
     """Write report.json and report.html of the run folder *folder* (a dry run's
     ``dry-run`` folder with *dry_run*), each atomically; return the report.html path.
     *status* (``{"state": "failed", "detail": ...}``) replaces the status gathered."""
-    from ..config import consent
     from ..config import report as report_config
     from . import figures, page
 
     folder = Path(folder)
-    report = figures.gather(
-        folder,
-        dry_run=dry_run,
-        include_samples=report_config().include_samples,
-        store=consent().store,
-    )
+    samples = report_config().include_samples
+    report = figures.gather(folder, dry_run=dry_run, include_samples=samples)
     if status is not None:
         report["status"] = {**report["status"], **status}
     _replace(folder / REPORT_JSON, json.dumps(report, indent=2, ensure_ascii=False))

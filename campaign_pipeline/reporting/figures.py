@@ -30,10 +30,11 @@ import luigi
 from ..config import consent as consent_config
 from ..config import pipeline as campaign_config
 from ..consent.store import source_kind
-from ..ledger import RESULT_COLUMNS, Status, skip_kind
+from ..ledger import RESULT_COLUMNS, Status, skip_kind, utc_now
 from ..preview import WOULD_SEND
 from ..providers.errors import lookup
 from ..safecsv import original_cell
+from ..sender import SEND_STATS
 from . import timings
 
 SCHEMA = 1
@@ -76,16 +77,13 @@ EPOCH = "(ROUND((julianday(sent_at) - 2440587.5) * 86400000.0) / 1000.0)"
 SENT_ROWS = f"status = '{Status.SENT}' AND sent_at != ''"
 
 
-def gather(
-    folder: Path, *, dry_run: bool = False, include_samples: bool = False, store: str = ""
-) -> dict:
+def gather(folder: Path, *, dry_run: bool = False, include_samples: bool = False) -> dict:
     """The report.json document of the run folder *folder* (a dry run's ``dry-run`` folder
-    with *dry_run*). *store* is accepted for the callers' symmetry with campaign-report; the
-    report reads no consent store. Missing files are figures not there yet, never an error."""
+    with *dry_run*). It reads no consent store: its entries are customer data. Missing files
+    are figures not there yet, never an error."""
     from ..channels import registered  # the registry imports the tasks, which import us
     from ..config import report as report_config
 
-    del store  # nothing of the store is shown: its entries are customer data
     folder = Path(folder)
     date_folder = folder.parent if dry_run else folder
     load = _read_json(folder / "load_summary.json")
@@ -100,7 +98,7 @@ def gather(
         "campaign": date_folder.parent.name,
         "date": date_folder.name,
         "dry_run": dry_run,
-        "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        "generated_at": utc_now(),
         "status": {
             "state": "complete" if done else "incomplete",
             "detail": "every task done" if done else _not_done(channels),
@@ -410,10 +408,7 @@ def send_stats(db: sqlite3.Connection) -> dict[str, int]:
         noted = json.loads(found[0]) if found else {}
     except (sqlite3.OperationalError, ValueError):  # no meta table: a loaded result file
         noted = {}
-    return {
-        "retries": int(noted.get("retries", 0)),
-        "rate_limited": int(noted.get("rate_limited", 0)),
-    }
+    return {key: int(noted.get(key, 0)) for key in SEND_STATS}
 
 
 def sample_rows(db: sqlite3.Connection, limit: int) -> list[dict]:
@@ -446,6 +441,7 @@ def from_preview(path: Path, samples: int) -> dict:
     if unlisted := by_status[Status.FAILED] - len(listed):
         reasons["more, not listed in the preview"] += unlisted
     figures = {
+        **empty_figures(),
         "state": "preview",
         "source": path.name,
         "targeted": sum(by_status.values()),
@@ -454,11 +450,7 @@ def from_preview(path: Path, samples: int) -> dict:
         "skipped_by_reason": counts.get("skipped_by_reason", {}),
         "suppressed_by_source": counts.get("suppressed_by_source", {}),
         "deferred": counts.get("quiet_hours", {}).get("deferred", 0),
-        "failed_by_code": [],
         "failed_by_reason": dict(reasons.most_common()),
-        "timeline": None,
-        "retries": 0,
-        "rate_limited": 0,
     }
     figures["samples"] = [
         {

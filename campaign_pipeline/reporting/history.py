@@ -14,6 +14,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from ..ledger import utc_now
 from . import REPORT_HTML, REPORT_JSON, _replace, charts
 from .page import environment, percent
 
@@ -30,7 +31,7 @@ def gather_history(campaign_folder: Path) -> dict:
             dates.append(_entry(folder, _report(folder)))
     return {
         "campaign": campaign_folder.name,
-        "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        "generated_at": utc_now(),
         "dates": dates,
     }
 

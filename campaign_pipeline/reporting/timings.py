@@ -13,19 +13,17 @@ import json
 import os
 from pathlib import Path
 
+from ..ledger import utc_now
+
 TASK_LOG = "task_log.jsonl"
 # event -> the state a task is in after it
 STATES = {"start": "running", "success": "done", "failure": "failed"}
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
 def record(folder: Path, task_family: str, task_id: str, event: str, error: str = "") -> None:
     """Append *event* (``start``, ``success`` or ``failure``) of a task to *folder*'s log;
     *error* is the exception's class name, never its text (it may hold customer data)."""
-    line = {"at": now(), "task": task_family, "task_id": task_id, "event": event}
+    line = {"at": utc_now(), "task": task_family, "task_id": task_id, "event": event}
     if error:
         line["error"] = error
     Path(folder).mkdir(parents=True, exist_ok=True)
