@@ -6,8 +6,6 @@ STAMP := $(VENV)/.installed
 SANDBOX_PORT ?= 8765
 SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)
 # pytest arguments, e.g. make test PYTEST_ARGS='-k ledger -x'; TEST_WORKERS=1 runs them one by one
-# (worksteal: an idle worker takes tests queued on a busy one, so a long test near the end
-# does not leave the others idle)
 TEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 # the central scheduler (luigid) of `make scheduler`, and the one `make daily` looks for
@@ -77,7 +75,7 @@ preview: $(STAMP)
 ## test: the whole suite: the unit layer and the end-to-end tests (real HTTP on 127.0.0.1,
 ## real luigi runs)
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## test-fast: the unit layer only (every test not marked e2e: no luigi run, no subprocess),
 ## in seconds; `make test` runs it too, with the end-to-end tests
