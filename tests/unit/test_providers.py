@@ -243,6 +243,21 @@ def test_a_batch_refused_for_several_personalizations_blames_each_for_its_own_er
     )
 
 
+def test_a_blamed_recipients_error_is_masked_as_the_outcomes_own(monkeypatch):
+    email = email_provider(monkeypatch)
+    echoed = sendgrid_error(
+        400,
+        ("personalizations.0.subject", "bad subject (request: Bearer sg-secret-key)"),
+        ("personalizations.1.to.0.email", "Does not contain a valid address."),
+    )
+
+    outcome = email.interpret(echoed).masked(lambda text: text.replace("sg-secret-key", "***"))
+
+    assert "sg-secret-key" not in outcome.error
+    assert [b.error.endswith("(request: Bearer ***)") for b in outcome.blamed] == [True, False]
+    assert outcome.of(outcome.blamed[1]).suppress and not outcome.of(outcome.blamed[0]).suppress
+
+
 def test_an_email_sender_error_stops_the_channel_naming_from_email(monkeypatch):
     email = email_provider(monkeypatch)
     refused = sendgrid_error(
