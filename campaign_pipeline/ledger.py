@@ -52,6 +52,13 @@ IN_FLIGHT_AT_CRASH = (
     "the request was in flight when an earlier run stopped, so it may have been delivered; "
     "not resent (set resend_unknown to send it again)"
 )
+# A new ledger's recipient whom the consent store records a message of the same campaign,
+# date and channel to: the ledger of an earlier run was lost (deleted, another folder).
+MESSAGED_BEFORE = (
+    "the ledger was made anew, but the consent store {store} records a message of this "
+    "campaign and date to this contact, so it may have been delivered; not resent (set "
+    "resend_unknown to send it again)"
+)
 
 # The columns of a result file, in order; all of them are ledger columns.
 RESULT_COLUMNS = (

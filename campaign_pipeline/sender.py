@@ -415,15 +415,17 @@ class ChannelSender:
 
     def _split(self, rows: list[dict], tries: int, outcome: Outcome) -> None:
         """A batch was refused as a whole for some of its recipients: nothing of it was
-        taken. Fail the recipient the provider named and send the others again; without a
-        name, halve the batch until each bad recipient stands alone."""
-        if outcome.culprit is not None and 0 <= outcome.culprit < len(rows):
-            bad = rows[outcome.culprit]
-            self.ledger.fail_pending(bad["customer_id"], outcome.error)
-            self._settle([bad], Status.FAILED)
-            self._refused(bad, outcome)
-            self._count(Kind.FAILED)
-            parts = [[row for row in rows if row is not bad]]
+        taken. Fail each recipient the provider named, with its own errors, and send the
+        others again; without a name, halve the batch until each bad recipient stands alone."""
+        named = {b.index: b for b in outcome.blamed if 0 <= b.index < len(rows)}
+        if named:
+            for index, blame in named.items():
+                bad = rows[index]
+                self.ledger.fail_pending(bad["customer_id"], blame.error)
+                self._settle([bad], Status.FAILED)
+                self._refused(bad, outcome.of(blame))
+                self._count(Kind.FAILED)
+            parts = [[row for index, row in enumerate(rows) if index not in named]]
         else:
             half = len(rows) // 2
             parts = [rows[:half], rows[half:]]
@@ -516,7 +518,7 @@ class ChannelSender:
         except Exception as exc:  # the provider answered: it may have taken the message
             what = f"cannot read the answer {response.status_code}"
             return self._unsure(self._unexpected(what, exc))
-        return replace(outcome, error=self.redact(outcome.error))
+        return outcome.masked(self.redact)
 
     def _unsendable(self, exc: BaseException) -> str:
         """The stop reason for a request that cannot be sent at all: nothing left."""

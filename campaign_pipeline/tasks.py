@@ -20,7 +20,7 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import luigi
@@ -57,7 +57,7 @@ from .exceptions import (
     SuppressionFileError,
 )
 from .inputs import CustomerFile, CustomerFileWait
-from .ledger import RESULT_COLUMNS, Ledger, Status, describe_skips
+from .ledger import MESSAGED_BEFORE, RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
 from .progress import ProgressReporter, rate_limit
 from .providers.lists import ListReader, ProviderList
@@ -639,12 +639,31 @@ class ChannelTask(CampaignTask):
         learned, mark = store.barred(self.channel, applies=self._applies)
         entries = itertools.chain(suppressions.barred(), learned)
         dedupe = consent_config().dedupe_contacts
+        history = self._history(store) if previous is None else None
+        marked = []
+
+        def decide(db: sqlite3.Connection) -> None:
+            gate.decide(db, entries, dedupe)
+            if history is not None:  # in the same transaction: never pending for a moment
+                reason = MESSAGED_BEFORE.format(store=store.path)
+                marked.append(gate.unknown_from_history(db, history, reason, dedupe))
+
         changes = ledger.follow(
             self._customers(column),
             selection,
-            decide=lambda db: gate.decide(db, entries, dedupe),
+            decide=decide,
             notes={STORE_MARK: json.dumps(mark)},
         )
+        if marked and marked[0]:
+            log.warning(
+                "%s: the ledger %s is new, but the consent store %s records messages of this "
+                "campaign and date: %d recipient(s) marked unknown, not resent (--resend-unknown "
+                "sends them again)",
+                self.channel,
+                ledger.path,
+                store.path,
+                marked[0],
+            )
         described = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in changes.items())
         if changed and any(changes.values()):
             log.info("%s: %s; unsent recipients follow: %s", self.channel, changed, described)
@@ -655,6 +674,24 @@ class ChannelTask(CampaignTask):
                 self.channel,
                 described,
             )
+
+    def _history(self, store: ConsentStore) -> Callable[[list[str]], dict[str, set[str]]] | None:
+        """For a new ledger: the lookup of the store's messages of this campaign, date and
+        channel by contact (ConsentStore.messaged), when it holds any; a ledger lost since
+        they were sent knew what became of them. None with ``--resend-unknown``, which sends
+        to whoever may have been messaged."""
+        date = self.date.isoformat()
+        if not store.has_messages(self.channel, self.campaign, date):
+            return None
+        if self.resend_unknown:
+            log.warning(
+                "%s: the ledger is new, but the consent store %s records messages of this "
+                "campaign and date; --resend-unknown: they are sent again",
+                self.channel,
+                store.path,
+            )
+            return None
+        return functools.partial(store.messaged, self.channel, self.campaign, date)
 
     def _follow_store(self, ledger: Ledger, store: ConsentStore) -> bool:
         """Apply the store's entries added since the ledger last looked; False when the

@@ -6,6 +6,7 @@ import re
 
 from conftest import CHANNELS, TASKS
 
+from campaign_pipeline.consent import ConsentStore
 from campaign_pipeline.sandbox import ErrorRule
 
 ALL = ["premium", "regular", "new"]
@@ -59,6 +60,48 @@ def test_a_bad_address_named_by_the_provider_fails_alone_and_the_rest_go_once(ca
     accepted = campaign.accepted("email")
     assert set(accepted.values()) == {1} and "bounce.4@example.com" not in accepted
     assert len(accepted) == 9
+
+
+def test_one_400_naming_several_recipients_fails_each_for_its_own_error_alone(campaign):
+    """SendGrid names every fault of a batch in one 400: the recipient refused for its
+    subject is failed for that, never learned as a refused address; only the one whose
+    address is named is suppressed for the campaigns to come."""
+    emails = ["ok0@example.com", "subject@example.com", "bad@example.com", "ok3@example.com"]
+    write(campaign, emails)
+    campaign.start_sandbox(
+        error_rules=[
+            ErrorRule("email", "^subject@", 400, "personalizations.*.subject"),
+            ErrorRule("email", "^bad@", 400, "personalizations.*.to.0.email"),
+        ]
+    )
+    campaign.configure(email_api={"batch_size": 4})
+
+    done = campaign.run(task="SendEmailCampaign")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["customer_id"]: r for r in campaign.results("email")}
+    assert {cid: r["status"] for cid, r in rows.items()} == {
+        "B0": "sent", "B1": "failed", "B2": "failed", "B3": "sent"
+    }  # fmt: skip
+    assert rows["B1"]["error"] == (
+        "email provider answered 400: personalizations.1.subject: sandbox error rule: 400"
+    )
+    assert rows["B2"]["error"] == (
+        "email provider answered 400: personalizations.2.to.0.email: sandbox error rule: 400"
+    )
+    # the one 400, then the unnamed rest again in one request
+    assert campaign.requests("email") == 2
+    assert campaign.accepted("email") == {"ok0@example.com": 1, "ok3@example.com": 1}
+    with ConsentStore(str(campaign.root / "consent.sqlite")) as store:
+        learned = [(e.contact, e.code) for e in store.entries("email")]
+    assert learned == [("bad@example.com", "400")]
+
+    # The next campaign: the sandbox takes every message; only the refused address is skipped.
+    campaign.start_sandbox()
+    again = campaign.run(task="SendEmailCampaign", date="2026-11-26")
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert set(campaign.accepted("email")) == set(emails) - {"bad@example.com"}
 
 
 def test_a_refused_batch_that_names_nobody_is_halved_until_the_bad_one_stands_alone(campaign):

@@ -241,3 +241,73 @@ def test_resend_unknown_sends_the_in_flight_ones_again(campaign):
     accepted = campaign.accepted("email")
     assert sorted(accepted.values()).count(2) == in_flight, "exactly the unknown ones went twice"
     assert set(campaign.accepted("sms").values()) == {1}, "the flag is per channel"
+
+
+def lose_ledgers(campaign) -> None:
+    """Delete every channel's ledger (with its WAL, its lock file) and the result files not
+    yet written when a run dies: as if the run folder were lost or cleaned up."""
+    for path in campaign.folder.glob("*_ledger.sqlite*"):
+        path.unlink()
+    for path in campaign.folder.glob("*_results.csv"):
+        path.unlink()
+
+
+def test_a_lost_ledger_resends_nobody_the_consent_store_records_a_message_to(campaign):
+    campaign.write_customers(rows=30)
+    campaign.start_sandbox()
+    campaign.configure(SendEmailCampaign={"target_segments": ["premium"]})
+    first = campaign.run(task="SendEmailCampaign")
+    assert first.returncode == 0, first.stderr[-3000:]
+    premium = {r["customer_id"] for r in campaign.results("email") if r["status"] == "sent"}
+    assert premium, "the file should have premium customers"
+    lose_ledgers(campaign)
+    campaign.configure(SendEmailCampaign={"target_segments": ALL})
+
+    rerun = campaign.run(task="SendEmailCampaign")
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    accepted = campaign.accepted("email")
+    assert set(accepted.values()) == {1}, "nobody received a message twice"
+    assert len(accepted) == 30, "the customers never sent to were sent to"
+    rows = campaign.results("email")
+    store = campaign.root / "consent.sqlite"
+    for row in rows:
+        if row["customer_id"] in premium:
+            assert row["status"] == "unknown"
+            assert row["error"].startswith(
+                f"the ledger was made anew, but the consent store {store} records a message"
+            )
+        else:
+            assert (row["status"], row["error"]) == ("sent", "")
+    assert "1" not in {r["attempts"] for r in rows if r["customer_id"] in premium}, (
+        "no request for them in this run"
+    )
+    assert f"consent store {store} records messages of this campaign" in rerun.stderr
+
+    # A complete channel does not run again: without its result file it resumes its ledger.
+    (campaign.folder / "email_results.csv").unlink()
+    again = campaign.run("--SendEmailCampaign-resend-unknown", task="SendEmailCampaign")
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {r["status"] for r in campaign.results("email")} == {"sent"}
+    twice = {r for r, n in campaign.accepted("email").items() if n == 2}
+    assert len(twice) == len(premium), "--resend-unknown sends exactly those again"
+
+
+def test_a_ledger_lost_mid_run_then_killed_sends_nobody_twice(campaign):
+    crash_mid_send(campaign, rows=90, email_batch=5)
+    lose_ledgers(campaign)
+
+    rerun = campaign.run()
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    store = campaign.root / "consent.sqlite"
+    for channel in CHANNELS:
+        assert set(campaign.accepted(channel).values()) == {1}, "nobody received one twice"
+        rows = campaign.results(channel)
+        assert len(rows) == 90 and {r["status"] for r in rows} <= {"sent", "unknown"}
+        assert all(
+            f"consent store {store} records a message" in r["error"]
+            for r in rows
+            if r["status"] == "unknown"
+        )

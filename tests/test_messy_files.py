@@ -22,7 +22,7 @@ MESSY = (
     + line("C5", name="x" * 200_000)  # larger than the csv module's field limit
     + line("C6", name="Nul\x00")
     + line("C7", name='"Two\nlines"')  # one spreadsheet row over two lines of the file
-    + line("C8", name='"Unclosed')  # swallows C9 and C10, up to C10's quote
+    + line("C8", name='"Unclosed')  # left out alone, not C9 and C10 up to C10's quote
     + line("C9")
     + line("C10", name='"Closed"')
     + line("C11")
@@ -47,21 +47,28 @@ def test_a_messy_file_is_loaded_quarantined_and_sent(campaign):
         ),
         9: (
             "unbalanced_quote",
-            "a quote is unbalanced: the quoted field from row 9 runs over lines 10 to 12 of the "
-            "file, taking them into this one row; close or remove the quote",
+            f"customer file {campaign.customers_path}, line 10, field first_name: a quote opens "
+            "and does not close on its line; this row is left out and the lines after it are "
+            "read as rows of their own (close or remove the quote)",
         ),
     }
-    sent = ["C1", "C2", "C3", "C4", "C7", "C11"]
+    sent = ["C1", "C2", "C3", "C4", "C7", "C9", "C10", "C11"]
     for channel in ("email", "push"):
         rows = campaign.results(channel)
         assert [(r["customer_id"], r["status"]) for r in rows] == [(c, "sent") for c in sent]
     sms = {r["customer_id"]: r for r in campaign.results("sms")}
     assert {c: r["status"] for c, r in sms.items()} == {
-        "C1": "sent", "C2": "skipped", "C3": "skipped", "C4": "sent", "C7": "sent", "C11": "sent"
+        "C1": "sent", "C2": "skipped", "C3": "skipped", "C4": "sent", "C7": "sent", "C9": "sent",
+        "C10": "sent", "C11": "sent",
     }  # fmt: skip
     assert sms["C2"]["error"].startswith("invalid: phone '2125550lOO' contains letters")
     assert "has an extension (12)" in sms["C3"]["error"]
-    assert campaign.accepted("sms") == {f"+1212555{n:04d}": 1 for n in (1, 4, 7, 11)}
+    assert campaign.accepted("sms") == {f"+1212555{n:04d}": 1 for n in (1, 4, 7, 9, 10, 11)}
+    # The lines after the stray quote are rows as they stand: C10's name is its own.
+    (c10,) = [
+        r["request"] for r in campaign.sandbox.accepted() if r["recipient"] == "c10@example.com"
+    ]
+    assert c10["subject"] == "Closed, your spring offer is here"
     # One batched email request; C4 reads the literal text, not another body substituted.
     assert campaign.requests("email") == 1
     (c4,) = [

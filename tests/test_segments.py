@@ -129,7 +129,7 @@ MESSY_FILE = (
     + row("M7", name="Nul\x00Byte")
     + row("M8", name="Bell\x07")
     + row("M9", name='"Two\nlines"')  # a quoted field over two lines is one row
-    + row("M10", name='"Unclosed')  # swallows the rows below up to the next quote
+    + row("M10", name='"Unclosed')  # would swallow the rows below up to the next quote
     + row("M11")
     + row("M12", name='"Closed"')
     + row("M13")
@@ -152,22 +152,23 @@ def test_messy_file_rejects_only_the_bad_rows(tmp_path):
         8: "control_character",
         9: "control_character",
         11: "unbalanced_quote",
-        13: "field_too_large",
+        15: "field_too_large",
     }
     assert rejected.loc[7, "detail"] == (
         "field first_name has 1,000,000 characters; at most 131,072 are read"
     )
-    assert len(rejected.loc[13, "raw"]) < 2_100
+    assert len(rejected.loc[15, "raw"]) < 2_100
     assert rejected.loc[8, "detail"] == (
         "field first_name contains control character U+0000 at position 4"
     )
     assert rejected.loc[11, "detail"].startswith(
-        "a quote is unbalanced: the quoted field from row 11 runs over lines 12 to 14 of the file"
+        f"customer file {path}, line 12, field first_name: a quote opens and does not close "
+        "on its line"
     )
     customers = loaded.customers.set_index("customer_id")
     assert customers["row"].to_dict() == {
-        "M1": "2", "M2": "3", "M3": "4", "M4": "5", "M5": "6", "M9": "10", "M13": "12",
-        "M15": "14", "M16": "15",
+        "M1": "2", "M2": "3", "M3": "4", "M4": "5", "M5": "6", "M9": "10", "M11": "12",
+        "M12": "13", "M13": "14", "M15": "16", "M16": "17",
     }  # fmt: skip
     assert customers.loc["M9", "first_name"] == "Two\nlines"
     assert customers.loc["M15", "first_name"] == "Spaced"
@@ -183,7 +184,7 @@ def test_messy_file_rejects_only_the_bad_rows(tmp_path):
     )
     assert errors["M5"].startswith("invalid: phone '1-800-FLOWERS' contains letters")
     assert (errors["M1"], customers.loc["M1", "phone"]) == ("", "+12125550100")
-    assert loaded.records_read == 14
+    assert loaded.records_read == 16
 
 
 @pytest.mark.usefixtures("parallel")
@@ -228,15 +229,29 @@ def test_a_control_character_in_any_column_rejects_the_row(tmp_path):
 
 
 @pytest.mark.usefixtures("parallel")
-def test_an_unbalanced_quote_closed_on_the_next_row_is_found(tmp_path):
+def test_an_unbalanced_quote_costs_its_own_row_only(tmp_path):
     path = tmp_path / "customers.csv"
     text = row("U1", name='"Unclosed') + row("U2", name='"Closed"') + row("U3")
+    text += row("U4", phone='"+12125550104') + "\n" + row("U5")  # open to the end of the file
     path.write_text(HEADER + text, encoding="utf-8")
 
     loaded = assert_same(path)
 
-    assert loaded.rejected[["row", "reason"]].values.tolist() == [[2, "unbalanced_quote"]]
-    assert loaded.customers["customer_id"].tolist() == ["U3"]
+    assert loaded.rejected[["row", "reason", "detail"]].values.tolist() == [
+        [2, "unbalanced_quote", unclosed(path, 2, "first_name")],
+        [5, "unbalanced_quote", unclosed(path, 5, "phone")],
+    ]
+    customers = loaded.customers.set_index("customer_id")
+    assert customers["row"].to_dict() == {"U2": "3", "U3": "4", "U5": "7"}
+    assert customers.loc["U2", "first_name"] == "Closed"
+
+
+def unclosed(path, line: int, field: str) -> str:
+    return (
+        f"customer file {path}, line {line}, field {field}: a quote opens and does not close "
+        "on its line; this row is left out and the lines after it are read as rows of their "
+        "own (close or remove the quote)"
+    )
 
 
 @pytest.mark.parametrize("load", [segments.load, load_one_by_one])

@@ -20,7 +20,7 @@ entry for the customer id wins over one for the contact.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 CUSTOMER = "customer"
 CONTACT = "contact"
@@ -86,6 +86,42 @@ def decide(
         " AND f.customer_id != current.customer_id"
     )
     db.execute("DELETE FROM firsts")
+
+
+def unknown_from_history(
+    db: sqlite3.Connection,
+    messaged: Callable[[list[str]], dict[str, set[str]]],
+    reason: str,
+    dedupe: bool,
+    page: int = 1000,
+) -> int:
+    """Mark ``unknown`` with *reason* the pending targeted rows of ``current`` that a
+    message history already reached: *messaged* gives, for a page of contacts, the customer
+    ids each has a message to. With *dedupe* (one message per person) any message to the
+    contact counts, else only one to that customer. Returns how many were marked.
+
+    For a ledger made anew while the history holds messages of the same campaign and date:
+    the ledger that knew what they became is lost, so each may have been delivered."""
+    marked, last = 0, 0
+    while True:
+        rows = db.execute(
+            f"SELECT rowid, customer_id, contact FROM current WHERE targeted"
+            f" AND status = '{_PENDING}' AND rowid > ? ORDER BY rowid LIMIT ?",
+            (last, page),
+        ).fetchall()
+        if not rows:
+            return marked
+        last = rows[-1][0]
+        found = messaged(sorted({contact for _, _, contact in rows if contact}))
+        reached = [
+            (reason, cid)
+            for _, cid, contact in rows
+            if contact in found and (dedupe or cid in found[contact])
+        ]
+        db.executemany(
+            f"UPDATE current SET status = '{_UNKNOWN}', error = ? WHERE customer_id = ?", reached
+        )
+        marked += len(reached)
 
 
 # The ledger's rows a new entry may still change: to be sent, or skipped as a duplicate

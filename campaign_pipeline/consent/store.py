@@ -418,6 +418,36 @@ class ConsentStore:
             )
             return {customer_id for (customer_id,) in found if customer_id in ids}
 
+    def has_messages(self, channel: str, campaign: str, date: str) -> bool:
+        """Whether any message of *campaign* on *date* is stored for *channel*. A scan of
+        the table (no index has the campaign), asked once when a ledger is new."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT 1 FROM messages NOT INDEXED"
+                " WHERE channel = ? AND campaign = ? AND date = ? LIMIT 1",
+                (channel, campaign, date),
+            ).fetchone()
+        return found is not None
+
+    def messaged(
+        self, channel: str, campaign: str, date: str, contacts: list[str]
+    ) -> dict[str, set[str]]:
+        """The customer ids each of *contacts* has a message of *campaign* on *date* stored
+        to, on *channel*; a contact with none is left out. A seek per contact."""
+        if not contacts:
+            return {}
+        marks = ", ".join("?" * len(contacts))
+        found: dict[str, set[str]] = {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT contact, customer_id FROM messages INDEXED BY messages_by_contact"
+                f" WHERE channel = ? AND contact IN ({marks}) AND campaign = ? AND date = ?",
+                (channel, *contacts, campaign, date),
+            ).fetchall()
+        for contact, customer_id in rows:
+            found.setdefault(contact, set()).add(customer_id)
+        return found
+
     def reserve(self, messages: list[tuple[str, str, str, str, str, str]]) -> None:
         """Store *messages*, each (channel, contact, customer_id, campaign, date, sent_at)."""
         with self._writing():

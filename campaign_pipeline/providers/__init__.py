@@ -11,7 +11,8 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ __all__ = [
     "SENT",
     "STOP",
     "UNKNOWN",
+    "Blame",
     "Kind",
     "Outcome",
     "Provider",
@@ -50,6 +52,15 @@ PROVIDER_URL_ENV = "CAMPAIGN_PROVIDER_URL"
 
 
 @dataclass(frozen=True)
+class Blame:
+    """One recipient of a refused batch, as the provider's answer names it."""
+
+    index: int  # its position in the batch
+    error: str  # the errors about it alone
+    suppress: bool = False  # one of them refuses its contact for good (see Outcome.suppress)
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What became of one request (see :class:`Kind`), with what the sender needs of it."""
 
@@ -57,12 +68,24 @@ class Outcome:
     message_id: str = ""
     error: str = ""
     retry_after: float | None = None
-    culprit: int | None = None  # in a refused batch, the recipient the provider blamed
+    # a refused batch: each recipient the provider named, with its own error; the others
+    # were refused only with them
+    blamed: tuple[Blame, ...] = ()
     code: str = ""  # an error's code: the provider's own, else the HTTP status
     suppress: bool = False  # failed: the provider refused the contact for good (errors.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", Kind(self.kind))  # "snet" fails here, not later
+
+    def masked(self, redact: Callable[[str], str]) -> Outcome:
+        """This outcome with its error texts, the blamed recipients' too, passed through
+        *redact*."""
+        blamed = tuple(replace(b, error=redact(b.error)) for b in self.blamed)
+        return replace(self, error=redact(self.error), blamed=blamed)
+
+    def of(self, blame: Blame) -> Outcome:
+        """The outcome for the one recipient *blame* names."""
+        return replace(self, error=blame.error, suppress=blame.suppress, blamed=())
 
 
 @dataclass(frozen=True)
@@ -258,13 +281,18 @@ class Provider:
             error = f"{label} with a body that is not {self.name}'s ({what})"
         if kind in (Kind.STOP, Kind.RENEW):
             error = f"{error.rstrip('.')}; {self.hint(check)}"
+        learns = row.suppress and kind == Kind.FAILED
+        blamed = self.blamed(response) if kind == Kind.FAILED else []
         return Outcome(
             kind,
             error=error,
             retry_after=retry_after(response) if kind in (Kind.RATE_LIMITED, Kind.RETRY) else None,
-            culprit=self.culprit(response),
+            blamed=tuple(
+                replace(b, error=f"{label}: {b.error}", suppress=learns and b.suppress)
+                for b in blamed
+            ),
             code=code or str(response.status_code),  # SendGrid has no codes: its status
-            suppress=row.suppress and kind == Kind.FAILED and self.blames_contact(response, code),
+            suppress=learns and self.blames_contact(response, code),
         )
 
     def blames_contact(self, response: requests.Response, code: str) -> bool:  # noqa: ARG002 - a hook
@@ -277,9 +305,11 @@ class Provider:
         """Whether an error answer is in the provider's own format."""
         raise NotImplementedError(f"{type(self).__name__} must implement speaks()")
 
-    def culprit(self, response: requests.Response) -> int | None:  # noqa: ARG002 - a hook
-        """Which recipient of a batch an error answer names, if it names one."""
-        return None
+    def blamed(self, response: requests.Response) -> list[Blame]:  # noqa: ARG002 - a hook
+        """The recipients of a batch an error answer names, each once: its position, the
+        provider's messages about it alone, and whether one of them is about its contact
+        (which a table row marked ``suppress`` then learns). Empty when it names none."""
+        return []
 
     def message_id(self, response: requests.Response) -> str:
         """The provider's id of the message it took, from a success response."""

@@ -15,7 +15,7 @@ from ..config import email_api
 from ..exceptions import ChannelStoppedError, MessageError, SettingsError
 from ..templates import MessageTemplate
 from ..unsubscribe import Unsubscribe, check_key
-from . import Provider, Request, json_body
+from . import Blame, Provider, Request, json_body
 from .lists import Listed, ListReader, ProviderList
 
 log = logging.getLogger("campaign_pipeline")
@@ -287,19 +287,24 @@ class EmailProvider(Provider):
             merged["asm"] = first["asm"]
         return Request(url=requests[0].url, headers=requests[0].headers, json=merged)
 
-    def culprit(self, response: requests.Response) -> int | None:
-        for error in json_body(response).get("errors") or []:
-            field = error.get("field") if isinstance(error, dict) else None
-            if found := _PERSONALIZATION.match(str(field or "")):
-                return int(found.group(1))
-        return None
+    def blamed(self, response: requests.Response) -> list[Blame]:
+        """Each personalization the errors name (``personalizations.N...``), with its own
+        errors; its contact is refused only by an error about its address
+        (``personalizations.N.to.M.email``), not by one about its subject, say."""
+        named: dict[int, list[str]] = {}
+        contact: set[int] = set()
+        for field, message in _errors(response):
+            if found := _PERSONALIZATION.match(field):
+                index = int(found.group(1))
+                named.setdefault(index, []).append(f"{field}: {message}")
+                if _ADDRESS.match(field):
+                    contact.add(index)
+        return [Blame(i, "; ".join(texts), i in contact) for i, texts in named.items()]
 
     def blames_contact(self, response: requests.Response, code: str) -> bool:  # noqa: ARG002 - the hook's
         """A 400 about a recipient's address (``personalizations.N.to.M.email``), not about
         the rest of the message."""
-        errors = json_body(response).get("errors") or []
-        fields = [str(e.get("field") or "") for e in errors if isinstance(e, dict)]
-        return any(_ADDRESS.match(field) for field in fields)
+        return any(_ADDRESS.match(field) for field, _ in _errors(response))
 
     def message_id(self, response: requests.Response) -> str:
         return response.headers.get("X-Message-Id", "")
@@ -310,11 +315,13 @@ class EmailProvider(Provider):
     def error_of(self, response: requests.Response) -> tuple[str, str]:
         """SendGrid has no error codes; "from" stands for an error about the sender (field
         ``from`` or ``from.email``), which no recipient causes."""
-        errors = [e for e in json_body(response).get("errors") or [] if isinstance(e, dict)]
-        fields = [str(e.get("field") or "") for e in errors]
-        code = "from" if any(f == "from" or f.startswith("from.") for f in fields) else ""
-        messages = [
-            f"{field}: {e.get('message')}" if field else str(e.get("message"))
-            for field, e in zip(fields, errors, strict=True)
-        ]
+        errors = _errors(response)
+        code = "from" if any(f == "from" or f.startswith("from.") for f, _ in errors) else ""
+        messages = [f"{field}: {message}" if field else message for field, message in errors]
         return code, "; ".join(messages) or response.reason or ""
+
+
+def _errors(response: requests.Response) -> list[tuple[str, str]]:
+    """(field, message) of each error of a SendGrid error answer; "" for a field not named."""
+    errors = [e for e in json_body(response).get("errors") or [] if isinstance(e, dict)]
+    return [(str(e.get("field") or ""), str(e.get("message"))) for e in errors]

@@ -162,7 +162,8 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
         metavar="CHANNEL:REGEX:STATUS[:CODE[:TIMES]]",
         help=f"answer requests for recipients matching REGEX on CHANNEL ({channels}) "
         "with this provider error: HTTP STATUS, the provider's CODE (Twilio's number, FCM's "
-        "errorCode, the field SendGrid names), only the first TIMES times per recipient "
+        "errorCode, the field SendGrid names: personalizations.*.FIELD names each matching "
+        "recipient's own, all in one answer), only the first TIMES times per recipient "
         "when given; a REGEX starting with / (or ^/) matches the path of a request to a provider's "
         "other routes instead (email:/v3/suppression/bounces:503); repeatable",
     )

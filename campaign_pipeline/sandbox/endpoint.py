@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from .bucket import ChannelLimit
 
 if TYPE_CHECKING:
-    from .config import SandboxConfig
+    from .config import ErrorRule, SandboxConfig
     from .oauth import TokenIssuer
 
 
@@ -172,6 +172,12 @@ class Endpoint:
     def error(self, status: int, code: str) -> Reply:
         """The provider's answer for an error rule: its body shape, and a wait where due."""
         raise self._abstract("error")
+
+    def refusal(self, matched: list[tuple[int, ErrorRule]]) -> Reply:
+        """The answer to a request whose recipients error rules match, (position in the
+        request, rule) each: by default the first one's :meth:`error`."""
+        rule = matched[0][1]
+        return self.error(rule.status, rule.code)
 
     def unsupported_media(self) -> Reply:
         raise self._abstract("unsupported_media")

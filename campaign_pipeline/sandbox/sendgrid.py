@@ -23,16 +23,22 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from .bucket import ChannelLimit
 from .endpoint import Endpoint, Message, RejectedError, Reply, bearer_ok, load_json
 
+if TYPE_CHECKING:
+    from .config import ErrorRule
+
 ROUGH_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 LIST_ROUTE = re.compile(r"/v3/suppression/(?P<list>[a-z_]+)(?:/(?P<email>[^/]+))?")
 GROUP_ROUTE = re.compile(r"/v3/asm/groups/(?P<group>\d+)/suppressions(?:/(?P<email>[^/]+))?")
 MAX_PAGE = 500  # SendGrid's largest limit
+# An error rule's field naming the personalization of each recipient it matches.
+EACH = "personalizations.*."
+RULE_MESSAGE = "sandbox error rule"
 
 # SendGrid's suppression lists the sandbox serves (GET /v3/suppression/<list>), besides the
 # unsubscribe groups ("group-<id>": GET /v3/asm/groups/<id>/suppressions).
@@ -68,7 +74,14 @@ class SuppressedEmail:
 
 
 def sendgrid_error(status: int, message: str, path: str | None = None, **headers: str) -> Reply:
-    return Reply(status, {"errors": [{"field": path, "message": message}]}, headers)
+    return sendgrid_errors(status, [(path, message)], **headers)
+
+
+def sendgrid_errors(status: int, errors: list[tuple[str | None, str]], **headers: str) -> Reply:
+    """SendGrid's answer naming several errors at once, (field, message) each: it checks
+    the whole request and names every fault, each personalization's with its position."""
+    body = {"errors": [{"field": path, "message": message} for path, message in errors]}
+    return Reply(status, body, headers)
 
 
 class EmailEndpoint(Endpoint):
@@ -162,7 +175,23 @@ class EmailEndpoint(Endpoint):
         """SendGrid has no codes: *code* is the field the error names, e.g. ``from.email``."""
         if status == 429:
             return self.rate_limited(1.0, 0)
-        return sendgrid_error(status, f"sandbox error rule: {status}", code or None)
+        return sendgrid_error(status, f"{RULE_MESSAGE}: {status}", code or None)
+
+    def refusal(self, matched: list[tuple[int, ErrorRule]]) -> Reply:
+        """A rule whose field starts ``personalizations.*.`` names the personalization of the
+        recipient it matched (``personalizations.*.subject`` -> ``personalizations.2.subject``);
+        when the first rule matched is one, the answer names every recipient such a rule of
+        the same status matched, each with its own field, as SendGrid names all it found."""
+        first = matched[0][1]
+        if not first.code.startswith(EACH):
+            return super().refusal(matched)
+        message = f"{RULE_MESSAGE}: {first.status}"
+        errors = [
+            (f"personalizations.{index}.{rule.code.removeprefix(EACH)}", message)
+            for index, rule in matched
+            if rule.code.startswith(EACH) and rule.status == first.status
+        ]
+        return sendgrid_errors(first.status, errors)
 
     def unsupported_media(self) -> Reply:
         return sendgrid_error(415, "Content-Type should be application/json.")
@@ -223,13 +252,14 @@ class EmailEndpoint(Endpoint):
         return Message(p["to"][0]["email"], args.get("campaign"), args.get("customer_id"), request)
 
     def check_permanent(self, messages: list[Message]) -> None:
-        for i, m in enumerate(messages):
-            for j, to in enumerate(m.request["to"]):
-                if to["email"].lower().startswith("bounce"):
-                    path = f"personalizations.{i}.to.{j}.email"
-                    raise RejectedError(
-                        sendgrid_error(400, "Does not contain a valid address.", path)
-                    )
+        refused = [
+            (f"personalizations.{i}.to.{j}.email", "Does not contain a valid address.")
+            for i, m in enumerate(messages)
+            for j, to in enumerate(m.request["to"])
+            if to["email"].lower().startswith("bounce")
+        ]
+        if refused:
+            raise RejectedError(sendgrid_errors(400, refused))
 
     def respond(self, messages: list[Message], params: dict[str, str]) -> tuple[Reply, str]:
         dropped = [m for m in messages if self.suppressed(m.recipient)]

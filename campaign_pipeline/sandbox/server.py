@@ -172,8 +172,8 @@ class Sandbox:
             self.stopping.wait(self.config.hang_seconds)
         if fault:
             return endpoint.unavailable()
-        if rule := self.matching_rule(endpoint, body):
-            return endpoint.error(rule.status, rule.code)
+        if matched := self.matching_rules(endpoint, body):
+            return endpoint.refusal(matched)
         try:
             messages = endpoint.messages(headers, body, params)
         except RejectedError as rejected:
@@ -217,10 +217,13 @@ class Sandbox:
             return "fail"
         return None
 
-    def matching_rule(self, endpoint: Endpoint, body: bytes) -> ErrorRule | None:
-        """The first error rule for one of the request's recipients that still applies."""
+    def matching_rules(self, endpoint: Endpoint, body: bytes) -> list[tuple[int, ErrorRule]]:
+        """(position, rule) of each of the request's recipients an error rule still applies
+        to, with the first such rule; a rule with TIMES counts each request it matched a
+        recipient of."""
         rules = [r for r in self.config.error_rules if r.channel == endpoint.channel]
-        for recipient in endpoint.recipients(body) if rules else []:
+        matched = []
+        for index, recipient in enumerate(endpoint.recipients(body) if rules else []):
             for rule in rules:
                 if not re.search(rule.pattern, recipient):
                     continue
@@ -228,8 +231,9 @@ class Sandbox:
                     key = (id(rule), recipient)
                     self.rule_hits[key] = hits = self.rule_hits.get(key, 0) + 1
                 if not rule.times or hits <= rule.times:
-                    return rule
-        return None
+                    matched.append((index, rule))
+                    break
+        return matched
 
     def latency(self) -> float:
         seconds = self.config.latency_ms / 1000

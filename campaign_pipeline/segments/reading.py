@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..exceptions import PermanentError
-from .rows import MAX_FIELD, unbalanced
+from .rows import MAX_FIELD, Span, unbalanced
 
 REQUIRED_COLUMNS = ("customer_id", "segment", "email", "phone", "device_token")
 
@@ -97,13 +98,54 @@ def _bad_byte(path: str) -> int:
     return 0
 
 
+class CsvReader:
+    """``csv.reader`` of a file that can cut a record back to its first line and read the
+    lines it took in again, as records of their own (see :func:`records`); ``line_num``
+    counts the lines of the file read, those read again once."""
+
+    def __init__(self, handle: TextIO, path: str):
+        self.path = path
+        self.line_num = 0
+        self._handle = handle
+        self._again: list[str] = []  # lines to read again, the next one last
+        self._taken: list[str] = []  # the lines of the record read last
+        self._reader = csv.reader(self._lines())
+
+    def _lines(self) -> Iterator[str]:
+        while True:
+            line = self._again.pop() if self._again else next(self._handle, None)
+            if line is None:
+                return
+            self._taken.append(line)
+            yield line
+
+    def __iter__(self) -> CsvReader:
+        return self
+
+    def __next__(self) -> list[str]:
+        self._taken.clear()
+        record = next(self._reader)
+        self.line_num += len(self._taken)
+        return record
+
+    def cut(self) -> list[str]:
+        """The record read last as its first line alone gives it (the field whose quote is
+        open at the end of that line, its last, runs to the line's end); its other lines
+        are read next."""
+        first, *rest = self._taken
+        self._again.extend(reversed(rest))
+        self.line_num -= len(rest)
+        self._reader = csv.reader(self._lines())  # at a record's end: a new one loses nothing
+        return next(csv.reader([first.rstrip("\r\n")]), [""])
+
+
 @contextmanager
-def open_csv(path: str) -> Iterator:
+def open_csv(path: str) -> Iterator[CsvReader]:
     """A csv reader of *path* that takes fields of any length (MAX_FIELD is a row check)."""
     limit = csv.field_size_limit(_READ_LIMIT)
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            yield csv.reader(handle)
+            yield CsvReader(handle, path)
     finally:
         csv.field_size_limit(limit)
 
@@ -132,18 +174,31 @@ def header_columns(
     return columns
 
 
-def records(reader) -> Iterator[tuple[int, list[str], tuple[int, int, int]]]:
-    """Yield (row number, record, (row, first line, last line)) for each non-blank record.
+def records(reader: CsvReader, columns: list[str]) -> Iterator[tuple[int, list[str], Span]]:
+    """Yield (row number, record, its :class:`Span`) for each non-blank record.
 
     The row number is what a spreadsheet shows: the header is row 1, each record one row
-    even when a quoted field spans lines, blank lines skipped but counted. The lines are
-    those of the file that the record spans.
+    even when a quoted field spans lines, blank lines skipped but counted. A record whose
+    quote took in the lines after it (see :func:`unbalanced`) is its first line alone, its
+    span saying so, and those lines are read on as records of their own: a stray quote
+    costs its own row, never the customers after it.
     """
     row, line = 1, reader.line_num
     for record in reader:
-        row, first, line = row + 1, line + 1, reader.line_num
-        if any(cell.strip() for cell in record):
-            yield row, record, (row, first, line)
+        row, first = row + 1, line + 1
+        quote = ""
+        if reader.line_num > first and unbalanced(record, columns):
+            record = reader.cut()
+            field = len(record) - 1
+            name = (columns[field] or "unnamed") if field < len(columns) else f"#{field + 1}"
+            quote = (
+                f"customer file {reader.path}, line {first}, field {name}: a quote opens and "
+                "does not close on its line; this row is left out and the lines after it are "
+                "read as rows of their own (close or remove the quote)"
+            )
+        line = reader.line_num
+        if quote or any(cell.strip() for cell in record):
+            yield row, record, Span(row, first, line, quote)
 
 
 def check_width(columns: list[str], wider: int, records: int, path: str) -> None:
@@ -171,7 +226,7 @@ class Table:
     columns: list[str]
     rows: np.ndarray
     cells: list[pa.ChunkedArray]
-    malformed: list[tuple[int, list[str], tuple[int, int, int]]]
+    malformed: list[tuple[int, list[str], Span]]
 
 
 def read_with_pyarrow(path: str, required: Sequence[str] = REQUIRED_COLUMNS) -> Table | None:
@@ -230,12 +285,11 @@ def read_with_csv(path: str, required: Sequence[str] = REQUIRED_COLUMNS) -> Tabl
         columns = header_columns(next(reader, None), path, required)
         rows: list[int] = []
         chunks: list[list[pa.Array]] = []
-        malformed: list[tuple[int, list[str], tuple[int, int, int]]] = []
+        malformed: list[tuple[int, list[str], Span]] = []
         batch: list[list[str]] = []
         wider = 0
-        for row, record, lines in records(reader):
-            odd = lines[2] > lines[1] and unbalanced(record, columns)
-            if odd or len(record) != len(columns) or max(map(len, record)) > MAX_FIELD:
+        for row, record, lines in records(reader, columns):
+            if lines.quote or len(record) != len(columns) or max(map(len, record)) > MAX_FIELD:
                 wider += len(record) > len(columns)
                 malformed.append((row, record, lines))
                 continue

@@ -11,7 +11,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,20 +42,27 @@ MAX_RAW = 2_000
 # Row level: the one-by-one checks, also used by load() for the few rows it rejects.
 
 
+class Span(NamedTuple):
+    """Where a record stands: its row number, the first and last lines of the file it
+    spans, and what reading found wrong with its quotes (the detail of an
+    ``unbalanced_quote``: the record is then its first line alone), else ""."""
+
+    row: int
+    first: int
+    last: int
+    quote: str = ""
+
+
 def row_problem(
     record: list[str],
     columns: list[str],
     segments: list[str],
     first_row: dict,
-    lines: tuple[int, int, int],
+    lines: Span,
 ) -> tuple[str, str] | None:
     """The reason and detail for rejecting a record, or None; *lines* as records gives."""
-    row, first, last = lines
-    if last > first and unbalanced(record, columns):
-        return "unbalanced_quote", (
-            f"a quote is unbalanced: the quoted field from row {row} runs over lines {first} "
-            f"to {last} of the file, taking them into this one row; close or remove the quote"
-        )
+    if lines.quote:
+        return "unbalanced_quote", lines.quote
     if len(record) != len(columns):
         return "malformed_row", f"expected {len(columns)} fields, found {len(record)}"
     for name, cell in zip(columns, record, strict=True):
@@ -238,7 +245,7 @@ def _rejected_rows(
     ]
     # Records read by pyarrow each stand on one line, whose number is their row number.
     found = sorted(
-        [*((r, rec, (r, r, r)) for r, rec in zip(rows[bad].tolist(), records, strict=True))]
+        [*((r, rec, Span(r, r, r)) for r, rec in zip(rows[bad].tolist(), records, strict=True))]
         + table.malformed,
         key=lambda f: f[0],
     )

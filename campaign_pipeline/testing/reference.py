@@ -38,7 +38,7 @@ def load_one_by_one(
         rejected: list[dict[str, object]] = []
         first_row: dict[str, int] = {}
         records_read = wider = 0
-        for row, record, lines in records(reader):
+        for row, record, lines in records(reader, columns):
             records_read += 1
             wider += len(record) > len(columns)
             problem = row_problem(record, columns, folded, first_row, lines)

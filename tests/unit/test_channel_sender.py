@@ -24,7 +24,7 @@ from campaign_pipeline.ledger import FAILED as FAILED_ROW
 from campaign_pipeline.ledger import PENDING, Ledger
 from campaign_pipeline.ledger import SENT as SENT_ROW
 from campaign_pipeline.ledger import UNKNOWN as UNKNOWN_ROW
-from campaign_pipeline.providers import Outcome, Provider, Request, json_body
+from campaign_pipeline.providers import Blame, Outcome, Provider, Request, json_body
 from campaign_pipeline.providers.errors import FAILED, RENEW, RETRY, SENT, STOP, UNKNOWN
 from campaign_pipeline.sender import ChannelSender, Settings
 from campaign_pipeline.templates import MessageTemplate
@@ -199,8 +199,9 @@ class FakeProvider(Provider):
         body = {key: [v for r in requests for v in r.json[key]] for key in ("to", "text")}
         return replace(requests[0], json=body)
 
-    def culprit(self, response: requests.Response) -> int | None:
-        return (json_body(response).get("error") or {}).get("index")
+    def blamed(self, response: requests.Response) -> list[Blame]:
+        error = json_body(response).get("error") or {}
+        return [Blame(error["index"], error["message"])] if "index" in error else []
 
     def renew(self) -> bool:
         if self.tokens is None:

@@ -285,3 +285,38 @@ def test_a_store_opens_and_lists_while_a_campaign_holds_the_write_lock(tmp_path)
         with ConsentStore(path) as reader:  # waited for the writer before: up to 30 s
             assert [e.contact for e in reader.entries()] == ["+12125550100"]
         writer.execute("ROLLBACK")
+
+
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_a_new_ledgers_rows_the_store_has_messaged_are_unknown_never_pending(tmp_path, dedupe):
+    """A ledger made anew while the store holds messages of its campaign and date: those
+    rows may have been delivered. With dedupe a message to the contact counts, whoever of
+    the customers sharing it had it; without, only one to that customer."""
+    with ConsentStore(str(tmp_path / "store.sqlite")) as store:
+        at = "2026-11-25T09:00:00.000+00:00"
+        store.reserve(
+            [
+                ("email", "a@x.org", "A1", "spring", "2026-11-25", at),
+                ("email", "b@x.org", "B1", "spring", "2026-11-25", at),  # B2 shares it
+                ("email", "c@x.org", "C1", "spring", "2026-11-24", at),  # another date
+                ("email", "d@x.org", "D1", "autumn", "2026-11-25", at),  # another campaign
+                ("sms", "+12125550100", "E1", "spring", "2026-11-25", at),  # another channel
+            ]
+        )
+        assert store.has_messages("email", "spring", "2026-11-25")
+        assert not store.has_messages("push", "spring", "2026-11-25")
+        messaged = functools.partial(store.messaged, "email", "spring", "2026-11-25")
+        with contextlib.closing(sqlite3.connect("")) as db:
+            db.execute(gate.SCRATCH_SCHEMA)
+            rows = [("A1", "a@x.org"), ("B2", "b@x.org"), ("C1", "c@x.org"), ("D1", "d@x.org")]
+            rows += [("E1", "e@x.org"), ("F1", "")]
+            db.executemany(
+                "INSERT INTO current VALUES (?, 1, 'pending', '', ?)",
+                rows,
+            )
+            marked = gate.unknown_from_history(db, messaged, "messaged", dedupe, page=2)
+            found = dict(db.execute("SELECT customer_id, status FROM current"))
+
+    unknown = {"A1", "B2"} if dedupe else {"A1"}
+    assert marked == len(unknown)
+    assert found == {cid: "unknown" if cid in unknown else "pending" for cid, _ in rows}

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 
 from campaign_pipeline.exceptions import InvalidSecretError, PermanentError, SettingsError
-from campaign_pipeline.providers import MAX_RATE_LIMIT_WAIT, retry_after
+from campaign_pipeline.providers import MAX_RATE_LIMIT_WAIT, Blame, retry_after
 from campaign_pipeline.providers.email import MAX_SUBSTITUTIONS
 from campaign_pipeline.providers.errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP
 from campaign_pipeline.providers.sms import MAX_BODY
@@ -208,10 +208,54 @@ def test_a_refused_email_batch_names_the_personalization_at_fault(monkeypatch):
 
     outcome = email.interpret(refused)
 
-    assert outcome.kind == FAILED and outcome.culprit == 1
+    assert outcome.kind == FAILED
     assert outcome.error == (
         "email provider answered 400: personalizations.1.to: Does not contain a valid address."
     )
+    assert outcome.blamed == (Blame(1, outcome.error),)
+
+
+def test_a_batch_refused_for_several_personalizations_blames_each_for_its_own_errors(monkeypatch):
+    email = email_provider(monkeypatch)
+    refused = sendgrid_error(
+        400,
+        ("personalizations.2.to.0.email", "Does not contain a valid address."),
+        ("personalizations.1.subject", "The subject is too long."),
+        ("personalizations.2.subject", "The subject is too long."),
+        ("null", "invalid request"),
+    )
+
+    outcome = email.interpret(refused)
+
+    assert outcome.kind == FAILED
+    assert outcome.blamed == (
+        Blame(
+            2,
+            "email provider answered 400: personalizations.2.to.0.email: Does not contain a "
+            "valid address.; personalizations.2.subject: The subject is too long.",
+            suppress=True,
+        ),
+        Blame(
+            1,
+            "email provider answered 400: personalizations.1.subject: The subject is too long.",
+            suppress=False,  # its address was not named: nothing to learn about its contact
+        ),
+    )
+
+
+def test_a_blamed_recipients_error_is_masked_as_the_outcomes_own(monkeypatch):
+    email = email_provider(monkeypatch)
+    echoed = sendgrid_error(
+        400,
+        ("personalizations.0.subject", "bad subject (request: Bearer sg-secret-key)"),
+        ("personalizations.1.to.0.email", "Does not contain a valid address."),
+    )
+
+    outcome = email.interpret(echoed).masked(lambda text: text.replace("sg-secret-key", "***"))
+
+    assert "sg-secret-key" not in outcome.error
+    assert [b.error.endswith("(request: Bearer ***)") for b in outcome.blamed] == [True, False]
+    assert outcome.of(outcome.blamed[1]).suppress and not outcome.of(outcome.blamed[0]).suppress
 
 
 def test_an_email_sender_error_stops_the_channel_naming_from_email(monkeypatch):
@@ -222,7 +266,7 @@ def test_an_email_sender_error_stops_the_channel_naming_from_email(monkeypatch):
 
     outcome = email.interpret(refused)
 
-    assert outcome.kind == STOP and outcome.culprit is None
+    assert outcome.kind == STOP and outcome.blamed == ()
     assert outcome.error == (
         "email provider answered 400 from: from.email: The from email does not contain a "
         "valid address; check [email_api] from_email"
