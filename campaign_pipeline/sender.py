@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 import traceback
@@ -148,10 +149,20 @@ class _Holding:
         """Nothing held elsewhere: the sender's own bookkeeping."""
 
 
+# Credentials made from a secret that no list holds: a signed JWT (a service account's
+# grant; its header, base64url JSON, starts "eyJ" or "eyA") with or without its signature,
+# and the value of an OAuth2 form's assertion=, as a proxy's page may echo them.
+MINTED = [
+    (re.compile(r"ey[JA][A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?"), "***"),
+    (re.compile(r"(assertion=)[^&\s\"'<>]+", re.IGNORECASE), r"\1***"),
+]
+
+
 def redactor(secrets: list[str]) -> Callable[[str], str]:
     """Return a function that masks every secret in a text, in each form it can take there:
     as it is, escaped (as a ``repr`` shows it), URL-encoded, and any two of them as HTTP
-    Basic auth carries them (Base64 of ``user:password``)."""
+    Basic auth carries them (Base64 of ``user:password``); and every signed JWT and
+    ``assertion=`` value (:data:`MINTED`), whoever made them."""
     values = [s for s in secrets if s]
     forms = set()
     for value in values:
@@ -172,6 +183,8 @@ def redactor(secrets: list[str]) -> Callable[[str], str]:
     def redact(text: str) -> str:
         for form in longest_first:
             text = text.replace(form, "***")
+        for pattern, mask in MINTED:
+            text = pattern.sub(mask, text)
         return text
 
     return redact

@@ -10,13 +10,19 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import subprocess
 import time
+import urllib.parse
+import urllib.request
 
 import google.auth.crypt
 import google.auth.jwt
 import pytest
 import requests
-from conftest import RETCODE, free_port
+from conftest import DATE, REPO, RETCODE, free_port
+from test_cron import BIN
+from test_notifications import body, inbox  # noqa: F401 - the SMTP fixture
+from test_operations import luigid, task_list  # noqa: F401 - luigid: config/luigid.cfg
 
 from campaign_pipeline.config import push_api, sms_api
 from campaign_pipeline.exceptions import (
@@ -24,11 +30,13 @@ from campaign_pipeline.exceptions import (
     KeyFileError,
     MissingSecretError,
     SettingsError,
+    TokenRefusedError,
+    TokenUnavailableError,
 )
-from campaign_pipeline.providers.oauth import FCM_SCOPE, read_key_file
+from campaign_pipeline.providers.oauth import FCM_SCOPE, ServiceAccountTokens, read_key_file
 from campaign_pipeline.providers.push import PushProvider
 from campaign_pipeline.providers.sms import SmsProvider
-from campaign_pipeline.sandbox import ErrorRule
+from campaign_pipeline.sandbox import ErrorRule, Sandbox, SandboxConfig, demo_credentials
 from campaign_pipeline.sandbox.oauth import GOOGLE_TOKEN_URI, JWT_BEARER, new_key
 
 KEY_VAR = "GOOGLE_APPLICATION_CREDENTIALS"
@@ -129,7 +137,8 @@ def test_a_key_the_token_endpoint_refuses_fails_before_anything_is_sent(campaign
 
     assert done.returncode == RETCODE["task_failed"]
     assert time.monotonic() - started < 30, "no retry for a refused key"
-    assert "the token endpoint refused the service-account key (invalid_grant" in done.stderr
+    assert "the token endpoint refused the service-account key (HTTP 400, " in done.stderr
+    assert "error invalid_grant)" in done.stderr
     assert "failed for good" in done.stderr
     assert campaign.requests("push") == 0
     assert unknown["private_key"].splitlines()[1] not in done.stderr
@@ -166,6 +175,87 @@ def test_minted_tokens_are_masked_in_what_the_provider_echoes(campaign):
     assert failed and "Bearer ***" in failed[0]["error"], failed
     written = [p.read_bytes() for p in campaign.root.rglob("*") if p.is_file()]
     assert not any(b"ya29." in blob for blob in [done.stderr.encode(), *written])
+
+
+def parts_of(secret: str, size: int = 16) -> list[str]:
+    """Every stretch of *size* characters of *secret*, 4 apart: an output holding any part
+    of it (a line cut short, one segment of a JWT) holds one of these."""
+    return [secret[i : i + size] for i in range(0, len(secret) - size + 1, 4)]
+
+
+@pytest.mark.parametrize(
+    "status, error, expected",
+    [
+        (403, TokenRefusedError, "answered HTTP 403, text/html, "),
+        (200, TokenRefusedError, "answered HTTP 200, text/html, "),  # a captive portal
+        (503, TokenUnavailableError, "failed (HTTP 503, text/html, "),  # a retry may heal it
+    ],
+)
+def test_a_page_in_place_of_the_token_endpoint_is_described_never_quoted(status, error, expected):
+    """A proxy's page quoting the token request: the error says what answered, and holds no
+    part of the signed assertion, which would mint access tokens for an hour."""
+    config = SandboxConfig.from_env(demo_credentials(), token_echo_status=status)
+    with Sandbox(config) as sandbox:
+        tokens = ServiceAccountTokens(sandbox.new_service_account(), KEY_VAR, timeout=5)
+        with pytest.raises(error) as caught:
+            tokens.current()
+
+    message = str(caught.value)
+    assert expected in message and "bytes, not an OAuth2 answer" in message
+    (assertion,) = sandbox.tokens.echoed
+    assert not [part for part in parts_of(assertion) if part in message]
+    assert "Request blocked" not in message and "\n" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_page_echoing_the_assertion_leaks_it_to_no_output(campaign, inbox, luigid):  # noqa: F811
+    """The daily run as cron starts it, with luigid and failure mail, meets a firewall page
+    quoting the token request: the push channel fails for good, its error says what
+    answered, and no output (the run's output and log file, the run folder's files, the
+    mail, what luigid holds) has any part of the signed assertion."""
+    campaign.write_customers(rows=5)
+    sandbox = campaign.start_sandbox(token_echo_status=403)
+    env = with_service_account(campaign)
+    campaign.configure(
+        email={"method": "smtp", "sender": "pipeline@example.com"},
+        smtp={"host": "127.0.0.1", "port": inbox.port, "no_tls": "true"},
+        notifications={"owner": "ops@example.com"},
+    )
+    command = [str(BIN / "campaign-run"), "--scheduler-port", str(luigid),
+               "--log-dir", str(campaign.root / "log"), "daily", "--date", DATE]  # fmt: skip
+
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == RETCODE["task_failed"], done.stdout[-3000:]
+    (log,) = (campaign.root / "log").glob("campaign-*.log")
+    assert "the token endpoint answered HTTP 403, text/html, " in log.read_text()
+    assert campaign.sandbox.stats()["email"]["accepted"] == 5, "the other channels sent"
+    assert [m["Subject"] for m in inbox.messages] == [
+        f"[campaign_pipeline] campaign test {DATE}: SendPushNotification FAILED"
+    ]
+    assert "not an OAuth2 answer" in body(inbox.messages[0])
+    failed = task_list(luigid, "FAILED")
+    assert [t["name"] for t in failed.values()] == ["SendPushNotification"]
+    held = [json.dumps(failed), *(fetch_error(luigid, task_id) for task_id in failed)]
+    outputs = [
+        done.stdout,
+        done.stderr,
+        *held,
+        *(m.as_string() + body(m) for m in inbox.messages),
+        *(p.read_bytes().decode(errors="replace") for p in campaign.root.rglob("*") if p.is_file()),
+    ]
+    assert sandbox.tokens.echoed, "the firewall page quoted a token request"
+    for assertion in sandbox.tokens.echoed:
+        leaked = {part for part in parts_of(assertion) for text in outputs if part in text}
+        assert not leaked, leaked
+
+
+def fetch_error(port: int, task_id: str) -> str:
+    """What luigid shows of a failed task's error (the visualiser's error pop-up)."""
+    query = urllib.parse.quote(json.dumps({"task_id": task_id}))
+    url = f"http://127.0.0.1:{port}/api/fetch_error?data={query}"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
 
 
 def test_a_dry_run_reads_the_key_but_asks_for_no_token(campaign):
