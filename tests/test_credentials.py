@@ -441,3 +441,49 @@ def test_api_key_settings_that_cannot_work_are_one_line(monkeypatch):
         InvalidSecretError, match=r"KEY_SID \(named by \[sms_api\] api_key_sid_env\)"
     ):
         provider.check()
+
+
+# -- Credentials in a URL -------------------------------------------------------------------
+
+URL_PASSWORD = "url-pass-" + "e" * 16
+
+
+@pytest.mark.parametrize(
+    "section, userinfo, shown",
+    [
+        ("email_api", f"apikey:{URL_PASSWORD}@", "[email_api] base_url = http://***@127.0.0.1:"),
+        ("sms_api", f"AC0123:{URL_PASSWORD}@", "[sms_api] base_url = http://***@127.0.0.1:"),
+        ("push_api", f"{URL_PASSWORD}@", "[push_api] base_url = http://***@127.0.0.1:"),
+        ("env", f"u:{URL_PASSWORD}@", "$CAMPAIGN_PROVIDER_URL = http://***@127.0.0.1:"),
+        ("report", f"u:{URL_PASSWORD}@", "[report] base_url = http://***@127.0.0.1:"),
+    ],
+)
+def test_credentials_in_a_base_url_are_refused_naming_the_key_before_anything_is_sent(
+    campaign, section, userinfo, shown
+):
+    """requests would send user:password@ in place of the provider's credentials (the 401
+    would then blame the API-key variable) and the URL would be logged as is: the settings
+    check refuses it in one line naming the key, showing neither user nor password."""
+    campaign.write_customers(rows=5)
+    sandbox = campaign.start_sandbox()
+    url = sandbox.base_url.replace("http://", f"http://{userinfo}")
+    env = campaign.env()
+    if section == "env":
+        env["CAMPAIGN_PROVIDER_URL"] = url
+    else:
+        campaign.configure(**{section: {"base_url": url}})
+
+    done = campaign.run(env=env)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if f"setting: {shown}" in line]
+    assert lines and lines[0].endswith(
+        f"{sandbox.port}: must not hold a user or password (...@ before the host): requests "
+        "would send them in place of the credentials from the environment, and logs would "
+        "show them; remove them"
+    ), done.stderr[-3000:]
+    assert all(campaign.requests(channel) == 0 for channel in ("email", "sms", "push"))
+    outputs = [p for p in campaign.root.rglob("*") if p.is_file() and p != campaign.config_path]
+    written = [p.read_bytes() for p in outputs]
+    for blob in [done.stderr.encode(), done.stdout.encode(), *written]:
+        assert URL_PASSWORD.encode() not in blob and userinfo.encode() not in blob
