@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import errno
 import html
+import ipaddress
 import os
 import re
 import sys
@@ -131,15 +132,32 @@ def host_name(header: str) -> str | None:
     found = HOST_HEADER.fullmatch(header.strip().lower())
     if found is None or (found["port"] and int(found["port"]) > 65535):
         return None
-    name = found["ipv6"] or found["name"]
-    return name[:-1] if name.endswith(".") and not found["ipv6"] else name
+    if found["ipv6"]:
+        return ipv6(found["ipv6"])
+    return found["name"].removesuffix(".") or None
+
+
+def ipv6(text: str) -> str | None:
+    """An IPv6 address in its one short form (``::1``), or None when *text* is not one."""
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
 
 
 def served_names(host: str, names: Iterable[str] = ()) -> frozenset[str]:
     """The host names a server bound to *host* answers: the loopback names, *host* itself
-    and *names* (each maybe with a port, an IPv6 address with brackets or without)."""
-    found = {host_name(name) or name.strip().strip("[]").lower() for name in (host, *names)}
-    return LOOPBACK_NAMES | (found - {""})
+    and *names* (each maybe with a port, an IPv6 address with brackets or without).
+
+    Raises ValueError naming the first that is no host name (a URL, say).
+    """
+    found = set()
+    for text in [str(name).strip() for name in ([host] if host else []) + list(names)]:
+        name = host_name(text) or ipv6(text)
+        if name is None:
+            raise ValueError(f"{text!r} is not a host name, e.g. reports.example.internal")
+        found.add(name)
+    return LOOPBACK_NAMES | found
 
 
 def configured_names() -> list[str]:
@@ -327,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         server = make_server(root, args.host, args.port, [*configured_names(), *args.allowed_host])
+    except ValueError as error:
+        print(f"report server: {error}; check --host, --allowed-host and [report] allowed_hosts",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             why = (

@@ -201,6 +201,7 @@ REPORT_JSON = "/demo/2026-11-25/report.json"
         "127.0.0.1:{port}",
         "[::1]:{port}",
         "[::1]",
+        "[0:0:0:0:0:0:0:1]:{port}",
     ],
 )
 def test_the_loopback_names_are_answered_in_any_case_with_any_port(server, host):
@@ -332,3 +333,18 @@ def test_cli_answers_the_names_of_its_settings_and_flags_and_no_other(tree, tmp_
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.e2e  # a process of its own
+def test_cli_names_an_allowed_host_that_is_no_host_name(tree):
+    done = subprocess.run(
+        [sys.executable, "-m", "campaign_pipeline.reporting.server", "--root", str(tree),
+         "--port", "0", "--allowed-host", "https://reports.example/"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "report server: 'https://reports.example/' is not a host name, e.g. "
+        "reports.example.internal; check --host, --allowed-host and [report] allowed_hosts\n"
+    )
