@@ -70,6 +70,9 @@ def test_an_assertion_value_is_masked_whatever_it_holds():
     assert redact('"body": "assertion=abc def"') == '"body": "assertion=*** def"'
 
 
-def test_words_and_hosts_are_not_taken_for_tokens():
-    text = "eyelash.example.com: eyJ is how a JWT starts; ey.x.y"
+def test_words_addresses_and_hosts_are_not_taken_for_tokens():
+    """JWT-shaped but no JSON header: an address, a host, a word."""
+    text = "keyJones123.smith@example.com, eyelash.example.com: eyJ starts a JWT; ey.x.y"
     assert redactor([])(text) == text
+    jwt = signed_jwt()
+    assert redactor([])(f"eyJunk12345.{jwt}") == "eyJunk12345.***"
