@@ -19,7 +19,7 @@ import google.auth.crypt
 import google.auth.jwt
 import pytest
 import requests
-from conftest import DATE, REPO, RETCODE, free_port
+from conftest import DATE, REPO, RETCODE, free_port, wait_for
 from test_cron import BIN
 from test_notifications import body, inbox  # noqa: F401 - the SMTP fixture
 from test_operations import luigid, task_list  # noqa: F401 - luigid: config/luigid.cfg
@@ -247,6 +247,35 @@ def test_a_page_echoing_the_assertion_leaks_it_to_no_output(campaign, inbox, lui
     assert sandbox.tokens.echoed, "the firewall page quoted a token request"
     for assertion in sandbox.tokens.echoed:
         leaked = {part for part in parts_of(assertion) for text in outputs if part in text}
+        assert not leaked, leaked
+
+
+def test_a_page_met_while_sending_leaks_the_assertion_to_no_ledger_or_file(campaign):
+    """Tokens that last a second; the firewall starts answering mid-campaign: the channel
+    stops, those sent stay sent, the rest pending, and neither its output nor the ledger,
+    results or report hold any part of the assertion the page quoted."""
+    campaign.write_customers(rows=60)
+    sandbox = campaign.start_sandbox(token_lifetime=1.0)
+    env = with_service_account(campaign, rate_per_second=10, burst=3, concurrency=2)
+    campaign.configure(SendPushNotification={"target_segments": ["premium", "regular", "new"]})
+    stderr = campaign.root / "stderr.txt"
+    with stderr.open("w") as output:
+        process = subprocess.Popen(campaign.command(task="SendPushNotification"), cwd=REPO,
+                                   env=env, stdout=output, stderr=output)  # fmt: skip
+        wait_for(lambda: sandbox.stats()["push"]["accepted"] >= 5, 60, "the first messages")
+        sandbox.config.token_echo_status = 403
+        assert process.wait(timeout=120) == RETCODE["task_failed"], stderr.read_text()[-3000:]
+
+    assert "push channel stopped: the token endpoint answered HTTP 403" in stderr.read_text()
+    statuses = set(ledger_statuses(campaign, "push"))
+    assert statuses == {"sent", "pending"}, statuses
+    assert (campaign.folder / "report.json").is_file()
+    assert sandbox.tokens.echoed, "the firewall page quoted a token request"
+    found = [p for p in campaign.root.rglob("*") if p.is_file()]
+    files = {p: p.read_bytes().decode(errors="replace") for p in found}
+    for assertion in sandbox.tokens.echoed:
+        leaked = {(p.name, part) for p, text in files.items() for part in parts_of(assertion)
+                  if part in text}  # fmt: skip
         assert not leaked, leaked
 
 
