@@ -453,3 +453,9 @@ class report(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
         "server, http://127.0.0.1:8084): the visualiser's tracking links point there; "
         "empty: file:// links to the report on this machine",
     )
+    allowed_hosts = luigi.ListParameter(
+        default=[],
+        description="Host names (JSON list) the report server answers besides localhost, "
+        "its own address and the host of base_url, e.g. a reverse proxy's; any other Host "
+        "header is refused (421), so that no web page can read it by DNS rebinding",
+    )

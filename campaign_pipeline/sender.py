@@ -13,8 +13,10 @@ import base64
 import contextlib
 import heapq
 import itertools
+import json
 import logging
 import queue
+import re
 import threading
 import time
 import traceback
@@ -148,10 +150,29 @@ class _Holding:
         """Nothing held elsewhere: the sender's own bookkeeping."""
 
 
+# Credentials made from a secret that no list holds, as a proxy's page may echo them: a
+# signed JWT (a service account's grant), with or without its signature, whose first segment
+# is base64url JSON (so it starts "eyJ" or "eyA"), and the value of a form's assertion=.
+JWT_SHAPE = re.compile(r"ey[JA][A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)*")
+ASSERTION = re.compile(r"(assertion=)[^&\s\"'<>]+", re.IGNORECASE)
+
+
+def _masked_jwt(found: re.Match) -> str:
+    """A JWT-shaped match masked when its header is JSON, as a JWT's is; kept otherwise (an
+    address such as keyJones1.smith@...), the rest of it searched again."""
+    header, _, rest = found.group(0).partition(".")
+    with contextlib.suppress(ValueError):  # binascii.Error and UnicodeDecodeError too
+        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        if isinstance(decoded, dict):
+            return "***"
+    return f"{header}.{JWT_SHAPE.sub(_masked_jwt, rest)}"
+
+
 def redactor(secrets: list[str]) -> Callable[[str], str]:
     """Return a function that masks every secret in a text, in each form it can take there:
     as it is, escaped (as a ``repr`` shows it), URL-encoded, and any two of them as HTTP
-    Basic auth carries them (Base64 of ``user:password``)."""
+    Basic auth carries them (Base64 of ``user:password``); and every signed JWT and
+    ``assertion=`` value, whoever made them."""
     values = [s for s in secrets if s]
     forms = set()
     for value in values:
@@ -172,7 +193,7 @@ def redactor(secrets: list[str]) -> Callable[[str], str]:
     def redact(text: str) -> str:
         for form in longest_first:
             text = text.replace(form, "***")
-        return text
+        return ASSERTION.sub(r"\1***", JWT_SHAPE.sub(_masked_jwt, text))
 
     return redact
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import os
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from luigi.task_register import Register, TaskClassException
 
 from .config import consent, input_file, pipeline, report
 from .exceptions import SettingsError
+from .providers import PROVIDER_URL_ENV
 from .sender import BURST_MARGIN
 
 log = logging.getLogger("campaign_pipeline")
@@ -216,6 +218,7 @@ def value_problems(task: luigi.Task) -> list[str]:
     problems += _ruled("consent", consent(), CONSENT_RULES)
     problems += _ruled("report", report(), REPORT_RULES)
     problems += _report_problems(report().base_url)
+    problems += _url_credential_problems()
     from .channels import registered  # the registry imports tasks, which import this module
 
     for channel in registered():
@@ -267,10 +270,40 @@ def _report_problems(base_url: str) -> list[str]:
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme in ("http", "https") and parts.hostname:
         return []
+    shown = _without_userinfo(base_url) or base_url
     return [
-        f"[report] base_url = {base_url}: must be an http:// or https:// URL serving "
+        f"[report] base_url = {shown}: must be an http:// or https:// URL serving "
         "[campaign] output_dir, e.g. http://127.0.0.1:8084, or empty for file:// links"
     ]
+
+
+def _url_credential_problems() -> list[str]:
+    """A base_url with ``user:password@`` is refused: requests would send them in place of
+    the provider's credentials, and every log and link would show them. The line names the
+    key and shows the URL without them."""
+    from .channels import registered  # the registry imports tasks, which import this module
+
+    urls = {f"[{c.config.get_task_family()}] base_url": c.config().base_url for c in registered()}
+    urls["[report] base_url"] = report().base_url
+    urls[f"${PROVIDER_URL_ENV}"] = os.environ.get(PROVIDER_URL_ENV, "")
+    return [
+        f"{key} = {shown}: must not hold a user or password (...@ before the host): requests "
+        "would send them in place of the credentials from the environment, and logs would "
+        "show them; remove them"
+        for key, url in urls.items()
+        if (shown := _without_userinfo(url))
+    ]
+
+
+def _without_userinfo(url: str) -> str:
+    """*url* with what is before ``@`` in its host part masked; empty when there is none."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # no URL at all: the provider's own check names it
+        return ""
+    if "@" not in parts.netloc:
+        return ""
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _quiet_hours_problems() -> list[str]:

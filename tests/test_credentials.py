@@ -10,13 +10,19 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import subprocess
 import time
+import urllib.parse
+import urllib.request
 
 import google.auth.crypt
 import google.auth.jwt
 import pytest
 import requests
-from conftest import RETCODE, free_port
+from conftest import DATE, REPO, RETCODE, free_port, wait_for
+from test_cron import BIN
+from test_notifications import body, inbox  # noqa: F401 - the SMTP fixture
+from test_operations import luigid, task_list  # noqa: F401 - luigid: config/luigid.cfg
 
 from campaign_pipeline.config import push_api, sms_api
 from campaign_pipeline.exceptions import (
@@ -24,11 +30,13 @@ from campaign_pipeline.exceptions import (
     KeyFileError,
     MissingSecretError,
     SettingsError,
+    TokenRefusedError,
+    TokenUnavailableError,
 )
-from campaign_pipeline.providers.oauth import FCM_SCOPE, read_key_file
+from campaign_pipeline.providers.oauth import FCM_SCOPE, ServiceAccountTokens, read_key_file
 from campaign_pipeline.providers.push import PushProvider
 from campaign_pipeline.providers.sms import SmsProvider
-from campaign_pipeline.sandbox import ErrorRule
+from campaign_pipeline.sandbox import ErrorRule, Sandbox, SandboxConfig, demo_credentials
 from campaign_pipeline.sandbox.oauth import GOOGLE_TOKEN_URI, JWT_BEARER, new_key
 
 KEY_VAR = "GOOGLE_APPLICATION_CREDENTIALS"
@@ -129,7 +137,8 @@ def test_a_key_the_token_endpoint_refuses_fails_before_anything_is_sent(campaign
 
     assert done.returncode == RETCODE["task_failed"]
     assert time.monotonic() - started < 30, "no retry for a refused key"
-    assert "the token endpoint refused the service-account key (invalid_grant" in done.stderr
+    assert "the token endpoint refused the service-account key (HTTP 400, " in done.stderr
+    assert "error invalid_grant)" in done.stderr
     assert "failed for good" in done.stderr
     assert campaign.requests("push") == 0
     assert unknown["private_key"].splitlines()[1] not in done.stderr
@@ -166,6 +175,116 @@ def test_minted_tokens_are_masked_in_what_the_provider_echoes(campaign):
     assert failed and "Bearer ***" in failed[0]["error"], failed
     written = [p.read_bytes() for p in campaign.root.rglob("*") if p.is_file()]
     assert not any(b"ya29." in blob for blob in [done.stderr.encode(), *written])
+
+
+def parts_of(secret: str, size: int = 16) -> list[str]:
+    """Every stretch of *size* characters of *secret*, 4 apart: an output holding any part
+    of it (a line cut short, one segment of a JWT) holds one of these."""
+    return [secret[i : i + size] for i in range(0, len(secret) - size + 1, 4)]
+
+
+@pytest.mark.parametrize(
+    "status, error, expected",
+    [
+        (403, TokenRefusedError, "answered HTTP 403, text/html, "),
+        (200, TokenRefusedError, "answered HTTP 200, text/html, "),  # a captive portal
+        (503, TokenUnavailableError, "failed (HTTP 503, text/html, "),  # a retry may heal it
+    ],
+)
+def test_a_page_in_place_of_the_token_endpoint_is_described_never_quoted(status, error, expected):
+    """A proxy's page quoting the token request: the error says what answered, and holds no
+    part of the signed assertion, which would mint access tokens for an hour."""
+    config = SandboxConfig.from_env(demo_credentials(), token_echo_status=status)
+    with Sandbox(config) as sandbox:
+        tokens = ServiceAccountTokens(sandbox.new_service_account(), KEY_VAR, timeout=5)
+        with pytest.raises(error) as caught:
+            tokens.current()
+
+    message = str(caught.value)
+    assert expected in message and "bytes, not an OAuth2 answer" in message
+    (assertion,) = sandbox.tokens.echoed
+    assert not [part for part in parts_of(assertion) if part in message]
+    assert "Request blocked" not in message and "\n" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_page_echoing_the_assertion_leaks_it_to_no_output(campaign, inbox, luigid):  # noqa: F811
+    """The daily run as cron starts it, with luigid and failure mail, meets a firewall page
+    quoting the token request: the push channel fails for good, its error says what
+    answered, and no output (the run's output and log file, the run folder's files, the
+    mail, what luigid holds) has any part of the signed assertion."""
+    campaign.write_customers(rows=5)
+    sandbox = campaign.start_sandbox(token_echo_status=403)
+    env = with_service_account(campaign)
+    campaign.configure(
+        email={"method": "smtp", "sender": "pipeline@example.com"},
+        smtp={"host": "127.0.0.1", "port": inbox.port, "no_tls": "true"},
+        notifications={"owner": "ops@example.com"},
+    )
+    command = [str(BIN / "campaign-run"), "--scheduler-port", str(luigid),
+               "--log-dir", str(campaign.root / "log"), "daily", "--date", DATE]  # fmt: skip
+
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == RETCODE["task_failed"], done.stdout[-3000:]
+    (log,) = (campaign.root / "log").glob("campaign-*.log")
+    assert "the token endpoint answered HTTP 403, text/html, " in log.read_text()
+    assert campaign.sandbox.stats()["email"]["accepted"] == 5, "the other channels sent"
+    assert [m["Subject"] for m in inbox.messages] == [
+        f"[campaign_pipeline] campaign test {DATE}: SendPushNotification FAILED"
+    ]
+    assert "not an OAuth2 answer" in body(inbox.messages[0])
+    failed = task_list(luigid, "FAILED")
+    assert [t["name"] for t in failed.values()] == ["SendPushNotification"]
+    held = [json.dumps(failed), *(fetch_error(luigid, task_id) for task_id in failed)]
+    outputs = [
+        done.stdout,
+        done.stderr,
+        *held,
+        *(m.as_string() + body(m) for m in inbox.messages),
+        *(p.read_bytes().decode(errors="replace") for p in campaign.root.rglob("*") if p.is_file()),
+    ]
+    assert sandbox.tokens.echoed, "the firewall page quoted a token request"
+    for assertion in sandbox.tokens.echoed:
+        leaked = {part for part in parts_of(assertion) for text in outputs if part in text}
+        assert not leaked, leaked
+
+
+def test_a_page_met_while_sending_leaks_the_assertion_to_no_ledger_or_file(campaign):
+    """Tokens that last a second; the firewall starts answering mid-campaign: the channel
+    stops, those sent stay sent, the rest pending, and neither its output nor the ledger,
+    results or report hold any part of the assertion the page quoted."""
+    campaign.write_customers(rows=60)
+    sandbox = campaign.start_sandbox(token_lifetime=1.0)
+    env = with_service_account(campaign, rate_per_second=10, burst=3, concurrency=2)
+    campaign.configure(SendPushNotification={"target_segments": ["premium", "regular", "new"]})
+    stderr = campaign.root / "stderr.txt"
+    with stderr.open("w") as output:
+        process = subprocess.Popen(campaign.command(task="SendPushNotification"), cwd=REPO,
+                                   env=env, stdout=output, stderr=output)  # fmt: skip
+        wait_for(lambda: sandbox.stats()["push"]["accepted"] >= 5, 60, "the first messages")
+        sandbox.config.token_echo_status = 403
+        assert process.wait(timeout=120) == RETCODE["task_failed"], stderr.read_text()[-3000:]
+
+    assert "push channel stopped: the token endpoint answered HTTP 403" in stderr.read_text()
+    statuses = set(ledger_statuses(campaign, "push"))
+    assert statuses == {"sent", "pending"}, statuses
+    assert (campaign.folder / "report.json").is_file()
+    assert sandbox.tokens.echoed, "the firewall page quoted a token request"
+    found = [p for p in campaign.root.rglob("*") if p.is_file()]
+    files = {p: p.read_bytes().decode(errors="replace") for p in found}
+    for assertion in sandbox.tokens.echoed:
+        leaked = {(p.name, part) for p, text in files.items() for part in parts_of(assertion)
+                  if part in text}  # fmt: skip
+        assert not leaked, leaked
+
+
+def fetch_error(port: int, task_id: str) -> str:
+    """What luigid shows of a failed task's error (the visualiser's error pop-up)."""
+    query = urllib.parse.quote(json.dumps({"task_id": task_id}))
+    url = f"http://127.0.0.1:{port}/api/fetch_error?data={query}"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
 
 
 def test_a_dry_run_reads_the_key_but_asks_for_no_token(campaign):
@@ -351,3 +470,49 @@ def test_api_key_settings_that_cannot_work_are_one_line(monkeypatch):
         InvalidSecretError, match=r"KEY_SID \(named by \[sms_api\] api_key_sid_env\)"
     ):
         provider.check()
+
+
+# -- Credentials in a URL -------------------------------------------------------------------
+
+URL_PASSWORD = "url-pass-" + "e" * 16
+
+
+@pytest.mark.parametrize(
+    "section, userinfo, shown",
+    [
+        ("email_api", f"apikey:{URL_PASSWORD}@", "[email_api] base_url = http://***@127.0.0.1:"),
+        ("sms_api", f"AC0123:{URL_PASSWORD}@", "[sms_api] base_url = http://***@127.0.0.1:"),
+        ("push_api", f"{URL_PASSWORD}@", "[push_api] base_url = http://***@127.0.0.1:"),
+        ("env", f"u:{URL_PASSWORD}@", "$CAMPAIGN_PROVIDER_URL = http://***@127.0.0.1:"),
+        ("report", f"u:{URL_PASSWORD}@", "[report] base_url = http://***@127.0.0.1:"),
+    ],
+)
+def test_credentials_in_a_base_url_are_refused_naming_the_key_before_anything_is_sent(
+    campaign, section, userinfo, shown
+):
+    """requests would send user:password@ in place of the provider's credentials (the 401
+    would then blame the API-key variable) and the URL would be logged as is: the settings
+    check refuses it in one line naming the key, showing neither user nor password."""
+    campaign.write_customers(rows=5)
+    sandbox = campaign.start_sandbox()
+    url = sandbox.base_url.replace("http://", f"http://{userinfo}")
+    env = campaign.env()
+    if section == "env":
+        env["CAMPAIGN_PROVIDER_URL"] = url
+    else:
+        campaign.configure(**{section: {"base_url": url}})
+
+    done = campaign.run(env=env)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if f"setting: {shown}" in line]
+    assert lines and lines[0].endswith(
+        f"{sandbox.port}: must not hold a user or password (...@ before the host): requests "
+        "would send them in place of the credentials from the environment, and logs would "
+        "show them; remove them"
+    ), done.stderr[-3000:]
+    assert all(campaign.requests(channel) == 0 for channel in ("email", "sms", "push"))
+    outputs = [p for p in campaign.root.rglob("*") if p.is_file() and p != campaign.config_path]
+    written = [p.read_bytes() for p in outputs]
+    for blob in [done.stderr.encode(), done.stdout.encode(), *written]:
+        assert URL_PASSWORD.encode() not in blob and userinfo.encode() not in blob

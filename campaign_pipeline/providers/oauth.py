@@ -5,6 +5,10 @@ expires after an hour, so a campaign longer than that needs new ones while it se
 ``google-auth`` signs the JWT-bearer grant, asks the key file's ``token_uri`` and says when
 a token is about to expire (3 min 45 s before); this module only decides what its failures
 mean to a channel: a refused key stops it, an unreachable token endpoint is transient.
+
+No error ever quotes the token endpoint's answer: a proxy or firewall page may echo the
+request, and the request holds the signed assertion, a credential good for an hour. An
+error says what the answer was (its status, content type and length, the OAuth2 error code).
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import google.auth.exceptions
+import google.auth.transport
 import google.auth.transport.requests
 import requests
 from google.oauth2 import service_account
@@ -31,6 +38,9 @@ from ..exceptions import (
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 KEY_FIELDS = ("client_email", "private_key", "token_uri")
 RECENT_TOKENS = 4  # tokens a request in flight may still carry after a refresh
+# what of an answer an error may name: a media type, an OAuth2 error code (RFC 6749 5.2)
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}")
+ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
 def read_key_file(env_name: str, section: str, key: str) -> dict:
@@ -81,15 +91,51 @@ def _check_key(info: object, where: str) -> None:
         raise KeyFileError(f"{where}, whose token_uri is not an http(s) URL")
 
 
+class _NotOAuthError(Exception):
+    """The token endpoint answered with something other than a JSON object: a proxy's or a
+    firewall's page, say. Its message describes the answer, never quotes it."""
+
+    def __init__(self, answer: str, status: int):
+        super().__init__(answer)
+        self.status = status
+
+
 class _TokenRequest(google.auth.transport.requests.Request):
-    """google-auth's transport with the channel's timeout (its own default is 120 s)."""
+    """google-auth's transport with the channel's timeout (its own default is 120 s), which
+    keeps a description of the last answer and refuses one that is not OAuth2's JSON before
+    google-auth would put it in an exception's text."""
 
     def __init__(self, timeout: float):
         super().__init__(requests.Session())
         self.timeout = timeout
+        self.answer = ""  # the last answer, described
 
     def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
-        return super().__call__(url, method, body, headers, timeout or self.timeout, **kwargs)
+        response = super().__call__(url, method, body, headers, timeout or self.timeout, **kwargs)
+        self.answer = describe(response.status, response.headers, response.data)
+        if not isinstance(_json(response.data), dict):
+            raise _NotOAuthError(f"{self.answer}, not an OAuth2 answer", response.status)
+        return response
+
+
+def describe(status: int, headers: Mapping[str, str], data: bytes | None) -> str:
+    """An answer of the token endpoint as an error may name it: status, content type,
+    length, and the OAuth2 error code if it has one; never a byte of what it says."""
+    media = str(headers.get("Content-Type") or "").split(";")[0].strip()
+    media = media if MEDIA_TYPE.fullmatch(media) else "no readable Content-Type"
+    answer = f"HTTP {status}, {media}, {len(data or b'')} bytes"
+    body = _json(data)
+    code = body.get("error") if isinstance(body, dict) else None
+    if isinstance(code, str) and ERROR_CODE.fullmatch(code):
+        answer += f", error {code}"
+    return answer
+
+
+def _json(data: bytes | str | None) -> object:
+    try:
+        return json.loads(data or b"")
+    except ValueError:  # UnicodeDecodeError included
+        return None
 
 
 class ServiceAccountTokens(requests.auth.AuthBase):
@@ -140,13 +186,22 @@ class ServiceAccountTokens(requests.auth.AuthBase):
             return list(self._recent)
 
     def _refresh(self) -> None:
+        self._request.answer = ""
         try:
             self.credentials.refresh(self._request)
-        except google.auth.exceptions.RefreshError as exc:
-            if getattr(exc, "retryable", False):
-                raise TokenUnavailableError(f"the token endpoint failed: {_first(exc)}") from None
+        except _NotOAuthError as exc:
+            if exc.status in google.auth.transport.DEFAULT_RETRYABLE_STATUS_CODES:
+                raise TokenUnavailableError(f"the token endpoint failed ({exc})") from None
             raise TokenRefusedError(
-                f"the token endpoint refused the service-account key ({_first(exc)}); "
+                f"the token endpoint answered {exc}: a proxy or firewall in the way? check "
+                f"the token_uri of the key in ${self.env_name}"
+            ) from None
+        except google.auth.exceptions.RefreshError as exc:  # its text may quote the answer
+            answer = self._request.answer or "no answer"
+            if getattr(exc, "retryable", False):
+                raise TokenUnavailableError(f"the token endpoint failed ({answer})") from None
+            raise TokenRefusedError(
+                f"the token endpoint refused the service-account key ({answer}); "
                 f"check ${self.env_name}: the key may be deleted or disabled"
             ) from None
         except google.auth.exceptions.TransportError as exc:
@@ -155,5 +210,5 @@ class ServiceAccountTokens(requests.auth.AuthBase):
 
 
 def _first(exc: Exception) -> str:
-    """The message of a google-auth error: its first argument, without the response body."""
+    """The message of google-auth's TransportError: requests' error (it names the URL)."""
     return str(exc.args[0]) if exc.args else type(exc).__name__

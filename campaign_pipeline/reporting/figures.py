@@ -34,13 +34,15 @@ from ..ledger import RESULT_COLUMNS, Status, skip_kind, utc_now
 from ..preview import WOULD_SEND
 from ..providers.errors import lookup
 from ..safecsv import original_cell
-from ..sender import SEND_STATS
+from ..sender import SEND_STATS, redactor
 from . import timings
 
 SCHEMA = 1
 MAX_BINS = 300
 # Bin widths of the send timeline, in seconds: the first giving at most MAX_BINS bins.
 BIN_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+# Masks the credentials no list holds (signed JWTs, assertion= values) in sample errors.
+MASK = redactor([])
 # The provider settings a report shows: never a credential variable's name or value.
 CONFIG_KEYS = (
     "rate_per_second",
@@ -413,14 +415,16 @@ def send_stats(db: sqlite3.Connection) -> dict[str, int]:
 
 def sample_rows(db: sqlite3.Connection, limit: int) -> list[dict]:
     """The first *limit* failed, unknown and skipped rows, in file order: customer data,
-    shown only with ``[report] include_samples``."""
+    shown only with ``[report] include_samples``; signed tokens in their errors masked
+    (a ledger or result file of an older version may hold one)."""
     columns = ("customer_id", "segment", "recipient", "status", "error")
     found = db.execute(
         f"SELECT {', '.join(columns)} FROM deliveries WHERE status IN (?, ?, ?)"
         " ORDER BY rowid LIMIT ?",
         (Status.FAILED, Status.UNKNOWN, Status.SKIPPED, limit),
     )
-    return [dict(zip(columns, row, strict=True)) for row in found]
+    rows = [dict(zip(columns, row, strict=True)) for row in found]
+    return [{**row, "error": MASK(row["error"] or "")} for row in rows]
 
 
 def from_preview(path: Path, samples: int) -> dict:
@@ -458,7 +462,7 @@ def from_preview(path: Path, samples: int) -> dict:
             "segment": row.get("segment", ""),
             "recipient": "",  # a preview keeps no contact of the recipients not sent
             "status": row.get("status", ""),
-            "error": row.get("reason", ""),
+            "error": MASK(row.get("reason", "")),
         }
         for row in preview.get("not_sent", [])[:samples]
     ]

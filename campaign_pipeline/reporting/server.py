@@ -9,6 +9,12 @@ files, ledgers and rejected rows, which are customer data, so any other path ans
 as do directories (no listing), ``..``, encoded slashes and symlinks that lead out of *root*
 or to a file of another name.
 
+It answers only the host names it serves (the ``Host`` header): ``localhost``, 127.0.0.1 and
+[::1], the address it is bound to and the one a request arrived at, the host of ``[report]
+base_url`` and the names of ``[report] allowed_hosts`` (and ``--allowed-host``). Any other
+name is 421, and no Host header at all 400, with a short plain body: a web page whose own
+name an attacker points at 127.0.0.1 (DNS rebinding) must not read the reports.
+
 Why the standard library's ``http.server``: the server answers one operator's browser on
 127.0.0.1 with a handful of small static files, so a threaded stdlib server is enough, adds no
 dependency, and its few lines of path checking are all the logic there is. It binds to
@@ -22,14 +28,19 @@ import argparse
 import contextlib
 import errno
 import html
+import ipaddress
 import os
+import re
 import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from ..config import pipeline, report
 
 # The only file names served, with their content types.
 SERVED = {
@@ -46,6 +57,13 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 SERVER_NAME = "campaign-report-server"
+# The names of this machine's loopback interface: always served (no other site can use them).
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+# A Host header: a name or an IPv4 address, or an IPv6 address in brackets; then maybe a port.
+HOST_HEADER = re.compile(
+    r"(?:\[(?P<ipv6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))"  # [::1], localhost, 127.0.0.1
+    r"(?::(?P<port>[0-9]*))?"
+)
 
 
 def resolve(root: Path, url_path: str) -> Path | None:
@@ -108,12 +126,54 @@ def quote(*parts: str) -> str:
     return "/" + "/".join(urllib.parse.quote(part) for part in parts)
 
 
+def host_name(header: str) -> str | None:
+    """The host name of a ``Host`` header, in lower case, without its port and final dot;
+    None when it is not one (a user, a path, a bad port, two values)."""
+    found = HOST_HEADER.fullmatch(header.strip().lower())
+    if found is None or (found["port"] and int(found["port"]) > 65535):
+        return None
+    if found["ipv6"]:
+        return ipv6(found["ipv6"])
+    return found["name"].removesuffix(".") or None
+
+
+def ipv6(text: str) -> str | None:
+    """An IPv6 address in its one short form (``::1``), or None when *text* is not one."""
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
+def served_names(host: str, names: Iterable[str] = ()) -> frozenset[str]:
+    """The host names a server bound to *host* answers: the loopback names, *host* itself
+    and *names* (each maybe with a port, an IPv6 address with brackets or without).
+
+    Raises ValueError naming the first that is no host name (a URL, say).
+    """
+    found = set()
+    for text in [str(name).strip() for name in ([host] if host else []) + list(names)]:
+        name = host_name(text) or ipv6(text)
+        if name is None:
+            raise ValueError(f"{text!r} is not a host name, e.g. reports.example.internal")
+        found.add(name)
+    return LOOPBACK_NAMES | found
+
+
+def configured_names() -> list[str]:
+    """``[report] allowed_hosts``, and the host of ``[report] base_url``: the visualiser's
+    links point there."""
+    base_host = urllib.parse.urlsplit(report().base_url).hostname
+    return [*report().allowed_hosts, *([base_host] if base_host else [])]
+
+
 class ReportHandler(BaseHTTPRequestHandler):
     """GET and HEAD of the served files and the index; 404 for anything else."""
 
     server_version = SERVER_NAME
     sys_version = ""
     root: Path  # set by make_server on a subclass
+    names: frozenset[str]  # the host names answered (served_names), set by make_server
 
     def do_GET(self) -> None:
         self.answer(send_body=True)
@@ -122,6 +182,9 @@ class ReportHandler(BaseHTTPRequestHandler):
         self.answer(send_body=False)
 
     def answer(self, send_body: bool) -> None:
+        if refusal := self.misdirected():
+            self.refuse(*refusal, send_body)
+            return
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         if path == "/":
             try:
@@ -145,6 +208,33 @@ class ReportHandler(BaseHTTPRequestHandler):
             return
         self.send(body, SERVED[found.name], send_body)
 
+    def misdirected(self) -> tuple[HTTPStatus, str] | None:
+        """Why the request's ``Host`` is not a name this server answers, or None."""
+        headers = self.headers.get_all("Host") or []
+        if len(headers) != 1:
+            return HTTPStatus.BAD_REQUEST, "one Host header is required"
+        name = host_name(headers[0])
+        arrived = self.connection.getsockname()[0]  # an address of this machine
+        if name is None or name not in self.names | {arrived.lower()}:
+            return HTTPStatus.MISDIRECTED_REQUEST, (
+                "this report server does not answer that host name; add it to [report] "
+                "allowed_hosts (or --allowed-host) if it is this server's"
+            )
+        return None
+
+    def refuse(self, status: HTTPStatus, text: str, send_body: bool) -> None:
+        body = f"{status.value} {status.phrase}: {text}\n".encode()
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
     def send(self, body: bytes, content_type: str, send_body: bool) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", content_type)
@@ -156,17 +246,21 @@ class ReportHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def make_server(root: Path, host: str = "127.0.0.1", port: int = 8084) -> ThreadingHTTPServer:
-    """A bound (not yet serving) server of *root*; port 0 picks a free port."""
-    handler = type("Handler", (ReportHandler,), {"root": Path(root)})
+def make_server(
+    root: Path, host: str = "127.0.0.1", port: int = 8084, names: Iterable[str] = ()
+) -> ThreadingHTTPServer:
+    """A bound (not yet serving) server of *root*; port 0 picks a free port. It answers the
+    host names of :func:`served_names` (*names*: those besides its own)."""
+    attributes = {"root": Path(root), "names": served_names(host, names)}
+    handler = type("Handler", (ReportHandler,), attributes)
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True  # a browser's kept-alive connection never blocks the exit
     return server
 
 
-def serve(root: Path, host: str = "127.0.0.1", port: int = 8084) -> None:
+def serve(root: Path, host: str = "127.0.0.1", port: int = 8084, names: Iterable[str] = ()) -> None:
     """Serve the reports under *root* on host:port until interrupted."""
-    with make_server(root, host, port) as server:
+    with make_server(root, host, port, names) as server:
         server.serve_forever()
 
 
@@ -205,8 +299,6 @@ def alive(pid: int) -> bool:
 def default_root() -> str:
     """``[campaign] output_dir`` of the luigi configuration: the folder the tracking URLs'
     paths are relative to."""
-    from ..config import pipeline
-
     return pipeline().output_dir
 
 
@@ -217,6 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="the campaigns' folder (default: [campaign] output_dir)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8084)
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name to answer besides localhost, the bound address, [report] "
+        "allowed_hosts and the host of [report] base_url; repeatable",
+    )
     parser.add_argument("--pid-file", help="write this process's id here once serving")
     parser.add_argument(
         "--wait-started",
@@ -244,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        server = make_server(root, args.host, args.port)
+        server = make_server(root, args.host, args.port, [*configured_names(), *args.allowed_host])
+    except ValueError as error:
+        print(f"report server: {error}; check --host, --allowed-host and [report] allowed_hosts",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             why = (

@@ -215,6 +215,14 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
         help="how long an access token lasts (default: %(default)s, as Google's)",
     )
     add(
+        "--token-echo-status",
+        type=int,
+        default=0,
+        metavar="STATUS",
+        help="the token endpoint answers every request with STATUS and an HTML page quoting "
+        "the request, as a proxy or WAF might (to test that no assertion leaks)",
+    )
+    add(
         "--demo-credentials",
         action="store_true",
         help="make up random credentials and pass them to COMMAND in the usual variables",
@@ -276,6 +284,7 @@ def config_from(
         error_rules=args.error_rule,
         echo_credentials=args.echo_credentials,
         token_lifetime=args.token_lifetime,
+        token_echo_status=args.token_echo_status,
         suppressed_emails=args.suppressed_email,
         opted_out=args.opted_out,
         unregistered_tokens=args.unregistered_token,

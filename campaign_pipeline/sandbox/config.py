@@ -110,6 +110,9 @@ class SandboxConfig:
     echo_credentials: bool = False
     keep_messages: bool = True  # False: count accepted messages only (million-message runs)
     token_lifetime: float = 3600.0  # seconds an OAuth2 access token lasts, as Google's
+    # not 0: the token endpoint answers every request with this status and an HTML page
+    # quoting the request's form (its signed assertion too), as a proxy or WAF might
+    token_echo_status: int = 0
     # SendGrid's suppression lists (a message to one of them is accepted, then dropped)
     suppressed_emails: list[SuppressedEmail] = field(default_factory=list)
     opted_out: list[str] = field(default_factory=list)  # numbers Twilio answers 21610 for

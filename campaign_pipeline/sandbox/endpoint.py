@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @dataclass
 class Reply:
     status: int
-    body: dict | None = None
+    body: dict | str | None = None  # JSON, or a text whose Content-Type is in headers
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 import secrets
 import threading
@@ -58,6 +59,7 @@ class TokenIssuer:
         self.trusted: dict[str, TrustedKey] = {}  # client_email -> key
         self.issued: dict[str, float] = {}  # access token -> expiry (time.time())
         self.count = 0
+        self.echoed: list[str] = []  # the assertions of the requests echo() quoted
         self.lock = threading.Lock()
 
     def trust(self, info: dict) -> None:
@@ -82,6 +84,18 @@ class TokenIssuer:
         except GrantRefusedError as refused:
             return refused.answer
         return 200, self._issue()
+
+    def echo(self, body: bytes) -> str:
+        """The page of a proxy or firewall that blocked the token request *body*, quoting
+        it: the signed assertion in it is a credential the client must never pass on."""
+        text = body.decode("utf-8", errors="replace")
+        with self.lock:
+            self.echoed += parse_qs(text).get("assertion", [])
+        return (
+            "<!doctype html><html><head><title>Request blocked</title></head><body>"
+            "<h1>Request blocked</h1><p>The request was blocked by the security policy.</p>"
+            f"<pre>POST {TOKEN_PATH}\n{html.escape(text)}</pre></body></html>"
+        )
 
     def valid(self, token: str) -> bool:
         """Whether *token* was issued here and has not expired."""

@@ -138,6 +138,9 @@ class Sandbox:
         if method == "GET" and path == "/_stats":
             return Reply(200, self.stats())
         if method == "POST" and path == TOKEN_PATH:
+            if status := self.config.token_echo_status:
+                page = self.tokens.echo(body)
+                return Reply(status, page, {"Content-Type": "text/html; charset=utf-8"})
             return Reply(*self.tokens.grant(media_type(headers), body))
         for endpoint in self.endpoints:
             if endpoint.serves(method, path):
@@ -355,9 +358,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.rfile.readline()
 
     def send(self, reply: Reply) -> None:
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        if isinstance(reply.body, str):  # a page, its Content-Type among reply.headers
+            payload = reply.body.encode()
+        else:
+            payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
-        if reply.body is not None:
+        if reply.body is not None and not isinstance(reply.body, str):
             self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
         for name, value in reply.headers.items():

@@ -142,6 +142,22 @@ def test_include_samples_shows_failed_unknown_and_skipped_rows_up_to_samples(tmp
     ]  # fmt: skip
 
 
+def test_a_signed_token_in_a_sample_error_is_masked(tmp_path):
+    """A ledger written before errors were masked for signed tokens: its samples are masked
+    in the report all the same."""
+    folder = run_folder(tmp_path)
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJzYUBwLmlhbSJ9.c2lnbmF0dXJlLW9mLXRoZS1ncmFudA"
+    error = f"push channel stopped: the token endpoint refused (<pre>assertion={jwt}</pre>)"
+    build_ledger(folder / "push_ledger.sqlite", [("C1", "new", "tok", "failed", error, 0.1)])
+
+    (sample,) = figures.gather(folder, include_samples=True)["channels"]["push"]["samples"]
+
+    assert (
+        sample["error"]
+        == "push channel stopped: the token endpoint refused (<pre>assertion=***</pre>)"
+    )
+
+
 def test_a_result_file_without_its_ledger_gives_the_same_figures(tmp_path):
     folder = run_folder(tmp_path)
     rows = [*ROWS, ("=1+2", "new", "@x", "failed", "email provider answered 400: bad", 2.0)]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from campaign_pipeline.reporting.server import make_server
+from campaign_pipeline.testing import free_port
 
 REPORT = "<!doctype html><html><body><svg><rect/></svg>report of demo</body></html>"
 SECRET = "C0000001,ann@example.com,+12125550100,sent"
@@ -170,6 +171,109 @@ def test_index_links_every_report_and_history(server, tree):
     assert SECRET not in body
 
 
+def ask(server, path: str, *hosts: str, method: str = "GET") -> tuple[int, dict, str]:
+    """*path* with the ``Host`` headers *hosts* (none: no Host header at all)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    try:
+        connection.putrequest(method, path, skip_host=True)
+        for host in hosts:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+REPORT_JSON = "/demo/2026-11-25/report.json"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "localhost:{port}",
+        "LOCALHOST:{port}",
+        "LocalHost",
+        "localhost.:{port}",
+        "localhost:8084",  # a port another than the server's: a proxy in front, say
+        "127.0.0.1",
+        "127.0.0.1:{port}",
+        "[::1]:{port}",
+        "[::1]",
+        "[0:0:0:0:0:0:0:1]:{port}",
+    ],
+)
+def test_the_loopback_names_are_answered_in_any_case_with_any_port(server, host):
+    port = server.server_address[1]
+
+    status, _, body = ask(server, REPORT_JSON, host.format(port=port))
+
+    assert (status, body) == (200, '{"schema": 1}')
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:{port}",  # DNS rebinding: evil.example now resolves to 127.0.0.1
+        "EVIL.Example:{port}",
+        "127.0.0.1.nip.io:{port}",
+        "localhost.evil.example:{port}",
+        "evil-localhost:{port}",
+        "localhost@evil.example:{port}",
+        "evil.example:{port}@localhost",
+        "localhost:{port}/x",
+        "localhost:99999",
+        "localhost:8o84",
+        "[::1]x",
+        "::1",
+        "",
+        "localhost, evil.example",
+    ],
+)
+def test_any_other_host_header_is_refused_with_nothing_of_the_reports(server, host):
+    port = server.server_address[1]
+
+    for path in (REPORT_JSON, "/demo/2026-11-25/report.html", "/"):
+        status, headers, body = ask(server, path, host.format(port=port))
+
+        assert status == 421, (host, path)
+        assert headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert body.startswith("421 Misdirected Request: ") and body.count("\n") == 1
+        assert "schema" not in body and "report of demo" not in body and "demo" not in body
+
+
+def test_a_request_without_one_host_header_is_a_bad_request(server):
+    for hosts in ((), ("localhost", "evil.example"), ("localhost", "localhost")):
+        status, headers, body = ask(server, REPORT_JSON, *hosts)
+
+        assert status == 400, hosts
+        assert headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert body == "400 Bad Request: one Host header is required\n"
+
+
+def test_a_refused_head_has_no_body(server):
+    status, headers, body = ask(server, REPORT_JSON, "evil.example", method="HEAD")
+
+    assert (status, body) == (421, "")
+    assert int(headers["Content-Length"]) > 0
+
+
+def test_the_names_it_is_given_and_its_own_address_are_answered(tree):
+    running = make_server(tree, "127.0.0.1", 0, names=["Reports.Example.Internal", "[::2]"])
+    thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        for host in ("reports.example.internal", "REPORTS.example.internal:443", "[::2]:80"):
+            assert ask(running, REPORT_JSON, host)[0] == 200, host
+        for host in ("example.internal", "other.example.internal", "reports.example"):
+            assert ask(running, REPORT_JSON, host)[0] == 421, host
+    finally:
+        running.shutdown()
+        running.server_close()
+
+
 def test_other_methods_are_refused(server):
     assert get(server, "/demo/2026-11-25/report.html", method="POST")[0] == 501
 
@@ -202,4 +306,45 @@ def test_cli_names_a_root_that_is_not_a_folder(tmp_path):
     assert done.returncode == 2
     assert done.stderr == (
         f"report server: --root {tmp_path / 'nowhere'} is not a folder; create it or name another\n"
+    )
+
+
+@pytest.mark.e2e  # a process of its own
+def test_cli_answers_the_names_of_its_settings_and_flags_and_no_other(tree, tmp_path):
+    """``[report] allowed_hosts``, the host of ``[report] base_url`` and ``--allowed-host``."""
+    config = tmp_path / "report.cfg"
+    config.write_text(
+        '[report]\nallowed_hosts = ["cfg.example"]\nbase_url = http://links.example:8084\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI")}
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "campaign_pipeline.reporting.server", "--root", str(tree),
+         "--port", str(port), "--allowed-host", "flag.example"],
+        stdout=subprocess.PIPE, text=True, env={**env, "LUIGI_CONFIG_PATH": str(config)},
+    )  # fmt: skip
+    try:
+        assert process.stdout.readline().startswith("serving the reports under")  # bound
+        server = type("Bound", (), {"server_address": ("127.0.0.1", port)})
+        for host in ("cfg.example", f"links.example:{port}", "FLAG.example", "localhost"):
+            assert ask(server, REPORT_JSON, host)[0] == 200, host
+        for host in ("evil.example", "example", "links.example.evil"):
+            assert ask(server, REPORT_JSON, host)[0] == 421, host
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.e2e  # a process of its own
+def test_cli_names_an_allowed_host_that_is_no_host_name(tree):
+    done = subprocess.run(
+        [sys.executable, "-m", "campaign_pipeline.reporting.server", "--root", str(tree),
+         "--port", "0", "--allowed-host", "https://reports.example/"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "report server: 'https://reports.example/' is not a host name, e.g. "
+        "reports.example.internal; check --host, --allowed-host and [report] allowed_hosts\n"
     )
