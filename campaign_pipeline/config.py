@@ -255,9 +255,10 @@ class provider_section(NamedParseErrors, luigi.Config):  # noqa: N801 - named as
         default=300.0, description="Seconds before a transient failure is tried again"
     )
     retry_unanswered = luigi.BoolParameter(
-        default=True,
+        default=False,
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-        description="Send again when a request got no answer (false: record it unknown)",
+        description="Send again when a request got no answer, though the provider may have "
+        "taken it (false: record it unknown, resent only with resend_unknown)",
     )
 
 

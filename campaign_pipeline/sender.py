@@ -67,7 +67,7 @@ class Settings:
     timeout_seconds: float
     retry_attempts: int
     retry_delay_seconds: float
-    retry_unanswered: bool = True
+    retry_unanswered: bool = False
     batch_size: int = 1
 
     @classmethod

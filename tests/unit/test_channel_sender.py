@@ -447,19 +447,9 @@ def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, 
 
 
 @pytest.mark.usefixtures("token")
-def test_a_request_left_unanswered_is_sent_again_by_default(tmp_path, server, ledger):
-    customers(ledger, 2)
-    server.answer("r0", NO_ANSWER)
-
-    sender = send(tmp_path, FakeProvider(server.base_url), ledger, timeout_seconds=0.2)
-
-    assert len(server.requests_for("r0")) == 2
-    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1)}
-    assert sender.last_transient_error.startswith("ReadTimeout: ")
-
-
-@pytest.mark.usefixtures("token")
-def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(tmp_path, server, ledger):
+def test_a_request_left_unanswered_is_sent_again_when_retry_unanswered_says_so(
+    tmp_path, server, ledger
+):
     customers(ledger, 2)
     server.answer("r0", NO_ANSWER)
 
@@ -468,8 +458,22 @@ def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(tmp_path
         FakeProvider(server.base_url),
         ledger,
         timeout_seconds=0.2,
-        retry_unanswered=False,
+        retry_unanswered=True,
     )
+
+    assert len(server.requests_for("r0")) == 2
+    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1)}
+    assert sender.last_transient_error.startswith("ReadTimeout: ")
+
+
+@pytest.mark.usefixtures("token")
+def test_a_request_left_unanswered_is_unknown_and_never_sent_twice_by_default(
+    tmp_path, server, ledger
+):
+    customers(ledger, 2)
+    server.answer("r0", NO_ANSWER)
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, timeout_seconds=0.2)
 
     assert len(server.requests_for("r0")) == 1, "it may have arrived: never twice"
     assert statuses(ledger) == {"r0": (UNKNOWN_ROW, 1), "r1": (SENT_ROW, 1)}
