@@ -30,6 +30,7 @@ import requests
 from urllib3.exceptions import ProtocolError
 
 from .exceptions import (
+    BucketLockedError,
     CampaignError,
     ChannelStoppedError,
     MessageError,
@@ -210,14 +211,16 @@ class ChannelSender:
         self.ledger = ledger
         self.settings = settings
         self._masking: tuple[tuple[str, ...], Callable[[str], str]] = ((), redactor([]))
-        self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
+        self._stopped = threading.Event()
+        self.throttle = account_throttle(
+            provider, settings.rate_per_second, settings.burst, stopped=self._stopped
+        )
         self.counts: Counter = Counter()
         # requests sent again and 429 answers (SEND_STATS), for the report
         self._stats: Counter = Counter()
         self.stop_reason = ""
         self._stop_error: type[CampaignError] = ChannelStoppedError
         self.last_transient_error = ""
-        self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
         self._delayed: list[tuple[float, int, dict]] = []
         self._last_window: float | None = None  # the last window deferred rows were sent at
@@ -483,7 +486,11 @@ class ChannelSender:
             prepared = request.prepare(session)
         except Exception as exc:
             return Outcome(Kind.STOP, error=self._unsendable(exc))
-        self.throttle.take()
+        try:
+            self.throttle.take()
+        except BucketLockedError as exc:  # a frozen process holds the bucket, or stopped
+            self._stop(str(exc), BucketLockedError)
+            return Outcome(Kind.STOP, error=self.stop_reason)
         try:  # after the wait for the rate limit, which may outlast an access token
             prepared = request.authorize(prepared)
         except CampaignError as exc:
