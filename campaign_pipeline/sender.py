@@ -135,7 +135,7 @@ def admitted(rows: Iterable[dict], rules: list[Admission]) -> Iterator[dict]:
         page = []
 
 
-class NoLongerAdmittedError(Exception):
+class _NoLongerAdmittedError(Exception):
     """Raised just before a request leaves when an admission rule no longer admits some of
     its rows (quiet hours began while it waited); those rows are deferred already, *rows*
     are the others, to be sent without them."""
@@ -389,7 +389,7 @@ class ChannelSender:
             outcome = self._send_admitted(rows, request)
             if outcome.kind == Kind.RENEW:
                 outcome = self._renewed(rows, request, outcome)
-        except NoLongerAdmittedError as held:  # nothing left; the rows dropped are deferred
+        except _NoLongerAdmittedError as held:  # nothing left; the rows dropped are deferred
             if held.rows:  # the rest of a batch goes without them
                 self._schedule({"rows": held.rows, "tries": item["tries"]})
             return
@@ -502,7 +502,7 @@ class ChannelSender:
         if self._stopped.is_set():
             return Outcome(Kind.STOP, error=self.stop_reason)
         if len(kept := self._recheck(rows)) < len(rows):
-            raise NoLongerAdmittedError(kept)
+            raise _NoLongerAdmittedError(kept)
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
         if getattr(self._local, "again", False):
