@@ -749,7 +749,14 @@ def test_nothing_leaves_after_a_stop_that_came_during_the_wait_for_a_token(
 ):
     customers(ledger, 2)
     sender: list[ChannelSender] = []
-    server.arrived = lambda _recipients: sender[0].stop("terminated")
+    # the stop comes 0.3 s into the other thread's one-second wait for its token
+    stop = threading.Timer(0.3, lambda: sender[0].stop("terminated"))
+
+    def arrived(_recipients):
+        if stop.ident is None:  # the first request: start the timer, once
+            stop.start()
+
+    server.arrived = arrived
     folder = tmp_path / "templates" / "sms" / "t"
     folder.mkdir(parents=True)
     (folder / "body.txt").write_text("Hi")
@@ -762,5 +769,6 @@ def test_nothing_leaves_after_a_stop_that_came_during_the_wait_for_a_token(
         sender[0].run()
 
     assert len(server.seen) == 1, "the request that waited for a token stayed"
+    assert not stop.is_alive()
     assert sorted(status for status, _ in statuses(ledger).values()) == [PENDING, SENT_ROW]
     assert sorted(attempts for _, attempts in statuses(ledger).values()) == [0, 1]
