@@ -255,9 +255,10 @@ class provider_section(NamedParseErrors, luigi.Config):  # noqa: N801 - named as
         default=300.0, description="Seconds before a transient failure is tried again"
     )
     retry_unanswered = luigi.BoolParameter(
-        default=True,
+        default=False,
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-        description="Send again when a request got no answer (false: record it unknown)",
+        description="Send again when a request got no answer, though the provider may have "
+        "taken it (false: record it unknown, resent only with resend_unknown)",
     )
 
 
@@ -379,13 +380,19 @@ class push_api(provider_section):  # noqa: N801 - the section's name
     concurrency = _concurrency(default=4)
 
 
-class rate_limits(luigi.Config):  # noqa: N801 - the section's name
+class rate_limits(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     """The ``[rate_limits]`` section: where the providers' shared token buckets live."""
 
     bucket_dir = luigi.Parameter(
         default="",
         description="Folder of the token buckets that every process on this machine sending "
         "through one provider account shares; empty: a folder of this user's in the temp dir",
+    )
+    lock_timeout_seconds = luigi.FloatParameter(
+        default=30.0,
+        description="Seconds a sender waits for a bucket file that another process holds "
+        "(each holds it for microseconds); past it, the holder is taken as frozen and the "
+        "channel stops with its recipients pending",
     )
 
 

@@ -20,6 +20,7 @@ decisions key on this tree, never on a message's text::
     ├── LedgerBusyError              another run is sending the channel
     ├── RecipientsPendingError       recipients still failing transiently after the attempts
     ├── SendingInterruptedError      a signal or an unexpected error stopped the sending
+    │   └── BucketLockedError        a frozen process holds a rate-limit bucket file
     ├── TimedOutError                the task ran past ``[campaign] timeout_seconds``
     └── NotSentError                 a request failed before any byte of it left
 
@@ -113,6 +114,12 @@ class RecipientsPendingError(CampaignError):
 class SendingInterruptedError(CampaignError):
     """Sending stopped for a reason a rerun may not meet again: a signal (luigi's
     worker_timeout, an operator) or an unexpected error."""
+
+
+class BucketLockedError(SendingInterruptedError):
+    """A provider account's bucket file (:mod:`campaign_pipeline.ratelimit`) stayed locked
+    past ``[rate_limits] lock_timeout_seconds``: the process holding it is frozen. The
+    channel stops with its recipients pending; the message names the file."""
 
 
 class TimedOutError(CampaignError):

@@ -12,6 +12,12 @@ file that every process opens and updates under ``flock``. The file is named for
 provider account (:func:`bucket_path`); :func:`shared_store` is the one place that says
 where buckets live, so a bucket shared by several machines is pyrate-limiter's
 ``RedisStateStore`` returned from there instead.
+
+A process holds the file for microseconds, and the kernel frees it when the process dies;
+but a process that is frozen while it holds it (SIGSTOP, a paused container, a hung
+filesystem) would hold every sender of the account for ever. So the lock is waited for at
+most ``[rate_limits] lock_timeout_seconds`` (:class:`~.exceptions.BucketLockedError` then),
+and no longer than the sender wants it (a stop, SIGTERM).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import os
 import stat
 import struct
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +48,7 @@ from pyrate_limiter import (
 )
 
 from .config import rate_limits
-from .exceptions import SettingsError
+from .exceptions import BucketLockedError, SettingsError
 
 log = logging.getLogger("campaign_pipeline.ratelimit")
 
@@ -48,6 +56,9 @@ log = logging.getLogger("campaign_pipeline.ratelimit")
 # moment later on a cold connection than on a warm one (measured: one 429 per channel
 # with equal buckets, none with two tokens of margin).
 BURST_MARGIN = 2
+# The first and the longest pause between two tries of a bucket file another process holds:
+# a holder takes microseconds, so the first try after a pause almost always succeeds.
+LOCK_PAUSES = (0.0002, 0.005)
 
 
 class Throttle:
@@ -67,10 +78,14 @@ class Throttle:
         self._limiter.try_acquire("send")
 
 
-def account_throttle(provider, rate_per_second: float, burst: int) -> Throttle:
+def account_throttle(
+    provider, rate_per_second: float, burst: int, stopped: threading.Event | None = None
+) -> Throttle:
     """The throttle of *provider*'s account, shared with every process on this machine that
-    sends through the same account and base URL."""
+    sends through the same account and base URL; a wait for its bucket file ends when
+    *stopped* is set."""
     store = shared_store(provider.channel, provider.base_url, provider.account())
+    store.stopped = stopped
     with store.locked():  # a bucket file that cannot be opened fails the task before sending
         pass
     log.info(
@@ -93,6 +108,17 @@ def shared_store(channel: str, base_url: str, account: str) -> FileStateStore:
     the bucket, its algorithm and every caller stay as they are.
     """
     return FileStateStore(bucket_path(channel, base_url, account))
+
+
+def lock_timeout() -> float:
+    """``[rate_limits] lock_timeout_seconds``, checked."""
+    seconds = rate_limits().lock_timeout_seconds
+    if not 0 < seconds <= 86_400:  # (NaN fails too)
+        raise SettingsError(
+            f"[rate_limits] lock_timeout_seconds = {seconds:g}: give the seconds to wait for "
+            "a bucket file another process holds, above 0 and at most 86400 (e.g. 30)"
+        )
+    return seconds
 
 
 def bucket_path(channel: str, base_url: str, account: str) -> Path:
@@ -144,12 +170,22 @@ class FileStateStore(StateStore):
     kernel drops the lock of a process that dies, even by SIGKILL, so a crash cannot block
     the others. The values are the GCRA's theoretical arrival times, in microseconds of the
     monotonic clock, which every process of one boot shares.
+
+    The lock is waited for *timeout* seconds at most (None: ``[rate_limits]
+    lock_timeout_seconds``), and only while *stopped* (an event) is not set.
     """
 
     default_clock = MonotonicClock()
 
-    def __init__(self, path: Path):
+    def __init__(
+        self,
+        path: Path,
+        timeout: float | None = None,
+        stopped: threading.Event | None = None,
+    ):
         self.path = path
+        self.timeout = lock_timeout() if timeout is None else timeout
+        self.stopped = stopped
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[int]:
@@ -162,10 +198,36 @@ class FileStateStore(StateStore):
                 f"[rate_limits] bucket_dir: cannot open {self.path} ({detail})"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock(fd)
             yield fd
         finally:
             os.close(fd)  # releases the lock
+
+    def _lock(self, fd: int) -> None:
+        """Take the lock of *fd*, trying again after ever longer pauses (a blocking flock
+        could neither give up nor hear a stop); BucketLockedError past the timeout or once
+        the sender stopped."""
+        deadline = time.monotonic() + self.timeout
+        pause = LOCK_PAUSES[0]
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if self.stopped is not None and self.stopped.is_set():
+                raise BucketLockedError(f"stopped while waiting for {self.path}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BucketLockedError(
+                    f"the rate-limit bucket file {self.path} stayed locked for "
+                    f"{self.timeout:g} s ([rate_limits] lock_timeout_seconds): a process "
+                    "holding it is frozen (SIGSTOP, a paused container, a hung filesystem); "
+                    f"find it with `fuser -v {self.path}`, resume it (kill -CONT) or end it, "
+                    "and run again"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, LOCK_PAUSES[1])
 
     def check(self, algorithm, rates, now, weight):
         with self.locked() as fd:

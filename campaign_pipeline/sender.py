@@ -2,7 +2,8 @@
 
 For each recipient a sending thread takes a token from the channel's bucket, claims the
 ledger row, sends, and records the answer. Nothing slow sits between the token and the
-request, so a provider with the same bucket never sees a burst it did not allow. A 429
+request, so a provider with the same bucket never sees a burst it did not allow; only a
+last look at what a wait may have changed: a stop, the deadline, quiet hours. A 429
 waits as the provider says and tries again without using up an attempt; a transient
 failure goes to a delay queue so that the thread sends to others meanwhile.
 """
@@ -31,6 +32,7 @@ import requests
 from urllib3.exceptions import ProtocolError
 
 from .exceptions import (
+    BucketLockedError,
     CampaignError,
     ChannelStoppedError,
     MessageError,
@@ -68,7 +70,7 @@ class Settings:
     timeout_seconds: float
     retry_attempts: int
     retry_delay_seconds: float
-    retry_unanswered: bool = True
+    retry_unanswered: bool = False
     batch_size: int = 1
 
     @classmethod
@@ -133,6 +135,16 @@ def admitted(rows: Iterable[dict], rules: list[Admission]) -> Iterator[dict]:
             page = rule.admit(page) if page else page
         yield from page
         page = []
+
+
+class _NoLongerAdmittedError(Exception):
+    """Raised just before a request leaves when an admission rule no longer admits some of
+    its rows (quiet hours began while it waited); those rows are deferred already, *rows*
+    are the others, to be sent without them."""
+
+    def __init__(self, rows: list[dict]):
+        super().__init__(f"{len(rows)} row(s) still admitted")
+        self.rows = rows
 
 
 class _Holding:
@@ -220,14 +232,16 @@ class ChannelSender:
         self.ledger = ledger
         self.settings = settings
         self._masking: tuple[tuple[str, ...], Callable[[str], str]] = ((), redactor([]))
-        self.throttle = account_throttle(provider, settings.rate_per_second, settings.burst)
+        self._stopped = threading.Event()
+        self.throttle = account_throttle(
+            provider, settings.rate_per_second, settings.burst, stopped=self._stopped
+        )
         self.counts: Counter = Counter()
         # requests sent again and 429 answers (SEND_STATS), for the report
         self._stats: Counter = Counter()
         self.stop_reason = ""
         self._stop_error: type[CampaignError] = ChannelStoppedError
         self.last_transient_error = ""
-        self._stopped = threading.Event()
         self._work: queue.Queue = queue.Queue(maxsize=settings.concurrency * 2)
         self._delayed: list[tuple[float, int, dict]] = []
         self._last_window: float | None = None  # the last window deferred rows were sent at
@@ -314,11 +328,14 @@ class ChannelSender:
         or the channel is stopped. The wait ends at once on stop()."""
         rules = [rule for rule in self.admission if hasattr(rule, "next_open")]
         while rules and not self._stopped.is_set():
-            opens = [moment for rule in rules if (moment := rule.next_open()) is not None]
+            # (when, now) by each rule's own clock, which its deferrals were decided by
+            opens = [
+                (moment, rule.clock()) for rule in rules if (moment := rule.next_open()) is not None
+            ]
             if not opens:
                 return None
-            moment = min(opens)
-            wait = moment - time.time()
+            moment, now = min(opens)
+            wait = moment - now
             if wait <= 0 and moment == self._last_window:
                 self._last_window = None  # deferred again to the same moment: never spin
                 self._stopped.wait(1.0)
@@ -389,9 +406,14 @@ class ChannelSender:
         self._local.again = item["tries"] > 0
         rows = [row for row, _ in singles]
         request = self.provider.combine([request for _, request in singles])
-        outcome = self._send_admitted(rows, request)
-        if outcome.kind == Kind.RENEW:
-            outcome = self._renewed(rows, request, outcome)
+        try:
+            outcome = self._send_admitted(rows, request)
+            if outcome.kind == Kind.RENEW:
+                outcome = self._renewed(rows, request, outcome)
+        except _NoLongerAdmittedError as held:  # nothing left; the rows dropped are deferred
+            if held.rows:  # the rest of a batch goes without them
+                self._schedule({"rows": held.rows, "tries": item["tries"]})
+            return
         if outcome.kind == Kind.RATE_LIMITED:
             outcome = Outcome(Kind.RETRY, error=outcome.error, retry_after=outcome.retry_after)
         if outcome.kind == Kind.FAILED and len(rows) > 1:
@@ -487,13 +509,23 @@ class ChannelSender:
             prepared = request.prepare(session)
         except Exception as exc:
             return Outcome(Kind.STOP, error=self._unsendable(exc))
-        self.throttle.take()
+        try:
+            self.throttle.take()
+        except BucketLockedError as exc:  # a frozen process holds the bucket, or stopped
+            self._stop(str(exc), BucketLockedError)
+            return Outcome(Kind.STOP, error=self.stop_reason)
         try:  # after the wait for the rate limit, which may outlast an access token
             prepared = request.authorize(prepared)
         except CampaignError as exc:
             return self._no_credentials(exc)
         except Exception as exc:
             return Outcome(Kind.STOP, error=self._unsendable(exc))
+        # the waits above (a token, a 429, new credentials) may have outlasted a stop, the
+        # deadline or the window: ask again just before the request leaves
+        if self._stopped.is_set():
+            return Outcome(Kind.STOP, error=self.stop_reason)
+        if len(kept := self._recheck(rows)) < len(rows):
+            raise _NoLongerAdmittedError(kept)
         if not self.ledger.claim(ids):
             raise RuntimeError(f"ledger rows {ids[:3]}... were not pending; not sent")
         if getattr(self._local, "again", False):

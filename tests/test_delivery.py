@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import CHANNELS, RETCODE, TASKS, kill_group, wait_for
+from conftest import CHANNELS, DATE, RETCODE, TASKS, kill_group, wait_for
 
 from campaign_pipeline.sandbox import ChannelLimit
 
@@ -32,12 +36,20 @@ def test_5xx_is_retried_after_the_delay_and_sent_once(campaign):
         assert campaign.sandbox.stats()[channel]["statuses"]["503"] == 30
 
 
-def test_timeout_is_retried_and_sent_once(campaign):
+def test_a_read_timeout_is_retried_and_sent_once_with_retry_unanswered(campaign):
     campaign.write_customers(rows=12)
     campaign.start_sandbox(hang_first=1, hang_seconds=5)  # hangs, then 503, never accepted
     target_everyone(campaign)
     for channel in CHANNELS:
-        campaign.configure(**{f"{channel}_api": {"timeout_seconds": 0.3, "concurrency": 6}})
+        campaign.configure(
+            **{
+                f"{channel}_api": {
+                    "timeout_seconds": 0.3,
+                    "concurrency": 6,
+                    "retry_unanswered": "true",
+                }
+            }
+        )
 
     done = campaign.run()
 
@@ -48,22 +60,56 @@ def test_timeout_is_retried_and_sent_once(campaign):
         assert set(campaign.accepted(channel).values()) == {1}
 
 
-def test_read_timeouts_can_be_recorded_unknown_instead_of_retried(campaign):
+def report_counts(campaign) -> dict[str, dict[str, int]]:
+    """Each channel's counts by status as ``campaign-report`` prints them."""
+    report = subprocess.run(
+        [str(Path(sys.executable).parent / "campaign-report"), "--date", DATE],
+        env=campaign.env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    header = next(line.split() for line in lines if line.startswith("channel "))
+    return {
+        words[0]: dict(zip(header[1:-1], map(int, words[1 : len(header) - 1]), strict=True))
+        for line in lines
+        if (words := line.split()) and words[0] in CHANNELS
+    }
+
+
+def test_a_read_timeout_is_unknown_counted_and_resent_only_with_resend_unknown(campaign):
+    """The provider may have taken a request it did not answer: by default it is never sent
+    twice (was: sent again, a duplicate when the provider had taken it)."""
     campaign.write_customers(rows=6)
-    campaign.start_sandbox(hang_first=1, hang_seconds=5)
+    campaign.start_sandbox(hang_first=1, hang_seconds=5)  # hangs, then 503, never accepted
     target_everyone(campaign)
     for channel in CHANNELS:
-        campaign.configure(
-            **{f"{channel}_api": {"timeout_seconds": 0.3, "retry_unanswered": "false"}}
-        )
+        campaign.configure(**{f"{channel}_api": {"timeout_seconds": 0.3}})
 
     done = campaign.run()
 
     assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((campaign.folder / "report.json").read_text())
+    printed = report_counts(campaign)
     for channel in CHANNELS:
         rows = campaign.results(channel)
         assert [(r["status"], r["attempts"]) for r in rows] == [("unknown", "1")] * 6
         assert all(r["error"].startswith("ReadTimeout") for r in rows)
+        # a second request would have been accepted: only the first of each hangs
+        assert not campaign.accepted(channel), "one request each, never a second"
+        assert report["channels"][channel]["counts"]["unknown"] == 6
+        assert (printed[channel]["sent"], printed[channel]["unknown"]) == (0, 6)
+
+    assert campaign.run().returncode == 0
+    assert not any(campaign.accepted(channel) for channel in CHANNELS), "a rerun sends none"
+
+    for channel in CHANNELS:
+        (campaign.folder / f"{channel}_results.csv").unlink()
+    resent = campaign.run(*(f"--{TASKS[channel]}-resend-unknown" for channel in CHANNELS))
+
+    assert resent.returncode == 0, resent.stderr[-3000:]
+    for channel in CHANNELS:
+        assert [r["status"] for r in campaign.results(channel)] == ["sent"] * 6
+        assert set(campaign.accepted(channel).values()) == {1}
 
 
 def test_transient_failures_left_after_retries_fail_the_task_and_the_next_run_resends_them(

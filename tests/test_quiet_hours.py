@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from conftest import DATE, RETCODE
+from conftest import DATE, RETCODE, TASKS
 
 from campaign_pipeline.consent.quiet import demo_window
+from campaign_pipeline.sandbox import ChannelLimit
 
 ADAK = ZoneInfo("America/Adak")  # +1 907 numbers map to Adak and Anchorage (an hour apart)
 HEADER = "customer_id,first_name,segment,email,phone,device_token,timezone\n"
@@ -219,3 +220,43 @@ def test_a_customer_file_without_a_timezone_column_is_timed_by_the_phone_numbers
         "N2": "sent",
     }
     assert campaign.accepted("sms") == {"+12125550001": 1, "+12125550002": 1}
+
+
+def test_quiet_hours_that_begin_while_a_429_is_waited_out_defer_that_recipient(campaign):
+    """The provider answers 429 with Retry-After 10 s; quiet hours begin during that wait.
+    The request is not sent when the wait ends (was: sent inside the window) but deferred,
+    and sent once the window has ended, by the same run."""
+    numbers = ("+12125550301", "+12125550302")
+    campaign.customers_path.write_text(
+        HEADER
+        + "".join(
+            f"W{n},Cust,premium,w{n}@example.com,{phone},{token(n)},UTC\n"
+            for n, phone in enumerate(numbers, 1)
+        )
+    )
+    # one request per 10 s: the second, sent right after the first, is answered 429
+    # with Retry-After: 10
+    campaign.start_sandbox(limits={"sms": ChannelLimit(0.1, 1)})
+    begins = int(time.time()) + 10  # the first request leaves before (luigi takes 2-3 s)
+    ends = begins + 11  # and its 429 is waited out inside
+    window = "-".join(
+        datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%H:%M:%S")
+        for t in (begins, ends)
+    )
+    campaign.configure(
+        consent={"quiet_hours": window, "quiet_hours_channels": ["sms"]},
+        SendSmsCampaign={"target_segments": ["premium"]},
+        sms_api={"concurrency": 1},
+    )
+
+    done = campaign.run(task=TASKS["sms"])
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    times = received(campaign, "sms")
+    assert times["W1"] < begins, "the first request left before the window: no proof"
+    assert campaign.sandbox.stats()["sms"]["rate_limited"] == 1
+    assert times["W2"] >= ends, (times, begins, ends)
+    assert campaign.accepted("sms") == dict.fromkeys(numbers, 1)
+    results = by_id(campaign, "sms")
+    assert [cid for cid, row in results.items() if row["deferred_until"]] == ["W2"]
+    assert {row["status"] for row in results.values()} == {"sent"}

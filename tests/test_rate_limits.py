@@ -7,19 +7,21 @@ import copy
 import fcntl
 import os
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import luigi.configuration
 import pytest
-from conftest import CHANNELS, DATE, REPO, TASKS, Campaign, free_port
+from conftest import CHANNELS, DATE, REPO, RETCODE, TASKS, Campaign, free_port, wait_for
 
 from campaign_pipeline import sample_data
-from campaign_pipeline.exceptions import PermanentError
+from campaign_pipeline.exceptions import BucketLockedError, PermanentError
 from campaign_pipeline.ratelimit import FileStateStore, Throttle, bucket_path
 from campaign_pipeline.sandbox import ChannelLimit
 
@@ -268,3 +270,134 @@ def test_a_default_folder_that_is_not_this_users_own_is_refused(
 
     with pytest.raises(PermanentError, match=r"^\[rate_limits\] bucket_dir: the default"):
         bucket_path("sms", "https://api.twilio.com", "AC" + "0" * 32)
+
+
+# -- a process frozen while it holds the bucket file --------------------------------------------
+
+
+@pytest.fixture
+def runs():
+    """`campaign-run` processes a test started; SIGTERM to those still running at the end."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for run in started:
+        if run.poll() is None:
+            run.terminate()
+            run.communicate(timeout=60)
+
+
+@pytest.fixture
+def freeze(runs):  # noqa: ARG001 - the holders are let go first, then the runs ended
+    """Start a process that takes a bucket file's lock, then SIGSTOP it (as a paused container
+    or a hung filesystem would leave it); SIGCONT and SIGKILL it at the end."""
+    holders: list[subprocess.Popen] = []
+
+    def frozen_holder(path: Path) -> subprocess.Popen:
+        holder = python(HOLDER, path)
+        holders.append(holder)
+        assert holder.stdout.readline() == "held\n"
+        holder.send_signal(signal.SIGSTOP)
+        return holder
+
+    yield frozen_holder
+    for holder in holders:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+@pytest.mark.e2e
+def test_a_taker_gives_up_on_a_bucket_held_by_a_frozen_process_or_when_stopped(tmp_path, freeze):
+    path = tmp_path / "sms.bucket"
+    freeze(path)
+    store = FileStateStore(path, timeout=0.5)
+
+    started = time.monotonic()
+    with pytest.raises(BucketLockedError) as locked:
+        Throttle(10, 4, store).take()
+
+    assert 0.5 <= time.monotonic() - started < 5
+    assert str(locked.value).startswith(f"the rate-limit bucket file {path} stayed locked for ")
+    assert "[rate_limits] lock_timeout_seconds" in str(locked.value)
+    assert f"fuser -v {path}" in str(locked.value)
+
+    stopped = threading.Event()
+    waiting = FileStateStore(path, timeout=600, stopped=stopped)
+    threading.Timer(0.2, stopped.set).start()
+    started = time.monotonic()
+    with pytest.raises(BucketLockedError, match="^stopped while waiting for "):
+        Throttle(10, 4, waiting).take()
+    assert time.monotonic() - started < 5, "a stop ends the wait, not the timeout"
+
+
+def campaign_run(campaign: Campaign) -> subprocess.Popen:
+    """`campaign-run daily` (what cron runs), its output piped."""
+    command = [str(Path(sys.executable).parent / "campaign-run"), "--scheduler-port",
+               str(free_port()), "--log-dir", str(campaign.root / "log"), "daily",
+               "--date", DATE]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, env=campaign.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def sms_ledger(campaign: Campaign) -> dict[str, int]:
+    with sqlite3.connect(campaign.folder / "sms_ledger.sqlite") as db:
+        return dict(db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+
+
+def freeze_sms_bucket_mid_send(campaign: Campaign, freeze, runs, lock_timeout: float):
+    """Start a run whose SMS go out at 4/s; once two are out, freeze a process holding the
+    SMS bucket file; return the run once no SMS has gone out for a second (its senders
+    wait for the file), and the file."""
+    campaign.write_customers(rows=30)
+    campaign.start_sandbox()
+    campaign.configure(
+        rate_limits={"lock_timeout_seconds": lock_timeout},
+        **{TASKS[c]: {"target_segments": ALL} for c in CHANNELS},
+        sms_api={"rate_per_second": 4, "burst": 3, "concurrency": 2},
+    )
+    run = campaign_run(campaign)
+    runs.append(run)
+    wait_for(lambda: len(campaign.accepted("sms")) >= 2, 60, "two SMS to go out")
+    [path] = (campaign.root / "rate-limits").glob("sms-*.bucket")
+    freeze(path)
+
+    def stalled() -> bool:
+        times = [r["received_at"] for r in campaign.sandbox.accepted() if r["channel"] == "sms"]
+        return time.time() - max(times) > 1
+
+    wait_for(stalled, 30, "the SMS senders to wait for the bucket file")
+    return run, path
+
+
+def test_a_frozen_process_holding_the_bucket_stops_the_channel_with_one_line(
+    campaign, freeze, runs
+):
+    """Was: every sender of the account waited for ever."""
+    run, path = freeze_sms_bucket_mid_send(campaign, freeze, runs, lock_timeout=2)
+
+    output, _ = run.communicate(timeout=60)
+
+    assert run.returncode == RETCODE["task_failed"], output[-3000:]
+    sent = len(campaign.accepted("sms"))
+    assert (
+        f"sms channel stopped: the rate-limit bucket file {path} stayed locked for 2 s "
+        "([rate_limits] lock_timeout_seconds): a process holding it is frozen"
+    ) in output, output[-3000:]
+    assert f"{30 - sent} recipient(s) stay pending for the next run" in output
+    assert sms_ledger(campaign) == {"sent": sent, "pending": 30 - sent}
+    for channel in ("email", "push"):
+        assert len(campaign.accepted(channel)) == 30
+
+
+def test_sigterm_ends_a_run_whose_senders_wait_for_a_frozen_bucket_holder(campaign, freeze, runs):
+    """Was: the senders waited in flock for ever, so the stopped run never ended."""
+    run, _ = freeze_sms_bucket_mid_send(campaign, freeze, runs, lock_timeout=600)
+
+    run.send_signal(signal.SIGTERM)
+    output, _ = run.communicate(timeout=30)
+
+    assert run.returncode == RETCODE["task_failed"], output[-3000:]
+    assert "=== exit 30 (task_failed), stopped by SIGTERM" in output
+    assert "sms channel stopped: terminated by signal 15" in output
+    ledger = sms_ledger(campaign)
+    assert "in_flight" not in ledger and ledger["sent"] == len(campaign.accepted("sms"))

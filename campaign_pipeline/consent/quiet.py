@@ -12,12 +12,15 @@ opens and which rows it may then send (:meth:`QuietHours.next_open`, :meth:`Quie
 
 Looking zones up is the costly part (phonenumbers: about 25 µs a number), so each number's
 zones are cached, and each set of zones' verdict is cached until it changes (the next
-moment a window opens or closes in one of them).
+moment a window opens or closes in one of them) or until a zone's clock is set back or
+forward (daylight saving time): in autumn the repeated hour can be quiet again without any
+window opening.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import re
 import threading
 import time
@@ -114,13 +117,37 @@ class Verdict:
     zone: str = ""
 
 
+def _offset(tz: zoneinfo.ZoneInfo, moment: float) -> datetime.timedelta | None:
+    return datetime.datetime.fromtimestamp(moment, tz).utcoffset()
+
+
+def next_offset_change(zone: str, after: float, before: float) -> float | None:
+    """The first moment in (*after*, *before*] at which *zone*'s clock is set back or
+    forward (its UTC offset changes), or None. Changes are at whole seconds and at least
+    hours apart: an hour's steps find one, halving finds its second."""
+    tz = _zone(zone)
+    offset = _offset(tz, after)
+    low = after
+    while low < before:
+        high = min(low + 3600, before)
+        if _offset(tz, high) != offset:
+            low, high = math.floor(low), math.ceil(high)
+            while high - low > 1:  # the offset at low is the old one, at high the new
+                middle = (low + high) // 2
+                low, high = (middle, high) if _offset(tz, middle) == offset else (low, middle)
+            return float(high)
+        low = high
+    return None
+
+
 class Resolver:
     """A recipient's zones and the verdict on them, cached."""
 
     def __init__(self, window: Window, default_zone: str):
         self.window = window
         self.default_zone = default_zone
-        self._verdicts: dict[tuple[str, ...], tuple[Verdict, float]] = {}
+        # zones -> (verdict, since, until when it holds)
+        self._verdicts: dict[tuple[str, ...], tuple[Verdict, float, float]] = {}
 
     def zones(self, context: dict) -> tuple[str, ...]:
         """The customer's zones: the timezone column, the phone's, or the default."""
@@ -135,18 +162,26 @@ class Resolver:
         """The verdict on *zones* at *now* (a Unix time), from the cache while it holds."""
         cached = self._verdicts.get(zones)
         if cached is not None:
-            verdict, since = cached
-            limit = verdict.until if verdict.until is not None else since + RECHECK_NEVER
+            verdict, since, limit = cached
             if since <= now < limit:
                 return verdict
         verdict = self._judge(zones, now)
-        self._verdicts[zones] = (verdict, now)
+        limit = verdict.until if verdict.until is not None else now + RECHECK_NEVER
+        if not verdict.open:  # (an open verdict's end is bounded so already)
+            limit = self._until_clocks_change(zones, now, limit)
+        self._verdicts[zones] = (verdict, now, limit)
         return verdict
+
+    def _until_clocks_change(self, zones: tuple[str, ...], now: float, limit: float) -> float:
+        """*limit*, or the first moment before it that a clock of *zones* is changed."""
+        changes = [c for zone in zones if (c := next_offset_change(zone, now, limit)) is not None]
+        return min([limit, *changes])
 
     def _judge(self, zones: tuple[str, ...], now: float) -> Verdict:
         if not any(self.quiet(zone, now) for zone in zones):
             closes = min(t for z in zones for t in self._times(z, now, self.window.starts()))
-            return Verdict(True, closes)
+            # a clock set back may enter quiet hours again without passing their start
+            return Verdict(True, self._until_clocks_change(zones, now, closes))
         ends = sorted((t, z) for z in zones for t in self._times(z, now, self.window.ends()))
         for moment, zone in ends:
             if not any(self.quiet(other, moment) for other in zones):
@@ -159,14 +194,16 @@ class Resolver:
         return self.window.quiet(second)
 
     def _times(self, zone: str, after: float, clock: datetime.time) -> Iterator[float]:
-        """The moments after *after* (within HORIZON_DAYS) when *zone*'s clock shows *clock*."""
+        """The moments after *after* (within HORIZON_DAYS) when *zone*'s clock shows *clock*:
+        twice on the day its clock is set back, if *clock* is in the repeated hour."""
         tz = _zone(zone)
         today = datetime.datetime.fromtimestamp(after, tz).date()
         for days in range(-1, HORIZON_DAYS + 1):
             day = today + datetime.timedelta(days=days)
-            moment = datetime.datetime.combine(day, clock, tzinfo=tz).timestamp()
-            if after < moment <= after + HORIZON_DAYS * DAY:
-                yield moment
+            local = datetime.datetime.combine(day, clock, tzinfo=tz)
+            for moment in sorted({local.timestamp(), local.replace(fold=1).timestamp()}):
+                if after < moment <= after + HORIZON_DAYS * DAY:
+                    yield moment
 
 
 @lru_cache(maxsize=4096)  # a run's deferrals share a few moments
@@ -243,7 +280,9 @@ class QuietHours:
 
     def recheck(self, rows: list[dict]) -> list[dict]:
         """The rows whose window is still open (asked just before they are handed to a
-        sending thread: a window may close while a page is sent); defer the others."""
+        sending thread, and again just before their request leaves: a window may close
+        while a page is sent, or while a request waits for a token or after a 429); defer
+        the others."""
         now = self.clock()
         stale = [row for row in rows if row.get("quiet_until", 0) <= now]
         if not stale:

@@ -5,6 +5,7 @@ delays and timeouts are small, never patched out."""
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import secrets
@@ -61,6 +62,7 @@ class ScriptedServer:
         self.bad: set[str] = set()
         self.blame = True
         self.released = threading.Event()  # requests given NO_ANSWER wait for it
+        self.arrived = lambda _recipients: None  # called as each request arrives
         self.seen: list[Seen] = []
         self.in_flight = self.most_in_flight = 0
         self.barrier: threading.Barrier | None = None
@@ -85,6 +87,7 @@ class ScriptedServer:
 
     def take(self, recipients: list[str], token: str) -> tuple[tuple[int, dict, dict], bool]:
         """The answer to one request, and whether to hold it at the barrier."""
+        self.arrived(tuple(recipients))
         with self._lock:
             self.seen.append(Seen(tuple(recipients), token, time.monotonic()))
             self.in_flight += 1
@@ -445,19 +448,9 @@ def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, 
 
 
 @pytest.mark.usefixtures("token")
-def test_a_request_left_unanswered_is_sent_again_by_default(tmp_path, server, ledger):
-    customers(ledger, 2)
-    server.answer("r0", NO_ANSWER)
-
-    sender = send(tmp_path, FakeProvider(server.base_url), ledger, timeout_seconds=0.2)
-
-    assert len(server.requests_for("r0")) == 2
-    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1)}
-    assert sender.last_transient_error.startswith("ReadTimeout: ")
-
-
-@pytest.mark.usefixtures("token")
-def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(tmp_path, server, ledger):
+def test_a_request_left_unanswered_is_sent_again_when_retry_unanswered_says_so(
+    tmp_path, server, ledger
+):
     customers(ledger, 2)
     server.answer("r0", NO_ANSWER)
 
@@ -466,8 +459,22 @@ def test_a_request_left_unanswered_is_unknown_when_not_to_be_sent_again(tmp_path
         FakeProvider(server.base_url),
         ledger,
         timeout_seconds=0.2,
-        retry_unanswered=False,
+        retry_unanswered=True,
     )
+
+    assert len(server.requests_for("r0")) == 2
+    assert statuses(ledger) == {"r0": (SENT_ROW, 2), "r1": (SENT_ROW, 1)}
+    assert sender.last_transient_error.startswith("ReadTimeout: ")
+
+
+@pytest.mark.usefixtures("token")
+def test_a_request_left_unanswered_is_unknown_and_never_sent_twice_by_default(
+    tmp_path, server, ledger
+):
+    customers(ledger, 2)
+    server.answer("r0", NO_ANSWER)
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, timeout_seconds=0.2)
 
     assert len(server.requests_for("r0")) == 1, "it may have arrived: never twice"
     assert statuses(ledger) == {"r0": (UNKNOWN_ROW, 1), "r1": (SENT_ROW, 1)}
@@ -657,3 +664,112 @@ def test_a_stop_ends_the_wait_for_a_window_at_once(tmp_path, server, ledger):
     rows = list(ledger.rows())
     assert {row["status"] for row in rows} == {PENDING}
     assert all(row["error"].startswith("deferred: quiet hours until ") for row in rows)
+
+
+class ShiftedClock:
+    """The wall clock moved by :attr:`shift`, which a test sets to put "now" where it wants
+    (at the start of quiet hours) at the moment it chooses; waits still take real time."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+    def move_to(self, moment: float) -> None:
+        self.shift = moment - time.time()
+
+
+def quiet_soon(ledger: Ledger, clock: ShiftedClock, seconds: float) -> tuple[QuietHours, float]:
+    """Quiet hours (UTC) that begin an hour from now and last *seconds*; the rule, the start."""
+    start = round(time.time()) + 3600
+    window = "-".join(
+        datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%H:%M:%S")
+        for t in (start, start + seconds)
+    )
+    return QuietHours(parse_window(window), "UTC", ledger, clock=clock), start
+
+
+@pytest.mark.usefixtures("token")
+def test_quiet_hours_that_begin_during_a_429_wait_defer_the_row_until_they_end(
+    tmp_path, server, ledger
+):
+    customers(ledger, 2)
+    clock = ShiftedClock()
+    rule, start = quiet_soon(ledger, clock, seconds=1)
+    busy = (429, {"error": {"code": "RATE", "message": "slow down"}}, {"Retry-After": "0.2"})
+    server.answer("r0", busy)
+    arrivals: list[tuple[tuple[str, ...], float]] = []
+
+    def arrived(recipients):
+        if not arrivals:
+            clock.move_to(start)  # the window begins while r0 waits out its 429
+        arrivals.append((recipients, clock()))
+
+    server.arrived = arrived
+
+    sender = send(tmp_path, FakeProvider(server.base_url), ledger, admission=[rule])
+
+    assert [recipients for recipients, _ in arrivals] == [("r0",), ("r0",), ("r1",)]
+    assert all(at >= start + 1 for _, at in arrivals[1:]), "nothing left inside the window"
+    rows = {row["recipient"]: row for row in ledger.rows()}
+    assert {r: (row["status"], row["attempts"]) for r, row in rows.items()} == {
+        "r0": (SENT_ROW, 2),
+        "r1": (SENT_ROW, 1),
+    }
+    assert all(row["deferred_until"] for row in rows.values()), "deferred, then sent"
+    assert sender.counts == Counter({SENT: 2})
+
+
+@pytest.mark.usefixtures("token")
+def test_quiet_hours_that_begin_during_the_wait_for_a_token_defer_the_row(tmp_path, server, ledger):
+    customers(ledger, 2)
+    clock = ShiftedClock()
+    rule, start = quiet_soon(ledger, clock, seconds=1)
+    arrivals: list[tuple[tuple[str, ...], float]] = []
+
+    def arrived(recipients):
+        if not arrivals:
+            clock.move_to(start)  # the window begins while r1 waits for its token
+        arrivals.append((recipients, clock()))
+
+    server.arrived = arrived
+
+    # one token at a time (burst 3 less the client's margin of 2), one every 0.3 s
+    send(tmp_path, FakeProvider(server.base_url), ledger, admission=[rule],
+         rate_per_second=1 / 0.3, burst=3)  # fmt: skip
+
+    assert [recipients for recipients, _ in arrivals] == [("r0",), ("r1",)]
+    assert arrivals[1][1] >= start + 1, "r1 was sent once the window ended, not inside it"
+    assert statuses(ledger) == {"r0": (SENT_ROW, 1), "r1": (SENT_ROW, 1)}
+
+
+@pytest.mark.usefixtures("token")
+def test_nothing_leaves_after_a_stop_that_came_during_the_wait_for_a_token(
+    tmp_path, server, ledger
+):
+    customers(ledger, 2)
+    sender: list[ChannelSender] = []
+    # the stop comes 0.3 s into the other thread's one-second wait for its token
+    stop = threading.Timer(0.3, lambda: sender[0].stop("terminated"))
+
+    def arrived(_recipients):
+        if stop.ident is None:  # the first request: start the timer, once
+            stop.start()
+
+    server.arrived = arrived
+    folder = tmp_path / "templates" / "sms" / "t"
+    folder.mkdir(parents=True)
+    (folder / "body.txt").write_text("Hi")
+    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
+    # two threads, one token at a time: the second waits a second for its own
+    settings = Settings(1.0, 3, 2, 5.0, 2, 0.05)
+    sender.append(ChannelSender(FakeProvider(server.base_url), template, ledger, settings))
+
+    with pytest.raises(SendingInterruptedError, match="^terminated$"):
+        sender[0].run()
+
+    assert len(server.seen) == 1, "the request that waited for a token stayed"
+    assert not stop.is_alive()
+    assert sorted(status for status, _ in statuses(ledger).values()) == [PENDING, SENT_ROW]
+    assert sorted(attempts for _, attempts in statuses(ledger).values()) == [0, 1]

@@ -192,3 +192,34 @@ def test_a_ledger_from_before_quiet_hours_gains_the_column(tmp_path):
 
     assert [(row["customer_id"], row["deferred_until"]) for row in ledger.rows()] == [("A", "")]
     ledger.close()
+
+
+def test_the_repeated_hour_of_autumn_is_quiet_again_though_no_window_opened():
+    """New York sets its clocks back from 02:00 EDT to 01:00 EST on 2026-11-01: with quiet
+    hours until 01:30, 01:40 EDT is open and 01:10 EST, half an hour later, quiet again."""
+    resolver = Resolver(parse_window("22:00-01:30"), "UTC")
+    zones = ("America/New_York",)
+    first_pass = at("2026-11-01 01:40", "America/New_York")  # EDT (fold 0)
+    set_back = at("2026-11-01 06:00", "UTC")  # 02:00 EDT = 01:00 EST
+    repeated = set_back + 600  # 01:10 EST
+
+    opened = resolver.verdict(zones, first_pass)
+    again = resolver.verdict(zones, repeated)
+
+    assert opened.open and opened.until == set_back, "open only until the clock goes back"
+    assert not again.open, "the cached verdict did not outlive the change of clocks"
+    assert again.until == set_back + 1800, "quiet until 01:30 EST, not a day later"
+    fresh = Resolver(parse_window("22:00-01:30"), "UTC").verdict(zones, repeated)
+    assert (fresh.open, fresh.until) == (False, set_back + 1800)
+
+
+def test_the_missing_hour_of_spring_does_not_keep_a_window_open_past_its_start():
+    """New York skips 02:00-03:00 on 2026-03-08: quiet hours from 02:30 begin at 03:00 EDT."""
+    resolver = Resolver(parse_window("02:30-06:00"), "UTC")
+    zones = ("America/New_York",)
+    forward = at("2026-03-08 07:00", "UTC")  # 02:00 EST = 03:00 EDT
+
+    opened = resolver.verdict(zones, forward - 1800)  # 01:30 EST
+
+    assert opened.open and opened.until <= forward
+    assert not resolver.verdict(zones, forward + 60).open
