@@ -631,10 +631,10 @@ class ChannelTask(CampaignTask):
         suppressions, unless a resumed run finds it there already; then only what the
         consent store learned since is applied (:meth:`_follow_store`). *changed* says what
         changed them during this run (the log says so rather than warn)."""
-        ledger.key_contacts(functools.partial(match_key, column))
+        rekeyed = ledger.key_contacts(functools.partial(match_key, column))
         selection = self._selection(self.requires().loaded_inputs())
         previous = ledger.selection()
-        if previous == selection and self._follow_store(ledger, store):
+        if previous == selection and not rekeyed and self._follow_store(ledger, store):
             return
         learned, mark = store.barred(self.channel, applies=self._applies)
         entries = itertools.chain(suppressions.barred(), learned)

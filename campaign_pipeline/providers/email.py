@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 import requests
 
 from ..config import email_api
+from ..consent import match_key
 from ..exceptions import ChannelStoppedError, MessageError, SettingsError
+from ..segments import ascii_address
 from ..templates import MessageTemplate
 from ..unsubscribe import Unsubscribe, check_key
 from . import Provider, Request, json_body
@@ -65,7 +67,8 @@ def listed_date(created: Any, fallback: str) -> str:
 def parse_entries(page: list, today: str) -> list[Listed]:
     """The entries of one page of a suppression list: objects with ``email``, ``created``
     and, for bounces and blocks, ``status`` (the code kept); or, for an unsubscribe group,
-    plain addresses. An entry without an address is left out."""
+    plain addresses. An entry without an address is left out; an address is keyed as every
+    contact is (:func:`~campaign_pipeline.consent.match_key`), whatever form SendGrid keeps."""
     found = []
     for item in page:
         if isinstance(item, str):
@@ -76,7 +79,7 @@ def parse_entries(page: list, today: str) -> list[Listed]:
         else:
             continue
         if email := email.strip():
-            found.append(Listed(email.casefold(), listed_date(created, today), code))
+            found.append(Listed(match_key("email", email), listed_date(created, today), code))
     return found
 
 
@@ -235,7 +238,9 @@ class EmailProvider(Provider):
             for part, kind in (("body.txt", "text/plain"), ("body.html", "text/html"))
             if parts.get(part)
         ]
-        personalization: dict = {"to": [{"email": recipient}]}
+        # the domain in ASCII: SendGrid refuses an internationalised one (the loader keeps
+        # the Unicode form, which the result file shows)
+        personalization: dict = {"to": [{"email": ascii_address(recipient)}]}
         if self.fields:
             personalization["custom_args"] = self.picked(context)
         # per recipient: each link is the customer's own, so it cannot be a substitution of

@@ -3,7 +3,8 @@
 Bearer token (``EMAIL_API_TOKEN``), JSON body, one message per personalization, ``202`` with
 an ``X-Message-Id``; headers (an object of strings, none of those SendGrid sets itself) and
 the ``asm`` block are checked as SendGrid does and recorded with each message; ``bounce*@``
-addresses are refused as invalid, as SendGrid's own test addresses are.
+addresses are refused as invalid, as SendGrid's own test addresses are, and so is a domain
+not in ASCII (an internationalised one must come IDNA-encoded, ``xn--``).
 
 The suppression lists, seeded from the configuration (``--suppressed-email``): ``GET
 /v3/suppression/{bounces,blocks,spam_reports,invalid_emails,unsubscribes}`` pages them with
@@ -280,7 +281,9 @@ def check_to(to: Any, path: str) -> None:
         raise RejectedError(sendgrid_error(400, message, f"{path}.to"))
     for j, entry in enumerate(to):
         email = entry.get("email") if isinstance(entry, dict) else None
-        if not isinstance(email, str) or not ROUGH_EMAIL.fullmatch(email):
+        valid = isinstance(email, str) and ROUGH_EMAIL.fullmatch(email)
+        # an internationalised domain must come IDNA-encoded (xn--), as SendGrid lists it
+        if not valid or not email.rpartition("@")[2].isascii():
             message = "Does not contain a valid address."
             raise RejectedError(sendgrid_error(400, message, f"{path}.to.{j}.email"))
         if not isinstance(entry.get("name", ""), str):

@@ -1,0 +1,83 @@
+"""One person, one opt-out, through the luigi CLI against the sandbox: an internationalised
+address in any spelling (the customer file's, the suppression file's, SendGrid's lists', a
+store of the previous version), and a customer-id suppression that bars the person's
+contact under any other id."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import sqlite3
+
+from campaign_pipeline.consent import ConsentStore
+from campaign_pipeline.sandbox.sendgrid import SuppressedEmail
+
+HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
+LISTED = "2026-11-20"
+
+
+def write_customers(campaign, emails: dict[str, str]) -> None:
+    rows = [
+        f"{cid},Cust,premium,{email},+1212555{n:04d},devicetoken{n:03d}{'x' * 40}\n"
+        for n, (cid, email) in enumerate(emails.items(), start=1)
+    ]
+    campaign.customers_path.write_text(HEADER + "".join(rows), encoding="utf-8")
+
+
+def email_results(campaign) -> dict[str, tuple[str, str]]:
+    with (campaign.folder / "email_results.csv").open(newline="", encoding="utf-8") as handle:
+        return {r["customer_id"]: (r["status"], r["error"]) for r in csv.DictReader(handle)}
+
+
+def previous_version_store(path, contact: str) -> None:
+    """A consent store as the previous version left it: schema 2, a learned entry keyed with
+    the Unicode domain the loader gave."""
+    ConsentStore(str(path)).close()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        db.execute(
+            "INSERT INTO suppressions (channel, contact, source, date, campaign, code)"
+            " VALUES ('email', ?, 'learned', '2026-11-01', 'autumn', '')",
+            (contact,),
+        )
+
+
+def test_an_internationalised_address_is_one_person_in_every_spelling(campaign):
+    write_customers(
+        campaign,
+        {
+            "C1": "Bob@Müller.example",  # SendGrid lists bob@xn--mller-kva.example
+            "C2": "eve@xn--mller-kva.example",  # spelled as SendGrid lists it
+            "C3": "cy@bücher.example",
+            "C4": "CY@XN--BCHER-KVA.example",  # C3 again
+            "C5": "dee@xn--bcher-kva.example",  # the suppression file spells it in Unicode
+            "C6": "fay@xn--mller-kva.example",  # the old store keyed it in Unicode
+            "C7": "gil@example.com",
+        },
+    )
+    seeded = [
+        SuppressedEmail.parse(f"bounces:bob@xn--mller-kva.example:{LISTED}"),
+        SuppressedEmail.parse(f"unsubscribes:Eve@xn--mller-kva.example:{LISTED}"),
+    ]
+    sandbox = campaign.start_sandbox(suppressed_emails=seeded)
+    suppressions = campaign.root / "suppressions.csv"
+    suppressions.write_text("channel,contact,customer_id\nemail,Dee@Bücher.example,\n")
+    campaign.configure(consent={"suppressions": str(suppressions)})
+    previous_version_store(campaign.root / "consent.sqlite", "fay@müller.example")
+
+    done = campaign.run(task="SendEmailCampaign")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = email_results(campaign)
+    assert results == {
+        "C1": ("skipped", f"suppressed: sendgrid bounces {LISTED}"),
+        "C2": ("skipped", f"suppressed: sendgrid global unsubscribes {LISTED}"),
+        "C3": ("sent", ""),
+        "C4": ("skipped", "duplicate contact of C3"),
+        "C5": ("skipped", f"suppressed: {suppressions} line 2"),
+        "C6": ("skipped", "suppressed: learned 2026-11-01 campaign autumn (email )"),
+        "C7": ("sent", ""),
+    }
+    # sent in the form SendGrid takes, and nothing SendGrid would have dropped
+    assert campaign.accepted("email") == {"cy@xn--bcher-kva.example": 1, "gil@example.com": 1}
+    assert sandbox.stats()["email"]["dropped"] == 0
