@@ -145,8 +145,8 @@ _FOLLOW = (
 
 
 def _current_values(customer: dict) -> tuple:
-    if not customer["targeted"]:
-        return (customer["customer_id"], 0, "", "", "", "", "", "")
+    if not customer["targeted"]:  # its contact alone: a suppression of its id bars it
+        return (customer["customer_id"], 0, "", "", "", "", "", customer.get("contact", ""))
     return (
         customer["customer_id"],
         1,

@@ -694,7 +694,10 @@ class ChannelTask(CampaignTask):
         for batch in customers.iter_batches(batch_size=10_000):
             for customer in batch.to_pylist():
                 if customer["segment"] not in segments_wanted:
-                    yield {"customer_id": customer["customer_id"], "targeted": False}
+                    # their contact still counts: a suppression of their id bars it
+                    key = "" if customer[error_column] else match_key(contact, customer[contact])
+                    yield {"customer_id": customer["customer_id"], "targeted": False,
+                           "contact": key}  # fmt: skip
                     continue
                 # (a file without a timezone column has no timezone_error either)
                 error = customer[error_column] or (zone_error and customer.get(zone_error)) or ""

@@ -9,7 +9,7 @@ import contextlib
 import csv
 import sqlite3
 
-from campaign_pipeline.consent import ConsentStore
+from campaign_pipeline.consent import ConsentStore, Entry
 from campaign_pipeline.sandbox.sendgrid import SuppressedEmail
 
 HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
@@ -81,3 +81,39 @@ def test_an_internationalised_address_is_one_person_in_every_spelling(campaign):
     # sent in the form SendGrid takes, and nothing SendGrid would have dropped
     assert campaign.accepted("email") == {"cy@xn--bcher-kva.example": 1, "gil@example.com": 1}
     assert sandbox.stats()["email"]["dropped"] == 0
+
+
+def test_a_customer_id_suppression_bars_the_persons_contact_under_every_other_id(campaign):
+    rows = [
+        ("C1", "regular", "bob@example.com"),  # not targeted, opted out by id
+        ("C2", "premium", "Bob@Example.com"),
+        ("C3", "premium", "ann@example.com"),  # opted out by id through the store
+        ("C4", "premium", "ANN@example.com"),
+        ("C5", "premium", "cy@example.com"),
+    ]
+    campaign.customers_path.write_text(
+        HEADER + "".join(f"{c},Cust,{s},{e},,\n" for c, s, e in rows), encoding="utf-8"
+    )
+    campaign.start_sandbox()
+    suppressions = campaign.root / "suppressions.csv"
+    suppressions.write_text("channel,contact,customer_id\nall,,C1\n")
+    campaign.configure(
+        consent={"suppressions": str(suppressions)},
+        SendEmailCampaign={"target_segments": ["premium"]},
+    )
+    with ConsentStore(str(campaign.root / "consent.sqlite")) as store:
+        store.add([Entry("email", customer_id="C3", source="optouts.csv line 2")], "import")
+
+    done = campaign.run(task="SendEmailCampaign")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = email_results(campaign)
+    imported = results["C3"][1]
+    assert imported.startswith("suppressed: imported ") and imported.endswith(" optouts.csv line 2")
+    assert results == {
+        "C2": ("skipped", f"suppressed: {suppressions} line 2 (the contact of customer C1)"),
+        "C3": ("skipped", imported),
+        "C4": ("skipped", f"{imported} (the contact of customer C3)"),
+        "C5": ("sent", ""),
+    }
+    assert campaign.accepted("email") == {"cy@example.com": 1}

@@ -41,7 +41,7 @@ from pathlib import Path
 import backoff
 
 from ..exceptions import ConsentStoreError
-from .gate import CONTACT, CUSTOMER
+from .gate import CONTACT, CONTACT_OF, CUSTOMER
 from .suppressions import ALL, Entry, match_key
 
 SCHEMA_VERSION = 3  # 2: messages; 3: email domains keyed in ASCII
@@ -118,7 +118,7 @@ def source_kind(reason: str) -> str:
     """Where a ``suppressed:`` reason's entry comes from, for the summaries: ``file``,
     ``learned <code>`` (``learned 21610``), ``imported``, or the provider list's name
     (``sendgrid bounces``)."""
-    reason = reason.removeprefix("suppressed: ")
+    reason = _CONTACT_OF.sub("", reason.removeprefix("suppressed: "))
     if reason.startswith("learned "):
         code = reason.rpartition(" ")[2].rstrip(")")
         return f"learned {code}"
@@ -129,6 +129,7 @@ def source_kind(reason: str) -> str:
 
 
 _LISTED = re.compile(r"^([a-z][a-z0-9]* [a-z0-9 ]+) \d{4}-\d{2}-\d{2}$")
+_CONTACT_OF = re.compile(re.escape(CONTACT_OF) + r".*\)$", re.DOTALL)
 
 
 _COLUMNS = "channel, contact, customer_id, source, date, campaign, code, note"
