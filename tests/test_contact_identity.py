@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
+import secrets
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
+from campaign_pipeline.config import email_api
 from campaign_pipeline.consent import ConsentStore, Entry
 from campaign_pipeline.sandbox.sendgrid import SuppressedEmail
+from campaign_pipeline.unsubscribe import UnsubscribeKeys
 
 HEADER = "customer_id,first_name,segment,email,phone,device_token\n"
 LISTED = "2026-11-20"
@@ -117,3 +126,67 @@ def test_a_customer_id_suppression_bars_the_persons_contact_under_every_other_id
         "C5": ("sent", ""),
     }
     assert campaign.accepted("email") == {"cy@example.com": 1}
+
+
+URL = "https://unsubscribe.shop.test/u?c={campaign}&id={customer_id}&to={contact}&t={token}"
+
+
+def links(campaign) -> list[tuple[str, dict[str, str]]]:
+    """Each email the sandbox accepted, in order: its customer and its unsubscribe link's
+    query values."""
+    found = []
+    for message in campaign.sandbox.accepted():
+        if message["channel"] == "email":
+            link = message["request"]["headers"]["List-Unsubscribe"].strip("<>")
+            query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+            found.append((message["customer_id"], query))
+    return found
+
+
+def test_links_sent_before_a_key_rotation_still_unsubscribe_the_address_they_went_to(campaign):
+    write_customers(campaign, {"C1": "bob@müller.example", "C2": "ann@example.com"})
+    campaign.start_sandbox()
+    campaign.configure(email_api={"unsubscribe_url": URL})
+    old_key, new_key = campaign.credentials["UNSUBSCRIBE_KEY"], secrets.token_hex(32)
+
+    first = campaign.run(task="SendEmailCampaign")
+    sent_before = dict(links(campaign))
+    rotated = {"unsubscribe_key_id": "2", "unsubscribe_old_key_envs": "1:UNSUBSCRIBE_KEY_1"}
+    campaign.configure(email_api=rotated)
+    env = campaign.env(UNSUBSCRIBE_KEY=new_key, UNSUBSCRIBE_KEY_1=old_key)
+    second = campaign.run(task="SendEmailCampaign", date="2026-11-26", env=env)
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {link["t"][:2] for link in sent_before.values()} == {"1."}
+    sent_after = dict(links(campaign)[len(sent_before) :])
+    assert set(sent_after) == {"C1", "C2"}
+    assert {link["t"][:2] for link in sent_after.values()} == {"2."}
+    # the endpoint's keys, as the rotated settings name them
+    with mock.patch.dict(os.environ, {"UNSUBSCRIBE_KEY": new_key, "UNSUBSCRIBE_KEY_1": old_key}):
+        ring = UnsubscribeKeys.from_settings(email_api(**rotated))
+    for link in [*sent_before.values(), *sent_after.values()]:
+        assert ring.verify(link["id"], link["c"], link["t"], link["to"])
+    assert not UnsubscribeKeys(new_key, "2").verify("C1", "test", sent_before["C1"]["t"],
+                                                    sent_before["C1"]["to"])  # fmt: skip
+    assert sent_before["C1"]["to"] == "bob@xn--mller-kva.example"  # the address it went to
+    for done in (first, second):
+        assert old_key not in done.stderr + done.stdout and new_key not in done.stderr
+
+    # the endpoint records the address of a link sent before the rotation: the same person
+    # under another id is not mailed
+    optouts = campaign.root / "optouts.csv"
+    optouts.write_text(f"channel,contact,customer_id\nemail,{sent_before['C1']['to']},\n")
+    imported = subprocess.run(
+        [str(Path(sys.executable).parent / "campaign-consent"), "import", str(optouts)],
+        env=env, capture_output=True, text=True, timeout=60, cwd=campaign.root,
+    )  # fmt: skip
+    write_customers(campaign, {"C9": "BOB@Müller.example", "C2": "ann@example.com"})
+    third = campaign.run(task="SendEmailCampaign", date="2026-11-27", env=env)
+
+    assert imported.returncode == 0, imported.stderr
+    assert third.returncode == 0, third.stderr[-3000:]
+    with (campaign.root / "runs" / "test" / "2026-11-27" / "email_results.csv").open() as f:
+        results = {r["customer_id"]: (r["status"], r["error"]) for r in csv.DictReader(f)}
+    assert results["C9"][0] == "skipped" and results["C9"][1].startswith("suppressed: imported")
+    assert results["C2"] == ("sent", "")

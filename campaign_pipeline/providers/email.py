@@ -16,7 +16,7 @@ from ..consent import match_key
 from ..exceptions import ChannelStoppedError, MessageError, SettingsError
 from ..segments import ascii_address
 from ..templates import MessageTemplate
-from ..unsubscribe import Unsubscribe, check_key
+from ..unsubscribe import Unsubscribe, check_key, old_key_envs
 from . import Provider, Request, json_body
 from .lists import Listed, ListReader, ProviderList
 
@@ -115,7 +115,8 @@ class EmailProvider(Provider):
             key = self.secret(self.key_env, "email_api", "unsubscribe_key_env", stand_in)
             # masked as every secret, but no credential of SendGrid's: not in its hints
             del self.env_keys["unsubscribe_key_env"]
-        self.unsubscribe = Unsubscribe(paths.url, paths.mailto, key)
+        self.unsubscribe = Unsubscribe(paths.url, paths.mailto, key, config.unsubscribe_key_id)
+        self.old_key_envs = config.unsubscribe_old_key_envs
 
     def check(self) -> None:
         super().check()
@@ -146,6 +147,16 @@ class EmailProvider(Provider):
                     "{token}: name the variable holding the key that signs them"
                 )
             check_key(self.unsubscribe.key, self.key_env)
+            if paths.key_id in dict(old_key_envs(self.old_key_envs)):
+                raise SettingsError(
+                    f"[email_api] unsubscribe_key_id = {paths.key_id} is also an id of "
+                    "unsubscribe_old_key_envs: give the current key an id of its own"
+                )
+            if paths.url and "contact" not in paths.fields(paths.url):
+                log.warning(
+                    "[email_api] unsubscribe_url has no {contact}: an unsubscribe through it "
+                    "names the customer id alone, not the address the email went to"
+                )
         host = paths.example_domain()
         local = (urlsplit(self.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
         if host and not local:
@@ -224,7 +235,8 @@ class EmailProvider(Provider):
         return self.token  # SendGrid's limit is the API key's, whatever signs the links
 
     def template_context(self, context: dict[str, str]) -> dict[str, str]:
-        link = self.unsubscribe.link(context["customer_id"], context["campaign"])
+        contact = ascii_address(context.get(self.contact_field) or "")
+        link = self.unsubscribe.link(context["customer_id"], context["campaign"], contact)
         return {**context, "unsubscribe_url": link}
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
@@ -240,12 +252,14 @@ class EmailProvider(Provider):
         ]
         # the domain in ASCII: SendGrid refuses an internationalised one (the loader keeps
         # the Unicode form, which the result file shows)
-        personalization: dict = {"to": [{"email": ascii_address(recipient)}]}
+        address = ascii_address(recipient)
+        personalization: dict = {"to": [{"email": address}]}
         if self.fields:
             personalization["custom_args"] = self.picked(context)
         # per recipient: each link is the customer's own, so it cannot be a substitution of
         # a shared header
-        if headers := self.unsubscribe.headers(context["customer_id"], context["campaign"]):
+        customer, campaign = context["customer_id"], context["campaign"]
+        if headers := self.unsubscribe.headers(customer, campaign, address):
             personalization["headers"] = headers
         body = {
             "personalizations": [personalization],
