@@ -327,12 +327,20 @@ class ConsentStore:
                 (channel, contact, customer_id),
             ).rowcount
 
-    def mirror(self, channel: str, lists: dict[str, Iterable[tuple[str, str, str]]]) -> dict:
+    def mirror(
+        self,
+        channel: str,
+        lists: dict[str, Iterable[tuple[str, str, str]]],
+        partial: Iterable[str] = (),
+    ) -> dict:
         """Make the entries of *channel* of each source of *lists* (a provider's lists: the
         source's name -> its (contact, date, code) entries) exactly those of the list, in one
         transaction: an entry the provider removed leaves the store, one it added comes in,
         one it still has keeps its row. A contact the store knows from another source keeps
-        that entry. Returns {source: (added, removed)}."""
+        that entry. A source in *partial* was read incompletely: its entries come in, none
+        leaves (what a partial read did not see may still be listed). Returns {source:
+        (added, removed)}."""
+        partial = set(partial)
         wanted = {
             source: {c: (d, code) for c, d, code in entries} for source, entries in lists.items()
         }
@@ -346,6 +354,8 @@ class ConsentStore:
                 )
                 held[source] = {contact for (contact,) in rows}
                 gone = [(channel, source, c) for c in held[source] if c not in entries]
+                if source in partial:
+                    gone = []
                 self._db.executemany(
                     "DELETE FROM suppressions WHERE channel = ? AND source = ? AND contact = ?",
                     gone,

@@ -83,6 +83,13 @@ def parse_entries(page: list, today: str) -> list[Listed]:
     return found
 
 
+def _identity(item: Any) -> tuple:
+    """What tells one entry of a list page from another: its address and date."""
+    if isinstance(item, dict):
+        return (str(item.get("email")).casefold(), item.get("created"))
+    return (str(item).casefold(), None)
+
+
 def batch_tags() -> dict[str, str]:
     """The substitution tag of each content type for one batched request."""
     nonce = secrets.token_hex(12)
@@ -183,17 +190,41 @@ class EmailProvider(Provider):
         group = _GROUP_SOURCE.match(source)
         return group is None or int(group.group(1)) == self.asm_group_id
 
+    def list_scope(self) -> str:
+        return f"group {self.asm_group_id}" if self.asm_group_id else ""
+
     def _paged(self, reader: ListReader, path: str, name: str) -> ProviderList:
+        """Every entry of one list, read again once if it changed while it was paged (see
+        :meth:`_pages`); changing again, the entries of both reads, not complete."""
+        entries, complete = self._pages(reader, path, name)
+        if not complete:
+            log.info("email: SendGrid's %s list changed while it was read; reading it again", name)
+            again, complete = self._pages(reader, path, name)
+            entries = again if complete else entries + again
+        unique: dict[str, Listed] = {}  # the overlaps' entries came twice
+        for entry in entries:
+            unique.setdefault(entry.contact, entry)
+        return ProviderList(f"{LIST_SOURCE} {name}", tuple(unique.values()), complete)
+
+    def _pages(self, reader: ListReader, path: str, name: str) -> tuple[list[Listed], bool]:
         """Every page of one list: ``limit`` entries from ``offset``; a page shorter than
-        ``limit`` is the last (SendGrid gives no total)."""
+        ``limit`` is the last (SendGrid gives no total). The pages overlap by one entry: a
+        page that does not start with the last entry of the one before means the list
+        changed in between (an entry before it was removed, so that one the read never saw
+        may have moved back across the boundary), and the read is not complete. With
+        ``suppression_page_size = 1`` nothing overlaps and no read is complete."""
         url, today = f"{self.base_url}/v3/suppression/{path}", utc_today()
         entries: list[Listed] = []
+        step, complete, last = max(self.page_size - 1, 1), self.page_size > 1, None
         for page in range(MAX_PAGES):
-            params = {"limit": self.page_size, "offset": page * self.page_size}
-            answer = reader.get(name, url, params, self._list_headers())
-            entries += parse_entries(self._array(answer, name), today)
+            params = {"limit": self.page_size, "offset": page * step}
+            answer = self._array(reader.get(name, url, params, self._list_headers()), name)
+            if page and self.page_size > 1 and (not answer or _identity(answer[0]) != last):
+                complete = False
+            entries += parse_entries(answer, today)
+            last = _identity(answer[-1]) if answer else None
             if len(answer) < self.page_size:
-                return ProviderList(f"{LIST_SOURCE} {name}", tuple(entries))
+                return entries, complete
         raise ChannelStoppedError(
             f"email: SendGrid's {name} list has more than {MAX_PAGES * self.page_size:,} "
             f"entries ({MAX_PAGES:,} pages of [email_api] suppression_page_size = "

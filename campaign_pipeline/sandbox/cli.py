@@ -178,6 +178,15 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
         "them after accepting it, as SendGrid does; repeatable",
     )
     add(
+        "--removed-while-read",
+        action="append",
+        default=[],
+        type=suppressed_email,
+        metavar="LIST:ADDRESS",
+        help="take ADDRESS off LIST just after the list's first page is answered, as someone "
+        "deleting it at SendGrid while the pipeline reads the list; repeatable",
+    )
+    add(
         "--opted-out",
         action="append",
         default=[],
@@ -276,6 +285,7 @@ def config_from(
         echo_credentials=args.echo_credentials,
         token_lifetime=args.token_lifetime,
         suppressed_emails=args.suppressed_email,
+        removed_while_read=args.removed_while_read,
         opted_out=args.opted_out,
         unregistered_tokens=args.unregistered_token,
     )

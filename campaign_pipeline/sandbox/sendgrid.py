@@ -11,7 +11,9 @@ The suppression lists, seeded from the configuration (``--suppressed-email``): `
 ``limit`` (1 to 500) and ``offset``, ``GET /v3/asm/groups/{id}/suppressions`` answers a
 group's addresses, and ``DELETE`` of ``.../{email}`` takes an address off, as SendGrid's
 own. A message to a listed address is accepted (``202``) and dropped, as SendGrid does: it
-counts as ``dropped``, not ``accepted``.
+counts as ``dropped``, not ``accepted``. An entry of ``removed_while_read`` leaves its list
+just after the list's first page is answered, as a DELETE at SendGrid during the pipeline's
+read would: the later pages shift back by one.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class EmailEndpoint(Endpoint):
             if seeded.list in ("bounces", "blocks"):
                 entry |= {"reason": "sandbox seeded entry", "status": "5.1.1"}
             self.lists.setdefault(seeded.list, {})[seeded.email.casefold()] = entry
+        # list -> addresses taken off it once its first page is answered
+        self.removals: dict[str, list[str]] = {}
+        for removed in self.config.removed_while_read:
+            self.removals.setdefault(removed.list, []).append(removed.email.casefold())
         self.pages: dict[str, int] = {}  # list -> pages answered
         self.dropped = 0
         self._lists_lock = threading.Lock()
@@ -130,6 +136,8 @@ class EmailEndpoint(Endpoint):
         with self._lists_lock:
             entries = list(self.lists.get(name, {}).values())
             self.pages[name] = self.pages.get(name, 0) + 1
+            for email in self.removals.pop(name, []) if paged and offset == 0 else []:
+                self.lists[name].pop(email, None)  # between this page and the next
         if not paged:  # a group's list: its addresses, all at once
             return Reply(200, [entry["email"] for entry in entries])
         return Reply(200, entries[offset : offset + limit])
