@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -35,7 +36,11 @@ def match_key(column: str, value: str) -> str:
     """What a contact of *column* is compared by, whatever its source: the customer file,
     the suppression file, the consent store, a provider's list, duplicates and the message
     history all key a contact by this."""
-    return ascii_address(value).casefold() if column in FOLDED_COLUMNS else value
+    if column not in FOLDED_COLUMNS:
+        return value
+    key = ascii_address(value).casefold()
+    # a local part outside ASCII in one Unicode form, whichever its source used
+    return key if key.isascii() else unicodedata.normalize("NFC", key)
 
 
 @dataclass(frozen=True)

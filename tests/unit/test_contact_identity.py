@@ -26,6 +26,10 @@ def test_every_spelling_of_an_internationalised_address_has_one_key():
     listed = parse_entries([{"email": "Bob@xn--mller-kva.example", "created": 0}], "2026-11-25")
     assert [entry.contact for entry in listed] == [ASCII]
     assert match_key("email", "Ann@Example.COM") == "ann@example.com"
+    # a local part in either Unicode form (composed, decomposed), the domain in either
+    assert match_key("email", "zo\u00eb@b\u00fccher.example") == match_key(
+        "email", "Zoe\u0308@bu\u0308cher.example"
+    )
     assert match_key("sms", "+12125550100") == "+12125550100"
 
 
