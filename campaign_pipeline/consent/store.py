@@ -22,8 +22,9 @@ Tables:
 
 Version 3 keys an email address with its domain in ASCII (:func:`~.suppressions.match_key`);
 a store written before keeps the Unicode domains the loader gave (``bob@müller.example``),
-which it re-keys the first time it is opened for writing, and re-keys as it reads while it
-is opened read-only (a dry run).
+which it re-keys (suppressions and messages) the first time it is opened for writing. Opened
+read-only (a dry run), its suppressions are re-keyed as they are read; its message history
+is not, so a dry run's frequency cap may count fewer messages to such an address.
 """
 
 from __future__ import annotations
