@@ -280,14 +280,26 @@ class email_api(provider_section):  # noqa: N801 - the section's name
     unsubscribe_url = luigi.Parameter(
         default="",
         description="https URL of the one-click unsubscribe endpoint, with {customer_id}, "
-        "{campaign} and {token} (an HMAC of both) filled in per recipient; sent in the "
-        "List-Unsubscribe and List-Unsubscribe-Post headers (RFC 8058) and shown by "
-        "{{ unsubscribe_url }} in templates",
+        "{campaign}, {token} (an HMAC of them) and optionally {contact} (the address sent "
+        "to, signed too) filled in per recipient; sent in the List-Unsubscribe and "
+        "List-Unsubscribe-Post headers (RFC 8058) and shown by {{ unsubscribe_url }} in "
+        "templates",
     )
     unsubscribe_key_env = luigi.Parameter(
         default="UNSUBSCRIBE_KEY",
         description="Variable holding the unsubscribe links' HMAC key (32 or more random "
         "characters, shared with the unsubscribe endpoint); read when a link uses {token}",
+    )
+    unsubscribe_key_id = luigi.Parameter(
+        default="1",
+        description="Id of the key in unsubscribe_key_env, written in each token (1 to 16 of "
+        "A-Z a-z 0-9 _ -); a new key gets a new id",
+    )
+    unsubscribe_old_key_envs = luigi.Parameter(
+        default="",
+        description="Older unsubscribe keys the endpoint still accepts, ID:VARIABLE pairs "
+        "separated by commas (the variable holds that key); the pipeline signs with "
+        "unsubscribe_key_env's alone and never reads them",
     )
     unsubscribe_mailto = luigi.Parameter(
         default="",

@@ -94,8 +94,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 # contact: the recipient as one message per person compares it (consent.match_key): a
 # customer's contact and every other row with it are one index seek away.
 _CONTACT_INDEX = "CREATE INDEX IF NOT EXISTS deliveries_by_contact ON deliveries (contact, seq)"
-# A ledger written before the contact column: its rows get their keys (Ledger.key_contacts).
-_UNKEYED = "unkeyed_contacts"
+# The version of consent.match_key the rows' contacts were keyed by, in ``meta``: 2 keys an
+# email address with its domain in ASCII. A ledger keyed otherwise (or written before the
+# contact column) is keyed again before use (Ledger.key_contacts).
+CONTACT_KEYS = "2"
+_KEYS = "contact_keys"
 
 
 # What a row that was never sent becomes when its customer is no longer selected.
@@ -149,8 +152,8 @@ _FOLLOW = (
 
 
 def _current_values(customer: dict) -> tuple:
-    if not customer["targeted"]:
-        return (customer["customer_id"], 0, "", "", "", "", "", "")
+    if not customer["targeted"]:  # its contact alone: a suppression of its id bars it
+        return (customer["customer_id"], 0, "", "", "", "", "", customer.get("contact", ""))
     return (
         customer["customer_id"],
         1,
@@ -214,11 +217,7 @@ class Ledger:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
         if "contact" not in columns:  # a ledger of an earlier version: keyed before use
-            with self._transaction():
-                self._db.execute(
-                    "ALTER TABLE deliveries ADD COLUMN contact TEXT NOT NULL DEFAULT ''"
-                )
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (_UNKEYED,))
+            self._db.execute("ALTER TABLE deliveries ADD COLUMN contact TEXT NOT NULL DEFAULT ''")
         self._db.execute(_CONTACT_INDEX)
 
     def close(self) -> None:
@@ -296,17 +295,21 @@ class Ledger:
     def _note(self, notes: dict[str, str]) -> None:
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", notes.items())
 
-    def key_contacts(self, key: Callable[[str], str]) -> None:
-        """Give the rows of a ledger written before the ``contact`` column their contact,
-        *key* of their recipient; nothing to do for any other ledger."""
-        if self.noted(_UNKEYED) is None:
-            return
+    def key_contacts(self, key: Callable[[str], str]) -> bool:
+        """Give the rows of a ledger keyed by another version of the contact key (or by none,
+        written before the ``contact`` column) their contact, *key* of their recipient;
+        nothing to do for any other ledger. True when a row's contact changed: decisions
+        made on the old keys must be made again."""
+        if self.noted(_KEYS) == CONTACT_KEYS:
+            return False
         with self._lock, self._transaction():
             self._db.create_function("contact_key", 1, key, deterministic=True)
-            self._db.execute(
-                "UPDATE deliveries SET contact = contact_key(recipient) WHERE recipient != ''"
+            changed = self._changes(
+                "UPDATE deliveries SET contact = contact_key(recipient)"
+                " WHERE recipient != '' AND contact IS NOT contact_key(recipient)"
             )
-            self._db.execute("DELETE FROM meta WHERE key = ?", (_UNKEYED,))
+            self._note({_KEYS: CONTACT_KEYS})
+        return changed > 0
 
     def _changes(self, sql: str) -> int:
         before = self._db.total_changes

@@ -427,7 +427,7 @@ class ChannelTask(CampaignTask):
         if unknown := sorted(set(provider.fields) - fields):
             raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
         suppressions = self._file_suppressions()
-        self._applies = provider.list_applies
+        self._applies, self._scope = provider.list_applies, provider.list_scope()
         if self.dry_run:
             self._write_preview(provider, template, suppressions, self._provider_lists(provider))
             return
@@ -481,9 +481,18 @@ class ChannelTask(CampaignTask):
         ConsentStore.mirror): an address the provider no longer lists is sent again."""
         if not lists:
             return
+        partial = [found.source for found in lists if not found.complete]
+        for source in partial:
+            log.warning(
+                "%s: %s changed while it was read, twice: its new entries are added to the "
+                "consent store, and every entry it held is kept until a read is complete",
+                self.channel,
+                source,
+            )
         changes = store.mirror(
             self.channel,
             {found.source: [(e.contact, e.date, e.code) for e in found.entries] for found in lists},
+            partial,
         )
         log.info(
             "%s: provider lists mirrored in %s: %s",
@@ -631,10 +640,10 @@ class ChannelTask(CampaignTask):
         suppressions, unless a resumed run finds it there already; then only what the
         consent store learned since is applied (:meth:`_follow_store`). *changed* says what
         changed them during this run (the log says so rather than warn)."""
-        ledger.key_contacts(functools.partial(match_key, column))
+        rekeyed = ledger.key_contacts(functools.partial(match_key, column))
         selection = self._selection(self.requires().loaded_inputs())
         previous = ledger.selection()
-        if previous == selection and self._follow_store(ledger, store):
+        if previous == selection and not rekeyed and self._follow_store(ledger, store):
             return
         learned, mark = store.barred(self.channel, applies=self._applies)
         entries = itertools.chain(suppressions.barred(), learned)
@@ -652,7 +661,7 @@ class ChannelTask(CampaignTask):
             self._customers(column),
             selection,
             decide=decide,
-            notes={STORE_MARK: json.dumps(mark)},
+            notes={STORE_MARK: json.dumps([*mark, self._scope])},
         )
         if marked and marked[0]:
             log.warning(
@@ -695,18 +704,21 @@ class ChannelTask(CampaignTask):
 
     def _follow_store(self, ledger: Ledger, store: ConsentStore) -> bool:
         """Apply the store's entries added since the ledger last looked; False when the
-        recipients must be checked again in full (an entry was removed, or the ledger has no
-        record of the store)."""
+        recipients must be checked again in full (an entry was removed, the ledger has no
+        record of the store, or other entries apply now: another SendGrid group)."""
         try:
-            seen_count, seen_last = json.loads(ledger.noted(STORE_MARK) or "")
-        except ValueError:
+            seen_count, seen_last, scope = json.loads(ledger.noted(STORE_MARK) or "")
+        except ValueError:  # none, or one of a version that did not record the scope
+            return False
+        if scope != self._scope:  # entries the ledger left aside apply now, or no longer
             return False
         learned, mark = store.barred(self.channel, after=seen_last, applies=self._applies)
         if mark == [seen_count, seen_last]:
             return True
         if store.kept(self.channel, seen_last) < seen_count:  # an entry left: check everyone
             return False
-        applied = ledger.amend(lambda db: gate.bar_new(db, learned), {STORE_MARK: json.dumps(mark)})
+        notes = {STORE_MARK: json.dumps([*mark, self._scope])}
+        applied = ledger.amend(lambda db: gate.bar_new(db, learned), notes)
         if applied and learned:
             log.info(
                 "%s: %d consent store entr%s added since the last run applied",
@@ -731,7 +743,10 @@ class ChannelTask(CampaignTask):
         for batch in customers.iter_batches(batch_size=10_000):
             for customer in batch.to_pylist():
                 if customer["segment"] not in segments_wanted:
-                    yield {"customer_id": customer["customer_id"], "targeted": False}
+                    # their contact still counts: a suppression of their id bars it
+                    key = "" if customer[error_column] else match_key(contact, customer[contact])
+                    yield {"customer_id": customer["customer_id"], "targeted": False,
+                           "contact": key}  # fmt: skip
                     continue
                 # (a file without a timezone column has no timezone_error either)
                 error = customer[error_column] or (zone_error and customer.get(zone_error)) or ""

@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 from conftest import RETCODE
 
+from campaign_pipeline.consent import ConsentStore
 from campaign_pipeline.sandbox import ErrorRule
 from campaign_pipeline.sandbox.sendgrid import SuppressedEmail
 
@@ -107,7 +108,7 @@ def test_lists_are_read_page_by_page(campaign):
     assert done.returncode == 0, done.stderr[-3000:]
     assert set(skipped(email_results(campaign))) == {"C1", "C3", "C5", "C7", "C9"}
     pages = sandbox.stats()["email"]["suppression_pages"]
-    assert pages["bounces"] == 3  # 2 + 2 + 1: the short page is the last
+    assert pages["bounces"] == 5  # 2 a page, overlapping by 1: the short page is the last
     assert pages["blocks"] == 1  # an empty first page ends at once
 
 
@@ -219,3 +220,50 @@ def test_the_summary_names_each_consent_path(campaign):
     ):
         assert line in lines, report.stdout + report.stderr
     assert campaign.accepted("sms")[opted_out] == 0
+
+
+def test_an_entry_a_changing_list_hid_from_one_page_is_never_removed_nor_mailed(campaign):
+    customers(campaign, 6)
+    campaign.start_sandbox(suppressed_emails=listed("bounces", 1, 2, 3, 4, 5))
+    campaign.configure(email_api={"suppression_page_size": 3})
+    first = campaign.run(task="SendEmailCampaign")
+    # the next day C1 is taken off at SendGrid while the pipeline reads the list: by offset,
+    # C4 moves from the second page into the first, read already
+    sandbox = campaign.start_sandbox(
+        suppressed_emails=listed("bounces", 1, 2, 3, 4, 5),
+        removed_while_read=listed("bounces", 1),
+    )
+
+    second = campaign.run(task="SendEmailCampaign", date="2026-11-26")
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert set(skipped(email_results(campaign, "2026-11-26"))) == {"C2", "C3", "C4", "C5"}
+    assert campaign.accepted("email") == {"c1@example.com": 1, "c6@example.com": 1}
+    assert "bounces list changed while it was read; reading it again" in second.stderr
+    assert sandbox.stats()["email"]["suppression_pages"]["bounces"] == 4  # 3+2, again 3+1
+    with sqlite3.connect(campaign.root / "consent.sqlite") as db:
+        kept = {contact for (contact,) in db.execute("SELECT contact FROM suppressions")}
+    assert kept == {f"c{n}@example.com" for n in (2, 3, 4, 5)}
+
+
+def test_a_resumed_run_in_another_group_applies_that_groups_entries_in_the_store(campaign):
+    customers(campaign, 3)
+    with ConsentStore(str(campaign.root / "consent.sqlite")) as store:  # an earlier campaign's
+        store.mirror("email", {"sendgrid group 7 unsubscribes": [("c2@example.com", LISTED, "")]})
+    failing = ErrorRule("email", "@", 503)  # every recipient, never a list's path
+    campaign.start_sandbox(error_rules=[failing])
+    campaign.configure(email_api={"asm_group_id": 42}, scheduler={"retry_count": 1})
+    stopped = campaign.run(task="SendEmailCampaign")  # every recipient stays pending
+    sandbox = campaign.start_sandbox(suppressed_emails=listed("group-7", 2))
+    campaign.configure(email_api={"asm_group_id": 7})
+
+    resumed = campaign.run(task="SendEmailCampaign")
+
+    assert stopped.returncode == RETCODE["task_failed"]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert skipped(email_results(campaign)) == {
+        "C2": f"suppressed: sendgrid group 7 unsubscribes {LISTED}"
+    }
+    assert set(campaign.accepted("email")) == {"c1@example.com", "c3@example.com"}
+    assert sandbox.stats()["email"]["dropped"] == 0

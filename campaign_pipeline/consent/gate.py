@@ -1,7 +1,9 @@
 """The consent gate in SQL: who of a channel's targeted customers is not sent, and why.
 
 A recipient is ``skipped`` when an entry of the suppression file or of the consent store
-names their customer id or their contact (``suppressed: <source>``), or, with one message
+names their customer id or their contact (``suppressed: <source>``), or the customer id of
+another customer with the same contact (``suppressed: <source> (the contact of customer
+<customer_id>)``: an opt-out is the person's, whatever id they have), or, with one message
 per person, when another customer has the same contact and comes first
 (``duplicate contact of <customer_id>``): first a customer the provider has or may have
 the message of (sent or unknown in an earlier run), else the first in file order that is
@@ -26,6 +28,14 @@ CUSTOMER = "customer"
 CONTACT = "contact"
 SUPPRESSED = "suppressed: "
 DUPLICATE = "duplicate contact of "
+CONTACT_OF = " (the contact of customer "  # + customer_id + ")", after the entry's source
+# The skipped rows' reasons, first in file order, of each contact of a customer that an
+# entry bars by id, from *table* (``current`` or ``deliveries``) ordered by *order*.
+_CONTACTS_OF = (
+    "SELECT t.contact AS contact, '{suppressed}' || b.source || '{of}' || t.customer_id || ')'"
+    " AS reason, MIN(t.{order}) FROM barred AS b JOIN {table} AS t ON t.customer_id = b.key"
+    " WHERE b.kind = '{customer}' AND t.contact != '' GROUP BY t.contact"
+)
 _PENDING, _SKIPPED, _SENT, _UNKNOWN = "pending", "skipped", "sent", "unknown"  # ledger.Status
 
 _BARRED = (
@@ -67,6 +77,12 @@ def decide(
             f" FROM barred AS b WHERE b.kind = ? AND b.key = current.{column} AND {pending}",
             (kind,),
         )
+    # the contact of a customer barred by id, targeted or not, under any other id
+    db.execute(
+        f"UPDATE current SET status = '{_SKIPPED}', error = o.reason"
+        f" FROM ({_contacts_of('current', 'rowid')}) AS o"
+        f" WHERE o.contact = current.contact AND {pending}"
+    )
     if not dedupe:
         return
     db.execute(_FIRSTS)
@@ -132,19 +148,23 @@ _OPEN = (
 )
 
 
+def _contacts_of(table: str, order: str) -> str:
+    return _CONTACTS_OF.format(
+        suppressed=SUPPRESSED, of=CONTACT_OF, order=order, table=table, customer=CUSTOMER
+    )
+
+
 def bar_new(db: sqlite3.Connection, entries: Iterable[tuple[str, str, str]]) -> bool:
-    """Skip the ledger's rows that *entries*, learned since the ledger last looked, suppress;
-    a row suppressed already keeps its reason. False, changing nothing, when only a full
-    check can tell: an entry for a customer id whose contact the file gives others too
-    (they were skipped as duplicates of them, and the next in file order now goes first)."""
+    """Skip the ledger's rows that *entries*, learned since the ledger last looked, suppress,
+    and those with the contact of a customer an entry bars by id; a row suppressed already
+    keeps its reason. False, changing nothing, when only a full check can tell: an entry
+    for a customer id the ledger has no row of (their contact is in the file alone)."""
     _bar(db, entries)
-    first_of_others = db.execute(
-        "SELECT 1 FROM barred AS b JOIN deliveries AS d ON d.customer_id = b.key"
-        " JOIN deliveries AS other ON other.contact = d.contact"
-        f" AND other.status = '{_SKIPPED}' AND other.error = '{DUPLICATE}' || d.customer_id"
-        f" WHERE b.kind = '{CUSTOMER}' LIMIT 1"
+    unknown = db.execute(
+        f"SELECT 1 FROM barred AS b WHERE b.kind = '{CUSTOMER}' AND NOT EXISTS"
+        " (SELECT 1 FROM deliveries AS d WHERE d.customer_id = b.key) LIMIT 1"
     ).fetchone()
-    if first_of_others:
+    if unknown:
         return False
     for kind, column in ((CUSTOMER, "customer_id"), (CONTACT, "contact")):
         # a seek per entry (customer_id is unique, contact indexed), not a scan of the ledger
@@ -154,4 +174,10 @@ def bar_new(db: sqlite3.Connection, entries: Iterable[tuple[str, str, str]]) -> 
             f" WHERE {column} IN (SELECT key FROM barred WHERE kind = ?) AND {_OPEN}",
             (kind, kind),
         )
+    # the others with their contact: skipped as duplicates of them until now, say
+    db.execute(
+        f"UPDATE deliveries SET status = '{_SKIPPED}', error = o.reason"
+        f" FROM ({_contacts_of('deliveries', 'seq')}) AS o"
+        f" WHERE deliveries.contact = o.contact AND {_OPEN}"
+    )
     return True

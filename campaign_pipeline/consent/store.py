@@ -19,6 +19,12 @@ Tables:
   contact is :func:`~.suppressions.match_key` of the recipient; ``date`` is the campaign's
   date, ``sent_at`` the UTC time of the admission.
 - ``meta``: the schema version, for the migrations of later versions.
+
+Version 3 keys an email address with its domain in ASCII (:func:`~.suppressions.match_key`);
+a store written before keeps the Unicode domains the loader gave (``bob@müller.example``),
+which it re-keys (suppressions and messages) the first time it is opened for writing. Opened
+read-only (a dry run), its suppressions are re-keyed as they are read; its message history
+is not, so a dry run's frequency cap may count fewer messages to such an address.
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ from pathlib import Path
 import backoff
 
 from ..exceptions import ConsentStoreError
-from .gate import CONTACT, CUSTOMER
-from .suppressions import ALL, Entry
+from .gate import CONTACT, CONTACT_OF, CUSTOMER
+from .suppressions import ALL, Entry, match_key
 
-SCHEMA_VERSION = 2  # 2: messages
+SCHEMA_VERSION = 3  # 2: messages; 3: email domains keyed in ASCII
 LEARNED = "learned"
 IMPORTED = "import"
 _SCHEMA = (
@@ -72,6 +78,14 @@ BUSY_MS = 30_000
 CACHE_KIB = 32 * 1024
 CHECKPOINT_PAGES = 10_000
 _NAMED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)")
+# The contacts a version-2 store may have keyed otherwise: an email address (only an email
+# contact holds an @) with a character outside printable ASCII.
+_UNICODE_ADDRESS = "contact LIKE '%@%' AND contact GLOB '*[^ -~]*'"
+
+
+def rekeyed(contact: str) -> str:
+    """The key of a version-2 store's *contact* as this version keys it."""
+    return match_key("email", contact) if "@" in contact else contact
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ def source_kind(reason: str) -> str:
     """Where a ``suppressed:`` reason's entry comes from, for the summaries: ``file``,
     ``learned <code>`` (``learned 21610``), ``imported``, or the provider list's name
     (``sendgrid bounces``)."""
-    reason = reason.removeprefix("suppressed: ")
+    reason = _CONTACT_OF.sub("", reason.removeprefix("suppressed: "))
     if reason.startswith("learned "):
         code = reason.rpartition(" ")[2].rstrip(")")
         return f"learned {code}"
@@ -116,6 +130,7 @@ def source_kind(reason: str) -> str:
 
 
 _LISTED = re.compile(r"^([a-z][a-z0-9]* [a-z0-9 ]+) \d{4}-\d{2}-\d{2}$")
+_CONTACT_OF = re.compile(re.escape(CONTACT_OF) + r".*\)$", re.DOTALL)
 
 
 _COLUMNS = "channel, contact, customer_id, source, date, campaign, code, note"
@@ -151,6 +166,7 @@ class ConsentStore:
             uri = Path(path).resolve().as_uri() + "?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            self._old_keys = self._version() < 3
             return
         if folder := os.path.dirname(path):
             os.makedirs(folder, exist_ok=True)
@@ -179,16 +195,50 @@ class ConsentStore:
         # checkpoint (an fsync) every ~40 MB of log rather than every 4 MB
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-        if self._has_schema():
+        self._old_keys = False
+        if self._has_schema() and self._version() >= SCHEMA_VERSION:
             return  # no write lock just to open it: campaign-consent list never waits
         with self._transaction():
             for statement in _SCHEMA:
                 self._db.execute(statement)
+            if 0 < self._version() < 3:
+                self._rekey()
             self._db.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE"
                 " SET value = excluded.value WHERE CAST(value AS INTEGER) < ?",
                 (str(SCHEMA_VERSION), SCHEMA_VERSION),
             )
+
+    def _version(self) -> int:
+        """The schema version the file records; 0 for none."""
+        try:
+            found = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.OperationalError:  # no meta table yet
+            return 0
+        return int(found[0]) if found else 0
+
+    def _rekey(self) -> None:
+        """Key a version-2 store's email addresses as version 3 does (their domains in
+        ASCII), in the open transaction. Of two entries that become one, the older stays."""
+        rows = self._db.execute(
+            f"SELECT id, channel, contact, customer_id FROM suppressions WHERE {_UNICODE_ADDRESS}"
+        ).fetchall()
+        for entry, channel, contact, customer_id in rows:
+            key = rekeyed(contact)
+            other = self._db.execute(
+                "SELECT id FROM suppressions WHERE channel = ? AND contact = ? AND customer_id = ?",
+                (channel, key, customer_id),
+            ).fetchone()
+            if other and other[0] < entry:
+                self._db.execute("DELETE FROM suppressions WHERE id = ?", (entry,))
+                continue
+            if other:
+                self._db.execute("DELETE FROM suppressions WHERE id = ?", (other[0],))
+            self._db.execute("UPDATE suppressions SET contact = ? WHERE id = ?", (key, entry))
+        self._db.create_function("rekeyed", 1, rekeyed, deterministic=True)
+        self._db.execute(f"UPDATE messages SET contact = rekeyed(contact) WHERE {_UNICODE_ADDRESS}")
 
     def _has_schema(self) -> bool:
         """Whether every table and index of the schema exists already (read only)."""
@@ -278,12 +328,20 @@ class ConsentStore:
                 (channel, contact, customer_id),
             ).rowcount
 
-    def mirror(self, channel: str, lists: dict[str, Iterable[tuple[str, str, str]]]) -> dict:
+    def mirror(
+        self,
+        channel: str,
+        lists: dict[str, Iterable[tuple[str, str, str]]],
+        partial: Iterable[str] = (),
+    ) -> dict:
         """Make the entries of *channel* of each source of *lists* (a provider's lists: the
         source's name -> its (contact, date, code) entries) exactly those of the list, in one
         transaction: an entry the provider removed leaves the store, one it added comes in,
         one it still has keeps its row. A contact the store knows from another source keeps
-        that entry. Returns {source: (added, removed)}."""
+        that entry. A source in *partial* was read incompletely: its entries come in, none
+        leaves (what a partial read did not see may still be listed). Returns {source:
+        (added, removed)}."""
+        partial = set(partial)
         wanted = {
             source: {c: (d, code) for c, d, code in entries} for source, entries in lists.items()
         }
@@ -297,6 +355,8 @@ class ConsentStore:
                 )
                 held[source] = {contact for (contact,) in rows}
                 gone = [(channel, source, c) for c in held[source] if c not in entries]
+                if source in partial:
+                    gone = []
                 self._db.executemany(
                     "DELETE FROM suppressions WHERE channel = ? AND source = ? AND contact = ?",
                     gone,
@@ -352,7 +412,8 @@ class ConsentStore:
             if stored.customer_id:
                 found.append((CUSTOMER, stored.customer_id, stored.reason()))
             elif stored.channel == channel:  # a contact for all is stored one per channel
-                found.append((CONTACT, stored.contact, stored.reason()))
+                contact = rekeyed(stored.contact) if self._old_keys else stored.contact
+                found.append((CONTACT, contact, stored.reason()))
         return found, mark
 
     def mark(self, channel: str) -> list[int]:

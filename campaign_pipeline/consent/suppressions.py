@@ -16,22 +16,31 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..exceptions import SuppressionFileError
-from ..segments import contact_checks
+from ..segments import ascii_address, contact_checks
 from .gate import CONTACT, CUSTOMER
 
 ALL = "all"
 COLUMNS = ("channel", "contact", "customer_id")
-# Columns whose values are compared case-folded: two spellings of one mailbox are one person.
+# Columns whose values are compared case-folded, the domain in ASCII (IDNA): two spellings of
+# one mailbox are one person, ``Bob@Müller.example`` as the loader writes it and
+# ``bob@xn--mller-kva.example`` as SendGrid lists it.
 FOLDED_COLUMNS = frozenset({"email"})
 
 
 def match_key(column: str, value: str) -> str:
-    """What a contact of *column* is compared by (suppressions, duplicates)."""
-    return value.casefold() if column in FOLDED_COLUMNS else value
+    """What a contact of *column* is compared by, whatever its source: the customer file,
+    the suppression file, the consent store, a provider's list, duplicates and the message
+    history all key a contact by this."""
+    if column not in FOLDED_COLUMNS:
+        return value
+    key = ascii_address(value).casefold()
+    # a local part outside ASCII in one Unicode form, whichever its source used
+    return key if key.isascii() else unicodedata.normalize("NFC", key)
 
 
 @dataclass(frozen=True)

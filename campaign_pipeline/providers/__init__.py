@@ -229,6 +229,11 @@ class Provider:
         (SendGrid: an unsubscribe group's list, only to messages sent in that group)."""
         return True
 
+    def list_scope(self) -> str:
+        """What :meth:`list_applies` depends on besides the source (SendGrid: the group):
+        when it changes between two runs of a channel, every entry is checked again."""
+        return ""
+
     def template_context(self, context: dict[str, str]) -> dict[str, str]:
         """*context* with the :attr:`template_variables` this provider adds for one
         customer (email: ``unsubscribe_url``); the same context then builds the request."""

@@ -12,9 +12,11 @@ from urllib.parse import urlsplit
 import requests
 
 from ..config import email_api
+from ..consent import match_key
 from ..exceptions import ChannelStoppedError, MessageError, SettingsError
+from ..segments import ascii_address
 from ..templates import MessageTemplate
-from ..unsubscribe import Unsubscribe, check_key
+from ..unsubscribe import Unsubscribe, check_key, old_key_envs
 from . import Blame, Provider, Request, json_body
 from .lists import Listed, ListReader, ProviderList
 
@@ -65,7 +67,8 @@ def listed_date(created: Any, fallback: str) -> str:
 def parse_entries(page: list, today: str) -> list[Listed]:
     """The entries of one page of a suppression list: objects with ``email``, ``created``
     and, for bounces and blocks, ``status`` (the code kept); or, for an unsubscribe group,
-    plain addresses. An entry without an address is left out."""
+    plain addresses. An entry without an address is left out; an address is keyed as every
+    contact is (:func:`~campaign_pipeline.consent.match_key`), whatever form SendGrid keeps."""
     found = []
     for item in page:
         if isinstance(item, str):
@@ -76,8 +79,15 @@ def parse_entries(page: list, today: str) -> list[Listed]:
         else:
             continue
         if email := email.strip():
-            found.append(Listed(email.casefold(), listed_date(created, today), code))
+            found.append(Listed(match_key("email", email), listed_date(created, today), code))
     return found
+
+
+def _identity(item: Any) -> tuple:
+    """What tells one entry of a list page from another: its address and date."""
+    if isinstance(item, dict):
+        return (str(item.get("email")).casefold(), item.get("created"))
+    return (str(item).casefold(), None)
 
 
 def batch_tags() -> dict[str, str]:
@@ -112,7 +122,8 @@ class EmailProvider(Provider):
             key = self.secret(self.key_env, "email_api", "unsubscribe_key_env", stand_in)
             # masked as every secret, but no credential of SendGrid's: not in its hints
             del self.env_keys["unsubscribe_key_env"]
-        self.unsubscribe = Unsubscribe(paths.url, paths.mailto, key)
+        self.unsubscribe = Unsubscribe(paths.url, paths.mailto, key, config.unsubscribe_key_id)
+        self.old_key_envs = config.unsubscribe_old_key_envs
 
     def check(self) -> None:
         super().check()
@@ -143,6 +154,16 @@ class EmailProvider(Provider):
                     "{token}: name the variable holding the key that signs them"
                 )
             check_key(self.unsubscribe.key, self.key_env)
+            if paths.key_id in dict(old_key_envs(self.old_key_envs)):
+                raise SettingsError(
+                    f"[email_api] unsubscribe_key_id = {paths.key_id} is also an id of "
+                    "unsubscribe_old_key_envs: give the current key an id of its own"
+                )
+            if paths.url and "contact" not in paths.fields(paths.url):
+                log.warning(
+                    "[email_api] unsubscribe_url has no {contact}: an unsubscribe through it "
+                    "names the customer id alone, not the address the email went to"
+                )
         host = paths.example_domain()
         local = (urlsplit(self.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
         if host and not local:
@@ -169,17 +190,41 @@ class EmailProvider(Provider):
         group = _GROUP_SOURCE.match(source)
         return group is None or int(group.group(1)) == self.asm_group_id
 
+    def list_scope(self) -> str:
+        return f"group {self.asm_group_id}" if self.asm_group_id else ""
+
     def _paged(self, reader: ListReader, path: str, name: str) -> ProviderList:
+        """Every entry of one list, read again once if it changed while it was paged (see
+        :meth:`_pages`); changing again, the entries of both reads, not complete."""
+        entries, complete = self._pages(reader, path, name)
+        if not complete:
+            log.info("email: SendGrid's %s list changed while it was read; reading it again", name)
+            again, complete = self._pages(reader, path, name)
+            entries = again if complete else entries + again
+        unique: dict[str, Listed] = {}  # the overlaps' entries came twice
+        for entry in entries:
+            unique.setdefault(entry.contact, entry)
+        return ProviderList(f"{LIST_SOURCE} {name}", tuple(unique.values()), complete)
+
+    def _pages(self, reader: ListReader, path: str, name: str) -> tuple[list[Listed], bool]:
         """Every page of one list: ``limit`` entries from ``offset``; a page shorter than
-        ``limit`` is the last (SendGrid gives no total)."""
+        ``limit`` is the last (SendGrid gives no total). The pages overlap by one entry: a
+        page that does not start with the last entry of the one before means the list
+        changed in between (an entry before it was removed, so that one the read never saw
+        may have moved back across the boundary), and the read is not complete. With
+        ``suppression_page_size = 1`` nothing overlaps and no read is complete."""
         url, today = f"{self.base_url}/v3/suppression/{path}", utc_today()
         entries: list[Listed] = []
+        step, complete, last = max(self.page_size - 1, 1), self.page_size > 1, None
         for page in range(MAX_PAGES):
-            params = {"limit": self.page_size, "offset": page * self.page_size}
-            answer = reader.get(name, url, params, self._list_headers())
-            entries += parse_entries(self._array(answer, name), today)
+            params = {"limit": self.page_size, "offset": page * step}
+            answer = self._array(reader.get(name, url, params, self._list_headers()), name)
+            if page and self.page_size > 1 and (not answer or _identity(answer[0]) != last):
+                complete = False
+            entries += parse_entries(answer, today)
+            last = _identity(answer[-1]) if answer else None
             if len(answer) < self.page_size:
-                return ProviderList(f"{LIST_SOURCE} {name}", tuple(entries))
+                return entries, complete
         raise ChannelStoppedError(
             f"email: SendGrid's {name} list has more than {MAX_PAGES * self.page_size:,} "
             f"entries ({MAX_PAGES:,} pages of [email_api] suppression_page_size = "
@@ -221,7 +266,8 @@ class EmailProvider(Provider):
         return self.token  # SendGrid's limit is the API key's, whatever signs the links
 
     def template_context(self, context: dict[str, str]) -> dict[str, str]:
-        link = self.unsubscribe.link(context["customer_id"], context["campaign"])
+        contact = ascii_address(context.get(self.contact_field) or "")
+        link = self.unsubscribe.link(context["customer_id"], context["campaign"], contact)
         return {**context, "unsubscribe_url": link}
 
     def request(self, recipient: str, parts: dict[str, str], context: dict[str, str]) -> Request:
@@ -235,12 +281,16 @@ class EmailProvider(Provider):
             for part, kind in (("body.txt", "text/plain"), ("body.html", "text/html"))
             if parts.get(part)
         ]
-        personalization: dict = {"to": [{"email": recipient}]}
+        # the domain in ASCII: SendGrid refuses an internationalised one (the loader keeps
+        # the Unicode form, which the result file shows)
+        address = ascii_address(recipient)
+        personalization: dict = {"to": [{"email": address}]}
         if self.fields:
             personalization["custom_args"] = self.picked(context)
         # per recipient: each link is the customer's own, so it cannot be a substitution of
         # a shared header
-        if headers := self.unsubscribe.headers(context["customer_id"], context["campaign"]):
+        customer, campaign = context["customer_id"], context["campaign"]
+        if headers := self.unsubscribe.headers(customer, campaign, address):
             personalization["headers"] = headers
         body = {
             "personalizations": [personalization],

@@ -56,10 +56,13 @@ class Listed:
 @dataclass(frozen=True)
 class ProviderList:
     """A provider's list as read: *source* names it in a skipped recipient's reason
-    (``suppressed: sendgrid bounces 2026-11-20``) and in the consent store."""
+    (``suppressed: sendgrid bounces 2026-11-20``) and in the consent store. *complete* is
+    False when the read may have missed an entry (the list changed while it was paged): its
+    entries are then added to the store, and none the read did not see is removed."""
 
     source: str
     entries: tuple[Listed, ...]
+    complete: bool = True
 
 
 class ListReader:

@@ -179,6 +179,15 @@ def option_parser(endpoints: Sequence[type[Endpoint]] = ENDPOINTS) -> argparse.A
         "them after accepting it, as SendGrid does; repeatable",
     )
     add(
+        "--removed-while-read",
+        action="append",
+        default=[],
+        type=suppressed_email,
+        metavar="LIST:ADDRESS",
+        help="take ADDRESS off LIST just after the list's first page is answered, as someone "
+        "deleting it at SendGrid while the pipeline reads the list; repeatable",
+    )
+    add(
         "--opted-out",
         action="append",
         default=[],
@@ -286,6 +295,7 @@ def config_from(
         token_lifetime=args.token_lifetime,
         token_echo_status=args.token_echo_status,
         suppressed_emails=args.suppressed_email,
+        removed_while_read=args.removed_while_read,
         opted_out=args.opted_out,
         unregistered_tokens=args.unregistered_token,
     )

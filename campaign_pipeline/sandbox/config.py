@@ -115,6 +115,9 @@ class SandboxConfig:
     token_echo_status: int = 0
     # SendGrid's suppression lists (a message to one of them is accepted, then dropped)
     suppressed_emails: list[SuppressedEmail] = field(default_factory=list)
+    # entries taken off their list just after its first page is answered, as a DELETE at
+    # SendGrid while the pipeline pages the list would (the pages after it shift back)
+    removed_while_read: list[SuppressedEmail] = field(default_factory=list)
     opted_out: list[str] = field(default_factory=list)  # numbers Twilio answers 21610 for
     unregistered_tokens: list[str] = field(default_factory=list)  # FCM answers UNREGISTERED
 

@@ -3,14 +3,17 @@
 Bearer token (``EMAIL_API_TOKEN``), JSON body, one message per personalization, ``202`` with
 an ``X-Message-Id``; headers (an object of strings, none of those SendGrid sets itself) and
 the ``asm`` block are checked as SendGrid does and recorded with each message; ``bounce*@``
-addresses are refused as invalid, as SendGrid's own test addresses are.
+addresses are refused as invalid, as SendGrid's own test addresses are, and so is a domain
+not in ASCII (an internationalised one must come IDNA-encoded, ``xn--``).
 
 The suppression lists, seeded from the configuration (``--suppressed-email``): ``GET
 /v3/suppression/{bounces,blocks,spam_reports,invalid_emails,unsubscribes}`` pages them with
 ``limit`` (1 to 500) and ``offset``, ``GET /v3/asm/groups/{id}/suppressions`` answers a
 group's addresses, and ``DELETE`` of ``.../{email}`` takes an address off, as SendGrid's
 own. A message to a listed address is accepted (``202``) and dropped, as SendGrid does: it
-counts as ``dropped``, not ``accepted``.
+counts as ``dropped``, not ``accepted``. An entry of ``removed_while_read`` leaves its list
+just after the list's first page is answered, as a DELETE at SendGrid during the pipeline's
+read would: the later pages shift back by one.
 """
 
 from __future__ import annotations
@@ -103,6 +106,10 @@ class EmailEndpoint(Endpoint):
             if seeded.list in ("bounces", "blocks"):
                 entry |= {"reason": "sandbox seeded entry", "status": "5.1.1"}
             self.lists.setdefault(seeded.list, {})[seeded.email.casefold()] = entry
+        # list -> addresses taken off it once its first page is answered
+        self.removals: dict[str, list[str]] = {}
+        for removed in self.config.removed_while_read:
+            self.removals.setdefault(removed.list, []).append(removed.email.casefold())
         self.pages: dict[str, int] = {}  # list -> pages answered
         self.dropped = 0
         self._lists_lock = threading.Lock()
@@ -142,6 +149,8 @@ class EmailEndpoint(Endpoint):
         with self._lists_lock:
             entries = list(self.lists.get(name, {}).values())
             self.pages[name] = self.pages.get(name, 0) + 1
+            for email in self.removals.pop(name, []) if paged and offset == 0 else []:
+                self.lists[name].pop(email, None)  # between this page and the next
         if not paged:  # a group's list: its addresses, all at once
             return Reply(200, [entry["email"] for entry in entries])
         return Reply(200, entries[offset : offset + limit])
@@ -310,7 +319,9 @@ def check_to(to: Any, path: str) -> None:
         raise RejectedError(sendgrid_error(400, message, f"{path}.to"))
     for j, entry in enumerate(to):
         email = entry.get("email") if isinstance(entry, dict) else None
-        if not isinstance(email, str) or not ROUGH_EMAIL.fullmatch(email):
+        valid = isinstance(email, str) and ROUGH_EMAIL.fullmatch(email)
+        # an internationalised domain must come IDNA-encoded (xn--), as SendGrid lists it
+        if not valid or not email.rpartition("@")[2].isascii():
             message = "Does not contain a valid address."
             raise RejectedError(sendgrid_error(400, message, f"{path}.to.{j}.email"))
         if not isinstance(entry.get("name", ""), str):

@@ -17,6 +17,7 @@ The plain one-by-one reference it must match exactly is
 
 from .contacts import (
     Check,
+    ascii_address,
     check_device_token,
     check_email,
     check_phone,
@@ -36,6 +37,7 @@ __all__ = [
     "Check",
     "InputError",
     "Segments",
+    "ascii_address",
     "check_device_token",
     "check_email",
     "check_phone",

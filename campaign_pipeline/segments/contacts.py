@@ -19,6 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache, partial
 
+import idna
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -93,6 +94,24 @@ def check_email(value: str) -> tuple[str, str]:
         return validate_email(value, check_deliverability=False).normalized, ""
     except EmailNotValidError as exc:
         return "", f"invalid: email {value!r}: {exc}"
+
+
+def ascii_address(address: str) -> str:
+    """*address* with its domain in ASCII (IDNA, ``bob@xn--mller-kva.example``): the form
+    SendGrid takes and keeps in its lists, whatever form the customer file had. The local
+    part is left as it is; a domain IDNA cannot encode is left as it is too."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{_ascii_domain(domain)}" if at else address
+
+
+@lru_cache(maxsize=4096)
+def _ascii_domain(domain: str) -> str:
+    if domain.isascii():
+        return domain.lower()
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:  # validate_email refuses it: no such address reaches a request
+        return domain.casefold()
 
 
 def check_phone(value: str, region: str, accept_vanity: bool = False) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from campaign_pipeline.consent import (
     match_key,
     read_entries,
 )
-from campaign_pipeline.consent.store import LEARNED
+from campaign_pipeline.consent.store import LEARNED, source_kind
 from campaign_pipeline.exceptions import PermanentError, SuppressionFileError
 from campaign_pipeline.ledger import SENT, Ledger
 
@@ -126,6 +126,34 @@ def test_the_gate_suppresses_then_dedupes_in_file_order():
     learned = [(gate.CONTACT, "bob@example.com", "learned"), (gate.CUSTOMER, "C2", "store")]
     both = [(gate.CONTACT, "bob@example.com", "file"), *learned]
     assert decided(rows[2:4], both) == ["suppressed: store", "suppressed: file"]
+
+
+OF_E = " (the contact of customer E)"
+
+
+def test_a_customer_id_suppression_bars_that_customers_contact_under_any_other_id():
+    rows = [
+        ("C1", "bob@example.com"),  # not targeted: still their contact
+        ("C2", "bob@example.com"),
+        ("C3", "ann@example.com"),
+        ("C4", "ann@example.com"),
+        ("C5", "cy@example.com"),
+    ]
+    entries = [(gate.CUSTOMER, "C1", "f line 2"), (gate.CUSTOMER, "C4", "imported")]
+    with sqlite3.connect("") as db:
+        db.execute(gate.SCRATCH_SCHEMA)
+        db.executemany("INSERT INTO current VALUES (?, ?, 'pending', '', ?)",
+                       [(c, c != "C1", contact) for c, contact in rows])  # fmt: skip
+        gate.decide(db, entries, dedupe=True, history=False)
+        found = dict(db.execute("SELECT customer_id, error FROM current WHERE targeted"))
+    assert found == {
+        "C2": "suppressed: f line 2 (the contact of customer C1)",
+        "C3": "suppressed: imported (the contact of customer C4)",  # first in the file or not
+        "C4": "suppressed: imported",
+        "C5": "",
+    }
+    assert source_kind(found["C2"]) == "file"
+    assert source_kind("suppressed: sendgrid bounces 2026-11-20" + OF_E) == "sendgrid bounces"
 
 
 def test_the_store_learns_once_and_lists_removes_and_marks(tmp_path):
@@ -247,16 +275,19 @@ def test_store_entries_learned_since_are_applied_to_the_ledger_alone(tmp_path):
         assert ledger.noted("mark") == "1"
 
 
-def test_a_new_entry_for_the_first_of_a_contact_needs_the_full_check(tmp_path):
+def test_a_new_entry_for_the_first_of_a_contact_bars_the_contact_under_every_id(tmp_path):
     with contextlib.closing(Ledger(str(tmp_path / "ledger.sqlite"))) as ledger:
         before = gated(ledger, [customer("E", "e@x.com"), customer("F", "E@x.com")])
         assert before == {"E": "pending", "F": "skipped duplicate contact of E"}
 
-        assert not ledger.amend(lambda db: gate.bar_new(db, [(gate.CUSTOMER, "E", "f")]), {})
-        assert reasons(ledger) == before  # unchanged: F now goes first, which the file tells
+        assert ledger.amend(lambda db: gate.bar_new(db, [(gate.CUSTOMER, "E", "f")]), {})
+        expected = {"E": "skipped suppressed: f", "F": "skipped suppressed: f" + OF_E}
+        assert reasons(ledger) == expected  # F is E's contact: not promoted to first
         after = gated(ledger, [customer("E", "e@x.com"), customer("F", "E@x.com")],
                       [(gate.CUSTOMER, "E", "f")])  # fmt: skip
-        assert after == {"E": "skipped suppressed: f", "F": "pending"}
+        assert after == expected  # what the full check decides too
+        # an entry for a customer the ledger has no row of: their contact is in the file alone
+        assert not ledger.amend(lambda db: gate.bar_new(db, [(gate.CUSTOMER, "Q", "f")]), {})
 
 
 def test_a_ledger_from_before_the_contact_column_is_keyed_and_still_dedupes(tmp_path):

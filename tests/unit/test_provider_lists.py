@@ -77,10 +77,47 @@ def test_each_list_is_read_page_by_page_until_a_short_page(monkeypatch):
         "sendgrid invalid emails",
         "sendgrid global unsubscribes",
     ]
-    assert len(lists[0].entries) == 5 and len(lists[1].entries) == 2
+    assert len(lists[0].entries) == 5 and len(lists[1].entries) == 1  # one address twice
+    assert all(found.complete for found in lists)
     asked = [(what, p["offset"]) for what, p in reader.asked if what in ("bounces", "blocks")]
-    assert asked == [("bounces", 0), ("bounces", 2), ("bounces", 4), ("blocks", 0), ("blocks", 2)]
+    # each page starts with the last entry of the one before: the list did not change
+    assert asked == [*(("bounces", n) for n in range(5)), ("blocks", 0), ("blocks", 1)]
     assert {p["limit"] for _, p in reader.asked} == {2}
+
+
+class Shrinking(Pages):
+    """Pages of a bounces list that loses its first entry after each first page."""
+
+    def get(self, what, url, params, headers, **check):
+        page = super().get(what, url, params, headers, **check)
+        if what == "bounces" and params["offset"] == 0:
+            self.lists["bounces"] = self.lists["bounces"][1:]
+        return page
+
+
+def test_a_list_that_changes_while_read_is_read_again_and_never_trusted_to_remove(
+    monkeypatch, tmp_path
+):
+    email = email_provider(monkeypatch, suppression_page_size=3)
+    reader = Shrinking(bounces=[bounce(n) for n in range(8)])
+
+    bounces = email.suppression_lists(reader)[0]
+
+    # each read's first page drops an entry, so the second page never starts with the last
+    # entry of the first: neither read is complete, their entries are all there
+    assert not bounces.complete
+    assert [e.contact for e in bounces.entries] == [f"c{n}@example.com" for n in range(8)]
+    with ConsentStore(str(tmp_path / "consent.sqlite")) as store:
+        held = [(f"c{n}@example.com", "2026-11-20", "") for n in (0, 1, 9)]
+        store.mirror("email", {"sendgrid bounces": held})
+        changes = store.mirror(
+            "email",
+            {"sendgrid bounces": [(e.contact, e.date, e.code) for e in bounces.entries]},
+            partial=["sendgrid bounces"],
+        )
+        kept = {stored.contact for stored in store.entries("email")}
+    assert changes == {"sendgrid bounces": (6, 0)}  # c9 not seen, and kept
+    assert "c9@example.com" in kept
 
 
 def test_the_unsubscribe_group_is_read_when_set_and_applies_to_its_own_messages(monkeypatch):
