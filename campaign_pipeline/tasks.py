@@ -13,7 +13,6 @@ import functools
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import sqlite3
@@ -119,7 +118,7 @@ class CampaignTask(NamedParseErrors, luigi.Task):
         requests in flight to be answered (twice the longest provider timeout) and more.
         """
         seconds = campaign_config().timeout_seconds
-        if not 0 < seconds < math.inf:
+        if not (seconds and campaign_config.timeout_seconds.allowed.allows(seconds)):
             return None  # none, or a bad value that run() names
         from .channels import registered
 
@@ -145,7 +144,9 @@ class CampaignTask(NamedParseErrors, luigi.Task):
 
 @CampaignTask.event_handler(luigi.Event.START)
 def _start_deadline(_task: CampaignTask) -> None:
-    termination.start_deadline(campaign_config().timeout_seconds)
+    seconds = campaign_config().timeout_seconds
+    if campaign_config.timeout_seconds.allowed.allows(seconds):  # else run() names it
+        termination.start_deadline(seconds)
 
 
 @CampaignTask.event_handler(luigi.Event.PROCESSING_TIME)  # run() returned
