@@ -179,17 +179,17 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801 - luigi's flags: -
         description="Campaign name, the default of every task's --campaign and part of its run "
         "folder (letters, digits, '.', '_', '-')",
     )
-    input_path = luigi.Parameter(
+    input_path = PathParameter(
         default="data/sample/customers.csv",
         config_path=_in_campaign("input_path"),
         description="Customer CSV; may contain {date}, formatted YYYY-MM-DD",
     )
-    output_dir = luigi.Parameter(
+    output_dir = PathParameter(
         default="var/campaigns",
         config_path=_in_campaign("output_dir"),
         description="Folder of the run folders, {output_dir}/{campaign}/{date}/",
     )
-    templates_dir = luigi.Parameter(
+    templates_dir = PathParameter(
         default="config/templates",
         config_path=_in_campaign("templates_dir"),
         description="Folder of the message templates, one <channel>/<name>/ folder each",
@@ -464,7 +464,7 @@ class push_api(provider_section):  # noqa: N801 - the section's name
 class rate_limits(luigi.Config):  # noqa: N801 - the section's name
     """The ``[rate_limits]`` section: where the providers' shared token buckets live."""
 
-    bucket_dir = luigi.Parameter(
+    bucket_dir = PathParameter(
         default="",
         description="Folder of the token buckets that every process on this machine sending "
         "through one provider account shares; empty: a folder of this user's in the temp dir",
@@ -474,12 +474,12 @@ class rate_limits(luigi.Config):  # noqa: N801 - the section's name
 class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     """The ``[consent]`` section: who must not be messaged (see README, "Consent")."""
 
-    suppressions = luigi.Parameter(
+    suppressions = PathParameter(
         default="config/suppressions.csv",
         description="Suppression CSV read at every run (columns channel, contact, customer_id); "
         "a recipient it names is skipped, never sent; empty: no file",
     )
-    store = luigi.Parameter(
+    store = PathParameter(
         default="var/consent.sqlite",
         description="SQLite file of what the pipeline learns from the providers' answers "
         "(STOP replies, retired tokens, invalid addresses) and remembers across campaigns",

@@ -17,7 +17,9 @@ import base64
 import hashlib
 import hmac
 import string
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
+
+from email_validator import EmailNotValidError, validate_email
 
 from .exceptions import InvalidSecretError
 
@@ -106,7 +108,36 @@ class Unsubscribe:
                     ": the link must carry the customer, the campaign and the token that "
                     "signs both, or the endpoint cannot tell a real link from a forged one"
                 )
+        if self.mailto and not found:
+            found += self._mailto_problems()
         return found
+
+    def _mailto_problems(self) -> list[str]:
+        """``unsubscribe_mailto`` must be an address, or a ``mailto:`` URI of one, once its
+        placeholders are filled in; it goes inside <...> in List-Unsubscribe, so no space,
+        angle bracket or comma either."""
+        sample = self.mailto.format(**{name: "x" for name in PLACEHOLDERS})
+        address = sample.removeprefix("mailto:").partition("?")[0]
+        why = ""
+        if any(c.isspace() or c in "<>," for c in sample):
+            why = "it holds a space, a line break, an angle bracket or a comma"
+        else:
+            try:
+                validate_email(
+                    unquote(address),
+                    check_deliverability=False,
+                    globally_deliverable=False,
+                    test_environment=True,
+                )
+            except EmailNotValidError as exc:
+                why = str(exc)
+        if not why:
+            return []
+        return [
+            f"[email_api] unsubscribe_mailto = {self.mailto!r}: not an email address ({why}); "
+            "write one, e.g. unsubscribe@your-domain.com, or mailto:unsubscribe@your-domain.com"
+            "?subject=unsubscribe-{customer_id}"
+        ]
 
     def example_domain(self) -> str:
         """The reserved example domain a configured path points at, or ""."""

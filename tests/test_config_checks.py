@@ -8,10 +8,12 @@ would blow the subprocess timeout instead of ending within seconds.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import datetime
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -372,6 +374,96 @@ def test_an_output_folder_below_a_file_is_named(campaign):
         done.stderr
     )
     assert_nothing_sent(campaign)
+
+
+def test_paths_starting_with_a_tilde_are_in_the_home_folder_as_a_shell_has_it(campaign):
+    home, elsewhere = campaign.root / "home", campaign.root / "elsewhere"
+    elsewhere.mkdir()
+    campaign.customers_path = home / "customers.csv"
+    home.mkdir()
+    campaign.write_customers(rows=6)
+    shutil.copytree(REPO / "config" / "templates", home / "templates")
+    (home / "suppressions.csv").write_text("channel,contact,customer_id\n")
+    campaign.start_sandbox()
+    campaign.configure(
+        campaign={"input_path": "~/customers.csv", "output_dir": "~/runs",
+                  "templates_dir": "~/templates"},
+        consent={"suppressions": "~/suppressions.csv"},
+        rate_limits={"bucket_dir": "~/buckets"},
+    )  # fmt: skip
+
+    done = campaign.run("--consent-store", "~/consent.sqlite", cwd=elsewhere,
+                        env=campaign.env(HOME=str(home)))  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(elsewhere.iterdir()) == [], "nothing in a folder named ~ of the current one"
+    folder = home / "runs" / campaign.name / campaign.folder.name
+    for channel in CHANNELS:
+        with (folder / f"{channel}_results.csv").open() as handle:
+            assert "sent" in handle.read()
+    assert (home / "consent.sqlite").is_file() and (home / "buckets").is_dir()
+
+
+def test_an_unsubscribe_mailto_that_is_not_an_address_is_named(campaign):
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    shipped_retry_policy(campaign)
+    campaign.configure(email_api={"unsubscribe_mailto": "unsubscribe"})
+
+    done, _ = timed_run(campaign)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    assert (
+        "[email_api] unsubscribe_mailto = 'unsubscribe': not an email address (An email "
+        "address must have an @-sign.)" in done.stderr
+    )
+    assert campaign.requests("email") == 0
+
+
+def another_programs_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO users (name) VALUES ('Ann')")
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for leftover in path.parent.glob(f"{path.name}-*"):
+        leftover.unlink()
+
+
+def not_a_database(path: Path) -> None:
+    path.write_text("id,name\n1,Ann\n" * 100)
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (another_programs_database, "an SQLite database of another program (its tables "
+         "include users)"),
+        (not_a_database, "not an SQLite database"),
+    ],
+)  # fmt: skip
+def test_a_consent_store_of_another_program_is_refused_without_changing_a_byte(
+    campaign, make, problem
+):
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    shipped_retry_policy(campaign)
+    store = campaign.root / "stores" / "theirs.db"
+    store.parent.mkdir()
+    make(store)
+    os.utime(store, ns=(1_000_000_000, 1_000_000_000))
+    before = store.read_bytes()
+    campaign.configure(consent={"store": str(store)})
+
+    done, _ = timed_run(campaign)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    assert f"consent store {store} ([consent] store): {problem}; left as it is" in done.stderr
+    assert_nothing_sent(campaign)
+    assert store.read_bytes() == before
+    assert store.stat().st_mtime_ns == 1_000_000_000
+    assert list(store.parent.iterdir()) == [store], "no journal, WAL or shared-memory file"
 
 
 # Settings that parse but cannot work, unknown keys and sections, misspelt segments.

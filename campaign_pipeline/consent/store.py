@@ -121,6 +121,52 @@ _LISTED = re.compile(r"^([a-z][a-z0-9]* [a-z0-9 ]+) \d{4}-\d{2}-\d{2}$")
 _COLUMNS = "channel, contact, customer_id, source, date, campaign, code, note"
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def foreign(path: str) -> str:
+    """Why the existing file *path* is not a consent store (another program's SQLite
+    database, or no SQLite database at all), or "" when it is one, is empty, or is absent.
+
+    Read without changing a byte: opened read-only and ``immutable`` (no lock, no journal,
+    no WAL or shared-memory file), never switched to WAL, no table added."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError:
+        return ""  # absent (created later), or a folder: opening it names the problem
+    if not header:
+        return ""  # an empty file: made a store
+    if header != SQLITE_HEADER:
+        return "not an SQLite database"
+    try:
+        tables, versioned = _tables(path, "&immutable=1")
+    except sqlite3.DatabaseError:  # a page read while a checkpoint wrote it: ask SQLite's locks
+        try:
+            tables, versioned = _tables(path, "")
+        except sqlite3.DatabaseError as exc:
+            return f"not a readable SQLite database ({exc})"
+    tables = {name for name in tables if not name.startswith("sqlite_")}
+    others = sorted(tables - {_NAMED.search(statement).group(1) for statement in _SCHEMA})
+    if not tables or (versioned and not others):
+        return ""  # an empty database (made a store), or a store
+    shown = ", ".join((others or sorted(tables))[:5])
+    return f"an SQLite database of another program (its tables include {shown})"
+
+
+def _tables(path: str, flags: str) -> tuple[set[str], bool]:
+    """The tables of the SQLite file *path*, opened read-only with the URI *flags*, and
+    whether it has a meta table with a schema version."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro{flags}"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {name for (name,) in found}
+        versioned = "meta" in tables and bool(
+            db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
+        )
+    return tables, versioned
+
+
 def today() -> str:
     return datetime.datetime.now(datetime.UTC).date().isoformat()
 
@@ -147,6 +193,11 @@ class ConsentStore:
             ) from None
 
     def _open(self, path: str, readonly: bool) -> None:
+        if problem := foreign(path):
+            raise ConsentStoreError(
+                f"consent store {path} ([consent] store): {problem}; left as it is. Point "
+                "the key to this pipeline's store, or to a new file (it is created)"
+            )
         if readonly:
             uri = Path(path).resolve().as_uri() + "?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
