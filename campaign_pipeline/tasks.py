@@ -62,7 +62,7 @@ from .progress import ProgressReporter, rate_limit
 from .providers.lists import ListReader, ProviderList
 from .reporting import figures, timings
 from .sender import ChannelSender, Settings, redactor
-from .templates import MessageTemplate
+from .templates import MessageTemplate, check_renders
 from .termination import stop_on_sigterm
 
 log = logging.getLogger("campaign_pipeline")
@@ -427,6 +427,7 @@ class ChannelTask(CampaignTask):
         provider.check_template(template)
         if unknown := sorted(set(provider.fields) - fields):
             raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
+        self._check_renders(provider, template)
         suppressions = self._file_suppressions()
         self._applies = provider.list_applies
         if self.dry_run:
@@ -441,6 +442,20 @@ class ChannelTask(CampaignTask):
         finally:
             ledger.close()
             store.close()
+
+    def _check_renders(self, provider, template: MessageTemplate) -> None:
+        """Render and build the messages of the first targeted customers before anything
+        is sent: a template that fails for each of them stops the task (TemplateError),
+        every recipient left pending for the fixed rerun rather than failed for good."""
+        column = provider.contact_field
+        rows = (
+            c for c in self._customers(column) if c["targeted"] and c["status"] == Status.PENDING
+        )
+        check_renders(
+            lambda row: provider.build(template, row["recipient"], row["context"]),
+            rows,
+            f"{self.channel} template {template.folder}",
+        )
 
     def _file_suppressions(self) -> Suppressions:
         """The suppression file's entries for this channel; a malformed file fails the task
