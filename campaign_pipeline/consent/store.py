@@ -140,31 +140,30 @@ def foreign(path: str) -> str:
     if header != SQLITE_HEADER:
         return "not an SQLite database"
     try:
-        tables, versioned = _tables(path, "&immutable=1")
-    except sqlite3.DatabaseError:  # a page read while a checkpoint wrote it: ask SQLite's locks
+        tables = _tables(path, "&immutable=1")
+    except sqlite3.DatabaseError:
+        # read while another process wrote it (a channel task creating the store, a
+        # checkpoint): ask again through SQLite's locks. An intact database of another
+        # program never gets here, so nothing is created beside it.
         try:
-            tables, versioned = _tables(path, "")
+            tables = _tables(path, "")
         except sqlite3.DatabaseError as exc:
             return f"not a readable SQLite database ({exc})"
-    tables = {name for name in tables if not name.startswith("sqlite_")}
+    # Judged by the names of its tables (pages a checkpoint rewrites only when the schema
+    # changes), not by its rows, which a checkpoint may be writing while this reads
     others = sorted(tables - {_NAMED.search(statement).group(1) for statement in _SCHEMA})
-    if not tables or (versioned and not others):
+    if not others:
         return ""  # an empty database (made a store), or a store
-    shown = ", ".join((others or sorted(tables))[:5])
-    return f"an SQLite database of another program (its tables include {shown})"
+    return f"an SQLite database of another program (its tables include {', '.join(others[:5])})"
 
 
-def _tables(path: str, flags: str) -> tuple[set[str], bool]:
-    """The tables of the SQLite file *path*, opened read-only with the URI *flags*, and
-    whether it has a meta table with a schema version."""
+def _tables(path: str, flags: str) -> set[str]:
+    """The tables of the SQLite file *path* (not SQLite's own), opened read-only with the
+    URI *flags*."""
     uri = f"{Path(path).resolve().as_uri()}?mode=ro{flags}"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000)) as db:
         found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        tables = {name for (name,) in found}
-        versioned = "meta" in tables and bool(
-            db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
-        )
-    return tables, versioned
+        return {name for (name,) in found if not name.startswith("sqlite_")}
 
 
 def today() -> str:

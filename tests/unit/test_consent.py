@@ -18,7 +18,7 @@ from campaign_pipeline.consent import (
     match_key,
     read_entries,
 )
-from campaign_pipeline.consent.store import LEARNED
+from campaign_pipeline.consent.store import LEARNED, foreign
 from campaign_pipeline.exceptions import PermanentError, SuppressionFileError
 from campaign_pipeline.ledger import SENT, Ledger
 
@@ -285,3 +285,25 @@ def test_a_store_opens_and_lists_while_a_campaign_holds_the_write_lock(tmp_path)
         with ConsentStore(path) as reader:  # waited for the writer before: up to 30 s
             assert [e.contact for e in reader.entries()] == ["+12125550100"]
         writer.execute("ROLLBACK")
+
+
+def test_a_store_is_told_from_another_programs_file_without_writing_to_either(tmp_path):
+    mine = tmp_path / "mine.sqlite"
+    with ConsentStore(str(mine)) as store:  # open, in WAL mode, with rows in its log
+        store.learn("sms", "+12125550100", "spring", "21610")
+        assert foreign(str(mine)) == ""
+    theirs = tmp_path / "theirs.db"
+    with contextlib.closing(sqlite3.connect(theirs)) as db:
+        db.executescript("CREATE TABLE meta (key, value); CREATE TABLE accounts (id);")
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    (tmp_path / "notes.db").write_text("SQLite is a database\n")
+    files = sorted(p.name for p in tmp_path.iterdir())
+
+    assert (
+        foreign(str(theirs))
+        == "an SQLite database of another program (its tables include accounts)"
+    )
+    assert foreign(str(tmp_path / "empty.sqlite")) == ""
+    assert foreign(str(tmp_path / "notes.db")) == "not an SQLite database"
+    assert foreign(str(tmp_path / "absent.sqlite")) == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
