@@ -84,6 +84,12 @@ class Unsubscribe:
         for name, template in (("unsubscribe_url", self.url), ("unsubscribe_mailto", self.mailto)):
             if not template:
                 continue
+            if any(c.isspace() or not c.isprintable() for c in template):
+                found.append(
+                    f"[email_api] {name} = {template!r}: holds a space, a line break or a "
+                    "control character; it is sent in the List-Unsubscribe header, one line"
+                )
+                continue
             try:
                 fields = placeholders(template)
             except ValueError as exc:
@@ -114,13 +120,13 @@ class Unsubscribe:
 
     def _mailto_problems(self) -> list[str]:
         """``unsubscribe_mailto`` must be an address, or a ``mailto:`` URI of one, once its
-        placeholders are filled in; it goes inside <...> in List-Unsubscribe, so no space,
-        angle bracket or comma either."""
+        placeholders are filled in; it goes inside <...> in List-Unsubscribe, so no angle
+        bracket or comma either."""
         sample = self.mailto.format(**{name: "x" for name in PLACEHOLDERS})
         address = sample.removeprefix("mailto:").partition("?")[0]
         why = ""
-        if any(c.isspace() or c in "<>," for c in sample):
-            why = "it holds a space, a line break, an angle bracket or a comma"
+        if any(c in "<>," for c in sample):
+            why = "it holds an angle bracket or a comma"
         else:
             try:
                 validate_email(
