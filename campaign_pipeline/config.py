@@ -95,7 +95,7 @@ def _number(value: float) -> str:
     return f"{int(value):,}" if value == int(value) else f"{value:g}"
 
 
-class _Bounded:
+class Bounded:
     """Mixed into a numeric parameter: its :class:`Range`, declared beside it (the one
     home of a setting's bounds), which the settings check applies before anything is sent.
 
@@ -107,11 +107,11 @@ class _Bounded:
         super().__init__(*args, **kwargs)
 
 
-class BoundedInt(_Bounded, luigi.IntParameter):
+class BoundedInt(Bounded, luigi.IntParameter):
     """A whole number within its :class:`Range`."""
 
 
-class BoundedFloat(_Bounded, luigi.FloatParameter):
+class BoundedFloat(Bounded, luigi.FloatParameter):
     """A number within its :class:`Range`."""
 
 

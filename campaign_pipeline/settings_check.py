@@ -28,7 +28,7 @@ import luigi.cmdline_parser
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import input_file, pipeline, report
+from .config import Bounded, input_file, pipeline, report
 from .exceptions import SettingsError
 
 log = logging.getLogger("campaign_pipeline")
@@ -194,7 +194,7 @@ def range_problems() -> list[str]:
     classes += [c.config for c in registered() if c.config not in classes]
     problems = []
     for cls in classes:
-        bounded = [(n, p) for n, p in cls.get_params() if hasattr(p, "allowed")]
+        bounded = [(n, p) for n, p in cls.get_params() if isinstance(p, Bounded)]
         values = cls() if bounded else None
         for name, param in bounded:
             value = getattr(values, name)

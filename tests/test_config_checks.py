@@ -19,13 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import luigi
 import pytest
 from conftest import CHANNELS, REPO, RETCODE, free_port
 from test_notifications import body, inbox  # noqa: F401 - the SMTP fixture
 from test_operations import luigid, task_list  # noqa: F401 - luigid: config/luigid.cfg
 
 from campaign_pipeline import settings_check
-from campaign_pipeline.config import email_api, input_file
+from campaign_pipeline.config import Bounded, email_api, input_file
 from campaign_pipeline.exceptions import SettingsError
 from campaign_pipeline.runner import scheduler_answers
 from campaign_pipeline.sender import BURST_MARGIN
@@ -725,6 +726,19 @@ def test_luigis_own_and_unrelated_sections_are_left_alone():
         "the sections of the tasks, e.g. [SendEmailCampaign]",
         "[sms-api]: unknown section, luigi would ignore it; did you mean [sms_api]?",
     ]  # [schedular] is closer to luigi's [scheduler] than to [schedule]
+
+
+def test_every_numeric_setting_declares_its_range_beside_it():
+    numeric = [
+        (cls.get_task_family(), name, param)
+        for cls in settings_check.package_classes()
+        for name, param in cls.get_params()
+        if isinstance(param, (luigi.IntParameter, luigi.FloatParameter))
+    ]
+
+    assert len(numeric) > 20
+    assert [(section, name) for section, name, p in numeric if not isinstance(p, Bounded)] == []
+    assert all(p.allowed.allows(p._default) for _, _, p in numeric), "the defaults are allowed"
 
 
 @pytest.mark.parametrize(
