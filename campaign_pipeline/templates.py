@@ -214,6 +214,6 @@ def check_renders(build: Callable[[dict], object], rows: Iterable[dict], where: 
             failed.append(exc)
     if failed:
         raise TemplateError(
-            f"{where}: {failed[0]}; it fails for each of the first {len(failed)} customer(s), "
-            "so for every one: nothing was sent, fix the template and rerun"
+            f"{where} fails for each of the first {len(failed)} customer(s), so for everyone "
+            f"({failed[0]}); nothing was sent: fix it and rerun"
         )

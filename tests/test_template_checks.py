@@ -97,7 +97,7 @@ def test_a_dry_run_names_a_template_that_fails_for_everyone(campaign, tmp_path):
 
     assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
     assert lines_naming(done.stderr, message)
-    assert lines_naming(done.stderr, "it fails for each of the first 5 customer(s)")
+    assert lines_naming(done.stderr, "fails for each of the first 5 customer(s), so for everyone")
 
 
 def test_a_customer_value_that_would_inject_a_header_fails_that_recipient_alone(campaign):

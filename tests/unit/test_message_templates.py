@@ -199,9 +199,9 @@ def test_a_template_failing_for_every_sampled_customer_is_a_template_error():
 
     assert built == list(range(SAMPLE_ROWS))
     assert str(refused.value) == (
-        "sms template t: template sms/t/body.txt line 1: UndefinedError: no attribute 'x'; it "
-        f"fails for each of the first {SAMPLE_ROWS} customer(s), so for every one: nothing was "
-        "sent, fix the template and rerun"
+        f"sms template t fails for each of the first {SAMPLE_ROWS} customer(s), so for everyone "
+        "(template sms/t/body.txt line 1: UndefinedError: no attribute 'x'); nothing was sent: "
+        "fix it and rerun"
     )
 
 
