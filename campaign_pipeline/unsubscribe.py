@@ -119,31 +119,33 @@ class Unsubscribe:
         return found
 
     def _mailto_problems(self) -> list[str]:
-        """``unsubscribe_mailto`` must be an address, or a ``mailto:`` URI of one, once its
-        placeholders are filled in; it goes inside <...> in List-Unsubscribe, so no angle
-        bracket or comma either."""
-        sample = self.mailto.format(**{name: "x" for name in PLACEHOLDERS})
-        address = sample.removeprefix("mailto:").partition("?")[0]
-        why = ""
-        if any(c in "<>," for c in sample):
-            why = "it holds an angle bracket or a comma"
-        else:
-            try:
-                validate_email(
-                    unquote(address),
-                    check_deliverability=False,
-                    globally_deliverable=False,
-                    test_environment=True,
-                )
-            except EmailNotValidError as exc:
-                why = str(exc)
-        if not why:
+        if not (why := self._mailto_flaw()):
             return []
         return [
             f"[email_api] unsubscribe_mailto = {self.mailto!r}: not an email address ({why}); "
             "write one, e.g. unsubscribe@your-domain.com, or mailto:unsubscribe@your-domain.com"
             "?subject=unsubscribe-{customer_id}"
         ]
+
+    def _mailto_flaw(self) -> str:
+        """Why ``unsubscribe_mailto``, its placeholders filled in, is not an address or a
+        ``mailto:`` URI of one, or "". It goes inside <...> in List-Unsubscribe, so no
+        angle bracket or comma either."""
+        try:
+            sample = self.mailto.format(**{name: "x" for name in PLACEHOLDERS})
+        except (IndexError, KeyError, ValueError) as exc:  # "{}": a placeholder without a name
+            return f"cannot fill in a placeholder: {exc}"
+        if any(c in "<>," for c in sample):
+            return "it holds an angle bracket or a comma"
+        address = unquote(sample.removeprefix("mailto:").partition("?")[0])
+        try:
+            validate_email(
+                address, check_deliverability=False, globally_deliverable=False,
+                test_environment=True,
+            )  # fmt: skip
+        except EmailNotValidError as exc:
+            return str(exc)
+        return ""
 
     def example_domain(self) -> str:
         """The reserved example domain a configured path points at, or ""."""
