@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import math
 import os
 import string
 import unicodedata
+from dataclasses import dataclass
 
 import luigi
 
@@ -59,6 +61,67 @@ class DateParameter(luigi.DateParameter):
                 f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25"
             ) from None
         return text
+
+
+# Tokens kept back from the provider's burst: a token taken now reaches the provider a
+# moment later on a cold connection than on a warm one (measured: one 429 per channel
+# with equal buckets, none with two tokens of margin). Here, not in ratelimit: the lower
+# bound of every ``burst`` setting.
+BURST_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting allows: *low* to *high* (above *low* with *low_open*),
+    finite; *unit* says what the number counts, for the settings check's line."""
+
+    low: float
+    high: float
+    unit: str
+    low_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        if not math.isfinite(value) or value > self.high:
+            return False
+        return value > self.low if self.low_open else value >= self.low
+
+    def __str__(self) -> str:
+        if self.low_open:
+            return f"above {_number(self.low)} and at most {_number(self.high)} {self.unit}"
+        return f"{_number(self.low)} to {_number(self.high)} {self.unit}"
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+class Bounded:
+    """Mixed into a numeric parameter: its :class:`Range`, declared beside it (the one
+    home of a setting's bounds), which the settings check applies before anything is sent.
+
+    luigi's own NumericalParameter would refuse the value while parsing, in a line that
+    names neither the section nor the key; :mod:`.settings_check` names both."""
+
+    def __init__(self, *args, allowed: Range, **kwargs):
+        self.allowed = allowed
+        super().__init__(*args, **kwargs)
+
+
+class BoundedInt(Bounded, luigi.IntParameter):
+    """A whole number within its :class:`Range`."""
+
+
+class BoundedFloat(Bounded, luigi.FloatParameter):
+    """A number within its :class:`Range`."""
+
+
+class PathParameter(luigi.Parameter):
+    """A file or folder path: a leading ``~`` or ``~user`` is expanded as a shell would,
+    wherever the value comes from (a config file, a flag), so that no setting creates a
+    folder named ``~`` in the current one."""
+
+    def normalize(self, x):
+        return os.path.expanduser(x) if isinstance(x, str) else x
 
 
 def secret(env_name: str, section: str, key: str) -> str:
@@ -116,17 +179,17 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801 - luigi's flags: -
         description="Campaign name, the default of every task's --campaign and part of its run "
         "folder (letters, digits, '.', '_', '-')",
     )
-    input_path = luigi.Parameter(
+    input_path = PathParameter(
         default="data/sample/customers.csv",
         config_path=_in_campaign("input_path"),
         description="Customer CSV; may contain {date}, formatted YYYY-MM-DD",
     )
-    output_dir = luigi.Parameter(
+    output_dir = PathParameter(
         default="var/campaigns",
         config_path=_in_campaign("output_dir"),
         description="Folder of the run folders, {output_dir}/{campaign}/{date}/",
     )
-    templates_dir = luigi.Parameter(
+    templates_dir = PathParameter(
         default="config/templates",
         config_path=_in_campaign("templates_dir"),
         description="Folder of the message templates, one <channel>/<name>/ folder each",
@@ -147,23 +210,27 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801 - luigi's flags: -
         description="Text phone numbers written with letters (1-800-FLOWERS); off, such a "
         "number is skipped for SMS, as letters are most often a typo (O for 0)",
     )
-    preview_requests = luigi.IntParameter(
+    preview_requests = BoundedInt(
         default=20,
+        allowed=Range(0, 1_000_000, "requests"),
         config_path=_in_campaign("preview_requests"),
         description="How many requests a dry run's preview shows in full",
     )
-    timeout_seconds = luigi.FloatParameter(
+    timeout_seconds = BoundedFloat(
         default=0.0,
+        allowed=Range(0, 30 * 86_400, "seconds (30 days; 0: no limit)"),
         config_path=_in_campaign("timeout_seconds"),
         description="Seconds each attempt of each task may run; 0 means no limit",
     )
-    wait_for_input_minutes = luigi.FloatParameter(
+    wait_for_input_minutes = BoundedFloat(
         default=0.0,
+        allowed=Range(0, 7 * 1440, "minutes (a week; 0: no wait)"),
         config_path=_in_campaign("wait_for_input_minutes"),
         description="How long a run waits for a missing customer file; 0 fails at once",
     )
-    progress_log_seconds = luigi.FloatParameter(
+    progress_log_seconds = BoundedFloat(
         default=10.0,
+        allowed=Range(0, 86_400, "seconds (a day; 0: no progress lines)"),
         config_path=_in_campaign("progress_log_seconds"),
         description="Seconds between a sending channel's progress lines in the log; 0: none",
     )
@@ -220,7 +287,8 @@ def _base_url(**default: str) -> luigi.Parameter:
 
 
 def _rate_per_second(**default: float) -> luigi.FloatParameter:
-    return luigi.FloatParameter(
+    return BoundedFloat(
+        allowed=Range(0, 1_000_000, "requests per second", low_open=True),
         description="Requests per second the provider allows the account, shared by every "
         "process on this machine that sends through it",
         **default,
@@ -228,13 +296,19 @@ def _rate_per_second(**default: float) -> luigi.FloatParameter:
 
 
 def _burst(**default: int) -> luigi.IntParameter:
-    return luigi.IntParameter(
-        description="Requests the provider lets through at once (its bucket size)", **default
+    return BoundedInt(
+        allowed=Range(
+            BURST_MARGIN, 1_000_000, f"requests (the client keeps {BURST_MARGIN} back)", True
+        ),
+        description="Requests the provider lets through at once (its bucket size)",
+        **default,
     )
 
 
 def _concurrency(**default: int) -> luigi.IntParameter:
-    return luigi.IntParameter(description="Sending threads", **default)
+    return BoundedInt(
+        allowed=Range(1, 256, "sending threads"), description="Sending threads", **default
+    )
 
 
 class provider_section(NamedParseErrors, luigi.Config):  # noqa: N801 - named as the sections are
@@ -244,15 +318,20 @@ class provider_section(NamedParseErrors, luigi.Config):  # noqa: N801 - named as
     rate_per_second = _rate_per_second()
     burst = _burst()
     concurrency = _concurrency()
-    timeout_seconds = luigi.FloatParameter(
-        default=10.0, description="Seconds to connect, and to wait for the answer, per request"
+    timeout_seconds = BoundedFloat(
+        default=10.0,
+        allowed=Range(0, 3600, "seconds", low_open=True),
+        description="Seconds to connect, and to wait for the answer, per request",
     )
-    retry_attempts = luigi.IntParameter(
+    retry_attempts = BoundedInt(
         default=2,
+        allowed=Range(1, 100, "attempts, the first one included"),
         description="Attempts per recipient per run for transient failures, the first included",
     )
-    retry_delay_seconds = luigi.FloatParameter(
-        default=300.0, description="Seconds before a transient failure is tried again"
+    retry_delay_seconds = BoundedFloat(
+        default=300.0,
+        allowed=Range(0, 86_400, "seconds"),
+        description="Seconds before a transient failure is tried again",
     )
     retry_unanswered = luigi.BoolParameter(
         default=False,
@@ -269,8 +348,9 @@ class email_api(provider_section):  # noqa: N801 - the section's name
     )
     from_email = luigi.Parameter(default="", description="The verified SendGrid sender's address")
     from_name = luigi.Parameter(default="", description="The sender's name; empty: none")
-    batch_size = luigi.IntParameter(
+    batch_size = BoundedInt(
         default=100,
+        allowed=Range(1, 1000, "recipients per request"),
         description="Recipients per request, 1 to 1000 (SendGrid personalizations)",
     )
     custom_args = luigi.ListParameter(
@@ -306,8 +386,9 @@ class email_api(provider_section):  # noqa: N801 - the section's name
         description="Address (or mailto: URI, placeholders as unsubscribe_url) that "
         "unsubscribes its sender, also sent in List-Unsubscribe; empty: none",
     )
-    asm_group_id = luigi.IntParameter(
+    asm_group_id = BoundedInt(
         default=0,
+        allowed=Range(0, 2**31 - 1, "(0: none, else a SendGrid unsubscribe group id)"),
         description="SendGrid unsubscribe group sent as the asm block, so SendGrid manages "
         "the group's unsubscribes; 0: none",
     )
@@ -326,8 +407,9 @@ class email_api(provider_section):  # noqa: N801 - the section's name
         "asm_group_id's unsubscribes) into the consent store, so that their addresses are "
         "skipped, not sent",
     )
-    suppression_page_size = luigi.IntParameter(
+    suppression_page_size = BoundedInt(
         default=500,
+        allowed=Range(1, 500, "entries per page"),
         description="Entries asked for per page of a SendGrid suppression list, 1 to 500 "
         "(SendGrid's limit parameter)",
     )
@@ -395,13 +477,14 @@ class push_api(provider_section):  # noqa: N801 - the section's name
 class rate_limits(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     """The ``[rate_limits]`` section: where the providers' shared token buckets live."""
 
-    bucket_dir = luigi.Parameter(
+    bucket_dir = PathParameter(
         default="",
         description="Folder of the token buckets that every process on this machine sending "
         "through one provider account shares; empty: a folder of this user's in the temp dir",
     )
-    lock_timeout_seconds = luigi.FloatParameter(
+    lock_timeout_seconds = BoundedFloat(
         default=30.0,
+        allowed=Range(0, 86_400, "seconds (a day)", low_open=True),
         description="Seconds a sender waits for a bucket file that another process holds "
         "(each holds it for microseconds); past it, the holder is taken as frozen and the "
         "channel stops with its recipients pending",
@@ -411,12 +494,12 @@ class rate_limits(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's
 class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
     """The ``[consent]`` section: who must not be messaged (see README, "Consent")."""
 
-    suppressions = luigi.Parameter(
+    suppressions = PathParameter(
         default="config/suppressions.csv",
         description="Suppression CSV read at every run (columns channel, contact, customer_id); "
         "a recipient it names is skipped, never sent; empty: no file",
     )
-    store = luigi.Parameter(
+    store = PathParameter(
         default="var/consent.sqlite",
         description="SQLite file of what the pipeline learns from the providers' answers "
         "(STOP replies, retired tokens, invalid addresses) and remembers across campaigns",
@@ -427,14 +510,16 @@ class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's nam
         description="Customers sharing a contact on a channel get one message: the first in "
         "file order; the others are skipped as duplicates",
     )
-    frequency_cap = luigi.IntParameter(
+    frequency_cap = BoundedInt(
         default=0,
+        allowed=Range(0, 1_000_000, "messages per contact (0: no cap)"),
         description="At most this many messages per contact per channel within "
         "frequency_window_days, counted over every campaign sharing the store; the others "
         "are skipped as 'frequency cap'; 0: no cap (messages are still recorded)",
     )
-    frequency_window_days = luigi.IntParameter(
+    frequency_window_days = BoundedInt(
         default=7,
+        allowed=Range(1, 3660, "days (ten years)"),
         description="The days (back from each recipient's admission) the frequency cap counts",
     )
     quiet_hours = luigi.Parameter(
@@ -463,8 +548,10 @@ class report(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name
         description="Show some failed, unknown and skipped recipients (customer id, contact, "
         "the provider's error text) in the report; false: customer data only as counts",
     )
-    samples = luigi.IntParameter(
-        default=20, description="Recipients per channel the report shows with include_samples"
+    samples = BoundedInt(
+        default=20,
+        allowed=Range(0, 10_000, "recipients per channel"),
+        description="Recipients per channel the report shows with include_samples",
     )
     base_url = luigi.Parameter(
         default="http://127.0.0.1:8084",

@@ -9,7 +9,6 @@ wait_for_input_minutes``) rather than after ``[worker] max_keep_alive_idle_durat
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 
@@ -71,7 +70,8 @@ class CustomerFileWait(luigi.ExternalTask):
 
     def _wait(self) -> bool:
         minutes = campaign_config().wait_for_input_minutes
-        minutes = minutes if 0 < minutes < math.inf else 0.0
+        if not campaign_config.wait_for_input_minutes.allowed.allows(minutes):
+            minutes = 0.0  # no wait of years: LoadSegments' settings check names the value
         if not _missing(self.path):
             return True
         if minutes:

@@ -54,9 +54,7 @@ def preview(
         if status == Status.PENDING:
             pending_seen += 1
             try:
-                context = provider.template_context(row["context"])
-                parts = template.render(context)
-                request = provider.request(row["recipient"], parts, context)
+                request = provider.build(template, row["recipient"], row["context"])
                 status = WOULD_SEND
             except MessageError as exc:
                 status, reason = Status.FAILED, f"not sent: {exc}"

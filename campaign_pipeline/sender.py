@@ -39,6 +39,7 @@ from .exceptions import (
     NotSentError,
     PermanentError,
     SendingInterruptedError,
+    TemplateError,
 )
 from .ledger import Ledger, Status
 from .providers import Kind, Outcome, Provider, Request
@@ -428,15 +429,19 @@ class ChannelSender:
     def _build(self, rows: list[dict]) -> list[tuple[dict, Request]]:
         """Render and build each row's own request; fail, unsent, the rows that cannot be.
 
-        Whatever rendering raises is that customer's data meeting the template (the
-        template proves at start that it compiles and knows every variable), so it fails
-        that recipient alone; see :meth:`MessageTemplate.render`."""
+        A MessageError is that customer's data meeting the template (the template proved
+        at start that it compiles, knows every variable and renders for real customers),
+        so it fails that recipient alone; see :meth:`MessageTemplate.render`. A
+        TemplateError (an included file gone since) fails everyone alike: it stops the
+        channel, every unsent recipient left pending for the fixed rerun."""
         built = []
         for row in rows:
             try:
-                context = self.provider.template_context(row["context"])
-                parts = self.template.render(context)
-                built.append((row, self.provider.request(row["recipient"], parts, context)))
+                request = self.provider.build(self.template, row["recipient"], row["context"])
+                built.append((row, request))
+            except TemplateError as exc:
+                self._stop(self.redact(str(exc)))
+                return []
             except MessageError as exc:
                 self.ledger.fail_pending(row["customer_id"], self.redact(f"not sent: {exc}"))
                 self._settle([row], Status.FAILED)

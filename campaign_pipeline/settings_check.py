@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 import os
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import luigi
@@ -30,10 +29,9 @@ import luigi.cmdline_parser
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import consent, input_file, pipeline, report
+from .config import Bounded, input_file, pipeline, report
 from .exceptions import SettingsError
 from .providers import PROVIDER_URL_ENV
-from .sender import BURST_MARGIN
 
 log = logging.getLogger("campaign_pipeline")
 
@@ -44,41 +42,6 @@ KINDS = [  # what a value must look like, by parameter type (subclasses first)
     (luigi.IntParameter, "a whole number"),
     (luigi.FloatParameter, "a number"),
     (luigi.ListParameter, 'a JSON list such as ["premium", "new"]'),
-]
-
-
-def above(limit: float) -> Callable[[float], bool]:
-    return lambda value: math.isfinite(value) and value > limit
-
-
-def at_least(limit: float) -> Callable[[float], bool]:
-    return lambda value: math.isfinite(value) and value >= limit
-
-
-# (key, test, what is allowed) for each provider section that has the key
-PROVIDER_RULES = [
-    ("rate_per_second", above(0), "a number of requests per second above 0"),
-    ("burst", above(BURST_MARGIN), f"above {BURST_MARGIN}, the tokens the client keeps back"),
-    ("concurrency", at_least(1), "1 or more sending threads"),
-    ("timeout_seconds", above(0), "a number of seconds above 0"),
-    ("retry_attempts", at_least(1), "1 or more attempts, the first one included"),
-    ("retry_delay_seconds", at_least(0), "0 or more seconds"),
-    ("batch_size", lambda value: 1 <= value <= 1000, "1 to 1000 recipients per request"),
-    ("asm_group_id", at_least(0), "0 (none) or a SendGrid unsubscribe group id"),
-    ("suppression_page_size", lambda value: 1 <= value <= 500, "1 to 500 entries per page"),
-]
-CAMPAIGN_RULES = [
-    ("timeout_seconds", at_least(0), "0 (no limit) or more seconds"),
-    ("wait_for_input_minutes", at_least(0), "0 (no wait) or more minutes"),
-    ("preview_requests", at_least(0), "0 or more requests"),
-    ("progress_log_seconds", at_least(0), "0 (no progress lines) or more seconds"),
-]
-
-REPORT_RULES = [("samples", at_least(0), "0 or more recipients per channel")]
-
-CONSENT_RULES = [
-    ("frequency_cap", at_least(0), "0 (no cap) or more messages per contact"),
-    ("frequency_window_days", at_least(1), "1 or more days"),
 ]
 
 
@@ -214,16 +177,9 @@ def _kind(param: luigi.Parameter) -> str:
 def value_problems(task: luigi.Task) -> list[str]:
     """A line for each setting whose value parses but cannot work."""
     campaign = pipeline()
-    problems = _ruled("campaign", campaign, CAMPAIGN_RULES)
-    problems += _ruled("consent", consent(), CONSENT_RULES)
-    problems += _ruled("report", report(), REPORT_RULES)
+    problems = range_problems()
     problems += _report_problems(report().base_url)
     problems += _url_credential_problems()
-    from .channels import registered  # the registry imports tasks, which import this module
-
-    for channel in registered():
-        provider = channel.config()
-        problems += _ruled(provider.get_task_family(), provider, PROVIDER_RULES)
     problems += _campaign_problems(campaign, task)
     problems += _quiet_hours_problems()
     problems += _targeting_problems(campaign.segments, task)
@@ -231,12 +187,25 @@ def value_problems(task: luigi.Task) -> list[str]:
     return problems
 
 
-def _ruled(section: str, values, rules) -> list[str]:
+def range_problems() -> list[str]:
+    """A line for each numeric setting outside the :class:`~.config.Range` its parameter
+    declares (``allowed=``): of this package's sections and of every channel's provider
+    section (a channel another module registers too)."""
+    from .channels import registered  # the registry imports tasks, which import this module
+
+    classes = [c for c in package_classes() if issubclass(c, luigi.Config)]
+    classes += [c.config for c in registered() if c.config not in classes]
     problems = []
-    for key, allowed, what in rules:
-        value = getattr(values, key, None)
-        if value is not None and not allowed(value):
-            problems.append(f"[{section}] {key} = {value}: must be {what}")
+    for cls in classes:
+        bounded = [(n, p) for n, p in cls.get_params() if isinstance(p, Bounded)]
+        values = cls() if bounded else None
+        for name, param in bounded:
+            value = getattr(values, name)
+            if not param.allowed.allows(value):
+                where = param._config_path or {"section": cls.get_task_family(), "name": name}
+                problems.append(
+                    f"[{where['section']}] {where['name']} = {value}: must be {param.allowed}"
+                )
     return problems
 
 

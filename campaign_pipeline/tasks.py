@@ -13,7 +13,6 @@ import functools
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import sqlite3
@@ -63,7 +62,7 @@ from .progress import ProgressReporter, rate_limit
 from .providers.lists import ListReader, ProviderList
 from .reporting import figures, timings
 from .sender import ChannelSender, Settings, redactor
-from .templates import MessageTemplate
+from .templates import MessageTemplate, check_renders
 from .termination import stop_on_sigterm
 
 log = logging.getLogger("campaign_pipeline")
@@ -119,7 +118,7 @@ class CampaignTask(NamedParseErrors, luigi.Task):
         requests in flight to be answered (twice the longest provider timeout) and more.
         """
         seconds = campaign_config().timeout_seconds
-        if not 0 < seconds < math.inf:
+        if not (seconds and campaign_config.timeout_seconds.allowed.allows(seconds)):
             return None  # none, or a bad value that run() names
         from .channels import registered
 
@@ -145,7 +144,9 @@ class CampaignTask(NamedParseErrors, luigi.Task):
 
 @CampaignTask.event_handler(luigi.Event.START)
 def _start_deadline(_task: CampaignTask) -> None:
-    termination.start_deadline(campaign_config().timeout_seconds)
+    seconds = campaign_config().timeout_seconds
+    if campaign_config.timeout_seconds.allowed.allows(seconds):  # else run() names it
+        termination.start_deadline(seconds)
 
 
 @CampaignTask.event_handler(luigi.Event.PROCESSING_TIME)  # run() returned
@@ -426,6 +427,7 @@ class ChannelTask(CampaignTask):
         provider.check_template(template)
         if unknown := sorted(set(provider.fields) - fields):
             raise SettingsError(f"[{config.get_task_family()}] asks for unknown field(s) {unknown}")
+        self._check_renders(provider, template)
         suppressions = self._file_suppressions()
         self._applies, self._scope = provider.list_applies, provider.list_scope()
         if self.dry_run:
@@ -440,6 +442,20 @@ class ChannelTask(CampaignTask):
         finally:
             ledger.close()
             store.close()
+
+    def _check_renders(self, provider, template: MessageTemplate) -> None:
+        """Render and build the messages of the first targeted customers before anything
+        is sent: a template that fails for each of them stops the task (TemplateError),
+        every recipient left pending for the fixed rerun rather than failed for good."""
+        column = provider.contact_field
+        rows = (
+            c for c in self._customers(column) if c["targeted"] and c["status"] == Status.PENDING
+        )
+        check_renders(
+            lambda row: provider.build(template, row["recipient"], row["context"]),
+            rows,
+            f"{self.channel} template {template.folder}",
+        )
 
     def _file_suppressions(self) -> Suppressions:
         """The suppression file's entries for this channel; a malformed file fails the task

@@ -25,7 +25,9 @@ import hmac
 import re
 import string
 from collections.abc import Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
+
+from email_validator import EmailNotValidError, validate_email
 
 from .config import email_api, secret
 from .exceptions import InvalidSecretError, SettingsError
@@ -204,6 +206,12 @@ class Unsubscribe:
         for name, template in (("unsubscribe_url", self.url), ("unsubscribe_mailto", self.mailto)):
             if not template:
                 continue
+            if any(c.isspace() or not c.isprintable() for c in template):
+                found.append(
+                    f"[email_api] {name} = {template!r}: holds a space, a line break or a "
+                    "control character; it is sent in the List-Unsubscribe header, one line"
+                )
+                continue
             try:
                 fields = placeholders(template)
             except ValueError as exc:
@@ -230,7 +238,38 @@ class Unsubscribe:
                 )
         if self.needs_key and (problem := key_id_problem(self.key_id)):
             found.append(problem)
+        if self.mailto and not found:
+            found += self._mailto_problems()
         return found
+
+    def _mailto_problems(self) -> list[str]:
+        if not (why := self._mailto_flaw()):
+            return []
+        return [
+            f"[email_api] unsubscribe_mailto = {self.mailto!r}: not an email address ({why}); "
+            "write one, e.g. unsubscribe@your-domain.com, or mailto:unsubscribe@your-domain.com"
+            "?subject=unsubscribe-{customer_id}"
+        ]
+
+    def _mailto_flaw(self) -> str:
+        """Why ``unsubscribe_mailto``, its placeholders filled in, is not an address or a
+        ``mailto:`` URI of one, or "". It goes inside <...> in List-Unsubscribe, so no
+        angle bracket or comma either."""
+        try:
+            sample = self.mailto.format(**{name: "x" for name in PLACEHOLDERS})
+        except (IndexError, KeyError, ValueError) as exc:  # "{}": a placeholder without a name
+            return f"cannot fill in a placeholder: {exc}"
+        if any(c in "<>," for c in sample):
+            return "it holds an angle bracket or a comma"
+        address = unquote(sample.removeprefix("mailto:").partition("?")[0])
+        try:
+            validate_email(
+                address, check_deliverability=False, globally_deliverable=False,
+                test_environment=True,
+            )  # fmt: skip
+        except EmailNotValidError as exc:
+            return str(exc)
+        return ""
 
     def example_domain(self) -> str:
         """The reserved example domain a configured path points at, or ""."""

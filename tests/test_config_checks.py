@@ -8,22 +8,25 @@ would blow the subprocess timeout instead of ending within seconds.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import datetime
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import luigi
 import pytest
 from conftest import CHANNELS, REPO, RETCODE, free_port
 from test_notifications import body, inbox  # noqa: F401 - the SMTP fixture
 from test_operations import luigid, task_list  # noqa: F401 - luigid: config/luigid.cfg
 
 from campaign_pipeline import settings_check
-from campaign_pipeline.config import input_file
+from campaign_pipeline.config import Bounded, email_api, input_file
 from campaign_pipeline.exceptions import SettingsError
 from campaign_pipeline.runner import scheduler_answers
 from campaign_pipeline.sender import BURST_MARGIN
@@ -374,6 +377,96 @@ def test_an_output_folder_below_a_file_is_named(campaign):
     assert_nothing_sent(campaign)
 
 
+def test_paths_starting_with_a_tilde_are_in_the_home_folder_as_a_shell_has_it(campaign):
+    home, elsewhere = campaign.root / "home", campaign.root / "elsewhere"
+    elsewhere.mkdir()
+    campaign.customers_path = home / "customers.csv"
+    home.mkdir()
+    campaign.write_customers(rows=6)
+    shutil.copytree(REPO / "config" / "templates", home / "templates")
+    (home / "suppressions.csv").write_text("channel,contact,customer_id\n")
+    campaign.start_sandbox()
+    campaign.configure(
+        campaign={"input_path": "~/customers.csv", "output_dir": "~/runs",
+                  "templates_dir": "~/templates"},
+        consent={"suppressions": "~/suppressions.csv"},
+        rate_limits={"bucket_dir": "~/buckets"},
+    )  # fmt: skip
+
+    done = campaign.run("--consent-store", "~/consent.sqlite", cwd=elsewhere,
+                        env=campaign.env(HOME=str(home)))  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(elsewhere.iterdir()) == [], "nothing in a folder named ~ of the current one"
+    folder = home / "runs" / campaign.name / campaign.folder.name
+    for channel in CHANNELS:
+        with (folder / f"{channel}_results.csv").open() as handle:
+            assert "sent" in handle.read()
+    assert (home / "consent.sqlite").is_file() and (home / "buckets").is_dir()
+
+
+def test_an_unsubscribe_mailto_that_is_not_an_address_is_named(campaign):
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    shipped_retry_policy(campaign)
+    campaign.configure(email_api={"unsubscribe_mailto": "unsubscribe"})
+
+    done, _ = timed_run(campaign)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    assert (
+        "[email_api] unsubscribe_mailto = 'unsubscribe': not an email address (An email "
+        "address must have an @-sign.)" in done.stderr
+    )
+    assert campaign.requests("email") == 0
+
+
+def another_programs_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO users (name) VALUES ('Ann')")
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for leftover in path.parent.glob(f"{path.name}-*"):
+        leftover.unlink()
+
+
+def not_a_database(path: Path) -> None:
+    path.write_text("id,name\n1,Ann\n" * 100)
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (another_programs_database, "an SQLite database of another program (its tables "
+         "include users)"),
+        (not_a_database, "not an SQLite database"),
+    ],
+)  # fmt: skip
+def test_a_consent_store_of_another_program_is_refused_without_changing_a_byte(
+    campaign, make, problem
+):
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    shipped_retry_policy(campaign)
+    store = campaign.root / "stores" / "theirs.db"
+    store.parent.mkdir()
+    make(store)
+    os.utime(store, ns=(1_000_000_000, 1_000_000_000))
+    before = store.read_bytes()
+    campaign.configure(consent={"store": str(store)})
+
+    done, _ = timed_run(campaign)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    assert f"consent store {store} ([consent] store): {problem}; left as it is" in done.stderr
+    assert_nothing_sent(campaign)
+    assert store.read_bytes() == before
+    assert store.stat().st_mtime_ns == 1_000_000_000
+    assert list(store.parent.iterdir()) == [store], "no journal, WAL or shared-memory file"
+
+
 # Settings that parse but cannot work, unknown keys and sections, misspelt segments.
 
 
@@ -396,16 +489,57 @@ def test_settings_that_cannot_work_are_named_before_anything_is_sent(campaign):
     assert sorted(error_lines(done.stderr)) == [
         "[campaign] default_region = us: not a region phonenumbers knows; "
         "write a two-letter ISO 3166 code in capitals, did you mean US?",
-        "[campaign] timeout_seconds = -1.0: must be 0 (no limit) or more seconds",
-        "[consent] frequency_cap = -1: must be 0 (no cap) or more messages per contact",
-        "[consent] frequency_window_days = 0: must be 1 or more days",
-        "[email_api] batch_size = 1001: must be 1 to 1000 recipients per request",
-        "[email_api] rate_per_second = 0.0: must be a number of requests per second above 0",
-        "[email_api] retry_delay_seconds = -1.0: must be 0 or more seconds",
-        "[push_api] concurrency = 0: must be 1 or more sending threads",
-        "[push_api] retry_attempts = 0: must be 1 or more attempts, the first one included",
-        "[sms_api] burst = 2: must be above 2, the tokens the client keeps back",
-        "[sms_api] timeout_seconds = 0.0: must be a number of seconds above 0",
+        "[campaign] timeout_seconds = -1.0: must be 0 to 2,592,000 seconds (30 days; 0: no limit)",
+        "[consent] frequency_cap = -1: must be 0 to 1,000,000 messages per contact (0: no cap)",
+        "[consent] frequency_window_days = 0: must be 1 to 3,660 days (ten years)",
+        "[email_api] batch_size = 1001: must be 1 to 1,000 recipients per request",
+        "[email_api] rate_per_second = 0.0: must be above 0 and at most 1,000,000 requests per "
+        "second",
+        "[email_api] retry_delay_seconds = -1.0: must be 0 to 86,400 seconds",
+        "[push_api] concurrency = 0: must be 1 to 256 sending threads",
+        "[push_api] retry_attempts = 0: must be 1 to 100 attempts, the first one included",
+        "[sms_api] burst = 2: must be above 2 and at most 1,000,000 requests (the client keeps "
+        "2 back)",
+        "[sms_api] timeout_seconds = 0.0: must be above 0 and at most 3,600 seconds",
+    ]
+    assert_nothing_sent(campaign)
+
+
+def test_numbers_beyond_any_sensible_range_are_named_before_anything_is_sent(campaign):
+    """1e308 requests per second used to overflow in the token bucket after other channels
+    had started sending; a window of millions of days, in the frequency cap's date sums."""
+    campaign.write_customers(rows=10)
+    campaign.start_sandbox()
+    shipped_retry_policy(campaign)
+    campaign.configure(
+        campaign={"wait_for_input_minutes": 1e12, "progress_log_seconds": "inf"},
+        email_api={"rate_per_second": 1e308, "asm_group_id": 2**40},
+        sms_api={"retry_delay_seconds": "nan", "concurrency": 100_000},
+        push_api={"burst": 10**9, "timeout_seconds": 1e9},
+        consent={"frequency_cap": 5, "frequency_window_days": 10_000_000},
+        report={"samples": 10**9},
+    )
+
+    done, seconds = timed_run(campaign)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    assert seconds < FAST
+    assert sorted(error_lines(done.stderr)) == [
+        "[campaign] progress_log_seconds = inf: must be 0 to 86,400 seconds (a day; 0: no "
+        "progress lines)",
+        "[campaign] wait_for_input_minutes = 1000000000000.0: must be 0 to 10,080 minutes (a "
+        "week; 0: no wait)",
+        "[consent] frequency_window_days = 10000000: must be 1 to 3,660 days (ten years)",
+        "[email_api] asm_group_id = 1099511627776: must be 0 to 2,147,483,647 (0: none, else "
+        "a SendGrid unsubscribe group id)",
+        "[email_api] rate_per_second = 1e+308: must be above 0 and at most 1,000,000 requests "
+        "per second",
+        "[push_api] burst = 1000000000: must be above 2 and at most 1,000,000 requests (the "
+        "client keeps 2 back)",
+        "[push_api] timeout_seconds = 1000000000.0: must be above 0 and at most 3,600 seconds",
+        "[report] samples = 1000000000: must be 0 to 10,000 recipients per channel",
+        "[sms_api] concurrency = 100000: must be 1 to 256 sending threads",
+        "[sms_api] retry_delay_seconds = nan: must be 0 to 86,400 seconds",
     ]
     assert_nothing_sent(campaign)
 
@@ -594,6 +728,19 @@ def test_luigis_own_and_unrelated_sections_are_left_alone():
     ]  # [schedular] is closer to luigi's [scheduler] than to [schedule]
 
 
+def test_every_numeric_setting_declares_its_range_beside_it():
+    numeric = [
+        (cls.get_task_family(), name, param)
+        for cls in settings_check.package_classes()
+        for name, param in cls.get_params()
+        if isinstance(param, (luigi.IntParameter, luigi.FloatParameter))
+    ]
+
+    assert len(numeric) > 20
+    assert [(section, name) for section, name, p in numeric if not isinstance(p, Bounded)] == []
+    assert all(p.allowed.allows(p._default) for _, _, p in numeric), "the defaults are allowed"
+
+
 @pytest.mark.parametrize(
     "key, value, ok",
     [
@@ -604,11 +751,12 @@ def test_luigis_own_and_unrelated_sections_are_left_alone():
         ("batch_size", 1000, True),
         ("batch_size", 0, False),
         ("retry_delay_seconds", 0, True),
+        ("rate_per_second", 1e308, False),
+        ("retry_delay_seconds", 86_400 * 365, False),
     ],
 )
-def test_provider_rules(key, value, ok):
-    rule = next(test for name, test, _ in settings_check.PROVIDER_RULES if name == key)
-    assert rule(value) is ok
+def test_provider_ranges(key, value, ok):
+    assert dict(email_api.get_params())[key].allowed.allows(value) is ok
 
 
 def test_input_file_fills_in_the_date_or_names_the_problem():

@@ -108,8 +108,13 @@ def test_a_malformed_suppression_file_fails_before_anything_is_sent(campaign, ro
     assert "SuppressionFileError" in done.stderr
 
 
-@pytest.mark.parametrize("kind", ["a folder", "not sqlite"])
-def test_a_consent_store_that_cannot_be_opened_fails_before_anything_is_sent(campaign, kind):
+@pytest.mark.parametrize(
+    "kind, problem",
+    [("a folder", "cannot be opened:"), ("not sqlite", "not an SQLite database; left as it is")],
+)
+def test_a_consent_store_that_cannot_be_opened_fails_before_anything_is_sent(
+    campaign, kind, problem
+):
     campaign.customers_path.write_text(HEADER + "".join(line(n) for n in range(1, 4)))
     sandbox = campaign.start_sandbox()
     store = campaign.root / "store.sqlite"
@@ -122,7 +127,7 @@ def test_a_consent_store_that_cannot_be_opened_fails_before_anything_is_sent(cam
     done = campaign.run()
 
     assert done.returncode == RETCODE["task_failed"]
-    assert f"consent store {store} ([consent] store): cannot be opened:" in done.stderr
+    assert f"consent store {store} ([consent] store): {problem}" in done.stderr
     assert sum(sandbox.stats()[c]["requests"] for c in ("email", "sms", "push")) == 0
     assert "ConsentStoreError" in done.stderr
 

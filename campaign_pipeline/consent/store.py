@@ -136,6 +136,51 @@ _CONTACT_OF = re.compile(re.escape(CONTACT_OF) + r".*\)$", re.DOTALL)
 _COLUMNS = "channel, contact, customer_id, source, date, campaign, code, note"
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def foreign(path: str) -> str:
+    """Why the existing file *path* is not a consent store (another program's SQLite
+    database, or no SQLite database at all), or "" when it is one, is empty, or is absent.
+
+    Read without changing a byte: opened read-only and ``immutable`` (no lock, no journal,
+    no WAL or shared-memory file), never switched to WAL, no table added."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError:
+        return ""  # absent (created later), or a folder: opening it names the problem
+    if not header:
+        return ""  # an empty file: made a store
+    if header != SQLITE_HEADER:
+        return "not an SQLite database"
+    try:
+        tables = _tables(path, "&immutable=1")
+    except sqlite3.DatabaseError:
+        # read while another process wrote it (a channel task creating the store, a
+        # checkpoint): ask again through SQLite's locks. An intact database of another
+        # program never gets here, so nothing is created beside it.
+        try:
+            tables = _tables(path, "")
+        except sqlite3.DatabaseError as exc:
+            return f"not a readable SQLite database ({exc})"
+    # Judged by the names of its tables (pages a checkpoint rewrites only when the schema
+    # changes), not by its rows, which a checkpoint may be writing while this reads
+    others = sorted(tables - {_NAMED.search(statement).group(1) for statement in _SCHEMA})
+    if not others:
+        return ""  # an empty database (made a store), or a store
+    return f"an SQLite database of another program (its tables include {', '.join(others[:5])})"
+
+
+def _tables(path: str, flags: str) -> set[str]:
+    """The tables of the SQLite file *path* (not SQLite's own), opened read-only with the
+    URI *flags*."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro{flags}"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000)) as db:
+        found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in found if not name.startswith("sqlite_")}
+
+
 def today() -> str:
     return datetime.datetime.now(datetime.UTC).date().isoformat()
 
@@ -162,6 +207,11 @@ class ConsentStore:
             ) from None
 
     def _open(self, path: str, readonly: bool) -> None:
+        if problem := foreign(path):
+            raise ConsentStoreError(
+                f"consent store {path} ([consent] store): {problem}; left as it is. Point "
+                "the key to this pipeline's store, or to a new file (it is created)"
+            )
         if readonly:
             uri = Path(path).resolve().as_uri() + "?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)

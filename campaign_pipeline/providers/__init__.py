@@ -20,8 +20,8 @@ import requests
 from urllib3.util import parse_url
 
 from ..config import secret
-from ..exceptions import MissingSecretError, SettingsError
-from ..templates import MessageTemplate
+from ..exceptions import MessageError, MissingSecretError, SettingsError
+from ..templates import MessageTemplate, line_break
 from .errors import FAILED, RATE_LIMITED, RENEW, RETRY, SENT, STOP, UNKNOWN, Kind, lookup
 
 if TYPE_CHECKING:
@@ -145,6 +145,8 @@ class Provider:
     template_variables: tuple[str, ...] = ()
     # the config key that turns reading the provider's own suppression lists off, if any
     sync_key = ""
+    # the template parts sent as a header (an email's subject): one line each
+    header_parts: tuple[str, ...] = ()
 
     def __init__(self, base_url: str, preview: bool = False):
         self.overridden = bool(os.environ.get(PROVIDER_URL_ENV))
@@ -216,7 +218,25 @@ class Provider:
         return "\0".join(self.secrets[name] for name in sorted(self.secrets))
 
     def check_template(self, template: MessageTemplate) -> None:
-        """Warn about what the checked *template* lacks for this provider (a hook)."""
+        """Fail when a :attr:`header_parts` part of *template* spans lines; a provider
+        extends it to warn about what the template lacks for it."""
+        for part in self.header_parts:
+            template.check_one_line(part)
+
+    def build(self, template: MessageTemplate, recipient: str, context: dict) -> Request:
+        """Render *template* for one customer (*context*, the row's) and build the request.
+
+        Raises MessageError when this customer's message cannot be built, a header part
+        with a line break from the customer's data among them (header injection)."""
+        context = self.template_context(context)
+        parts = template.render(context)
+        for part in self.header_parts:
+            if line_break(parts.get(part, "")):
+                raise MessageError(
+                    f"{part} rendered with a line break or a control character from the "
+                    "customer's data; a header is one line"
+                )
+        return self.request(recipient, parts, context)
 
     def suppression_lists(self, reader: ListReader) -> list[ProviderList]:  # noqa: ARG002 - a hook
         """The provider's own lists of who must not be messaged, read through *reader*

@@ -15,7 +15,7 @@ from ..config import email_api
 from ..consent import match_key
 from ..exceptions import ChannelStoppedError, MessageError, SettingsError
 from ..segments import ascii_address
-from ..templates import MessageTemplate
+from ..templates import MessageTemplate, line_break
 from ..unsubscribe import Unsubscribe, check_key, old_key_envs
 from . import Blame, Provider, Request, json_body
 from .lists import Listed, ListReader, ProviderList
@@ -104,6 +104,7 @@ class EmailProvider(Provider):
     success_status = 202
     template_variables = ("unsubscribe_url",)
     sync_key = "sync_suppressions"
+    header_parts = ("subject.txt",)
 
     def __init__(self, config: email_api, preview: bool = False):
         super().__init__(config.base_url, preview)
@@ -131,6 +132,12 @@ class EmailProvider(Provider):
             raise SettingsError(
                 "[email_api] from_email is not set: SendGrid needs a verified sender"
             )
+        for key in ("from_email", "from_name"):
+            if line_break(getattr(self, key)):
+                raise SettingsError(
+                    f"[email_api] {key}: holds a line break or a control character; it is "
+                    "sent in a header, which is one line"
+                )
         self.check_unsubscribe()
 
     def check_unsubscribe(self) -> None:
@@ -254,6 +261,7 @@ class EmailProvider(Provider):
     def check_template(self, template: MessageTemplate) -> None:
         """CAN-SPAM wants the way out in the message itself, where a reader sees it: the
         List-Unsubscribe header shows only in some mail clients."""
+        super().check_template(template)
         shown = "unsubscribe_url" in template.variables | template.optional
         if not (shown or self.transactional or self.asm_group_id):
             log.warning(

@@ -448,6 +448,26 @@ def test_a_customer_the_template_fails_for_fails_alone_unsent(tmp_path, server, 
 
 
 @pytest.mark.usefixtures("token")
+def test_a_template_error_for_everyone_stops_the_channel_and_fails_nobody(tmp_path, server, ledger):
+    """An included file gone after the check fails every customer alike: the channel stops
+    with its rows pending for the fixed rerun, none failed for good."""
+    customers(ledger, 4)
+    folder = tmp_path / "templates" / "sms" / "t"
+    folder.mkdir(parents=True)
+    (folder / "body.txt").write_text('Hi {{ first_name }} {% include "footer.txt" %}')
+    (folder / "footer.txt").write_text("Reply STOP to opt out")
+    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
+    (folder / "footer.txt").unlink()
+    settings = Settings(1000.0, 100, 2, 5.0, 2, 0.05)
+
+    with pytest.raises(ChannelStoppedError, match=r"template .*/body.txt: TemplateNotFound"):
+        ChannelSender(FakeProvider(server.base_url), template, ledger, settings).run()
+
+    assert server.seen == []
+    assert statuses(ledger) == {f"r{n}": (PENDING, 0) for n in range(4)}
+
+
+@pytest.mark.usefixtures("token")
 def test_a_request_left_unanswered_is_sent_again_when_retry_unanswered_says_so(
     tmp_path, server, ledger
 ):

@@ -18,7 +18,7 @@ from campaign_pipeline.consent import (
     match_key,
     read_entries,
 )
-from campaign_pipeline.consent.store import LEARNED, source_kind
+from campaign_pipeline.consent.store import LEARNED, foreign, source_kind
 from campaign_pipeline.exceptions import PermanentError, SuppressionFileError
 from campaign_pipeline.ledger import SENT, Ledger
 
@@ -351,3 +351,25 @@ def test_a_new_ledgers_rows_the_store_has_messaged_are_unknown_never_pending(tmp
     unknown = {"A1", "B2"} if dedupe else {"A1"}
     assert marked == len(unknown)
     assert found == {cid: "unknown" if cid in unknown else "pending" for cid, _ in rows}
+
+
+def test_a_store_is_told_from_another_programs_file_without_writing_to_either(tmp_path):
+    mine = tmp_path / "mine.sqlite"
+    with ConsentStore(str(mine)) as store:  # open, in WAL mode, with rows in its log
+        store.learn("sms", "+12125550100", "spring", "21610")
+        assert foreign(str(mine)) == ""
+    theirs = tmp_path / "theirs.db"
+    with contextlib.closing(sqlite3.connect(theirs)) as db:
+        db.executescript("CREATE TABLE meta (key, value); CREATE TABLE accounts (id);")
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    (tmp_path / "notes.db").write_text("SQLite is a database\n")
+    files = sorted(p.name for p in tmp_path.iterdir())
+
+    assert (
+        foreign(str(theirs))
+        == "an SQLite database of another program (its tables include accounts)"
+    )
+    assert foreign(str(tmp_path / "empty.sqlite")) == ""
+    assert foreign(str(tmp_path / "notes.db")) == "not an SQLite database"
+    assert foreign(str(tmp_path / "absent.sqlite")) == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == files

@@ -84,8 +84,15 @@ def test_a_mailto_alone_has_no_one_click_header_and_both_share_one_header():
         ("https://shop.example/{campaign}/{customer_id}/{tokn}", "", "unknown placeholder {tokn}"),
         ("https://shop.example/{campaign/{customer_id}", "", "unsubscribe_url = "),
         ("", "u+{email}@shop.example", "unsubscribe_mailto: unknown placeholder {email}"),
+        ("", "unsubscribe", "unsubscribe_mailto = 'unsubscribe': not an email address"),
+        ("", "mailto:?subject={customer_id}", "must have an @-sign"),
+        ("", "u@shop.example,x@evil.example", "it holds an angle bracket or a comma"),
+        ("https://shop.example/{campaign}/{customer_id}/{token}\r\nBcc: x@evil.example", "",
+         "holds a space, a line break or a control character"),
+        ("", "u@shop.example>\r\nBcc: x@evil.example", "holds a space, a line break"),
+        ("", "u{}@shop.example", "not an email address (cannot fill in a placeholder"),
     ],
-)
+)  # fmt: skip
 def test_a_link_the_endpoint_could_not_verify_is_a_problem(url, mailto, problem):
     problems = Unsubscribe(url, mailto, KEY).problems()
 
