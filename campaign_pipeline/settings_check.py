@@ -29,9 +29,10 @@ import luigi.cmdline_parser
 import phonenumbers
 from luigi.task_register import Register, TaskClassException
 
-from .config import Bounded, input_file, pipeline, report
+from .config import Bounded, email_api, input_file, pipeline, report
 from .exceptions import SettingsError
 from .providers import PROVIDER_URL_ENV
+from .unsubscribe import Unsubscribe
 
 log = logging.getLogger("campaign_pipeline")
 
@@ -180,6 +181,7 @@ def value_problems(task: luigi.Task) -> list[str]:
     problems = range_problems()
     problems += _report_problems(report().base_url)
     problems += _url_credential_problems()
+    problems += _unsubscribe_problems()
     problems += _campaign_problems(campaign, task)
     problems += _quiet_hours_problems()
     problems += _targeting_problems(campaign.segments, task)
@@ -207,6 +209,14 @@ def range_problems() -> list[str]:
                     f"[{where['section']}] {where['name']} = {value}: must be {param.allowed}"
                 )
     return problems
+
+
+def _unsubscribe_problems() -> list[str]:
+    """``[email_api]``'s unsubscribe paths, as the email provider checks them: a way out
+    that cannot work is the campaign's problem, so no channel sends while it stands."""
+    config = email_api()
+    url, mailto = config.unsubscribe_url.strip(), config.unsubscribe_mailto.strip()
+    return Unsubscribe(url, mailto, key_id=config.unsubscribe_key_id).problems()
 
 
 def _campaign_problems(campaign: pipeline, task: luigi.Task) -> list[str]:
