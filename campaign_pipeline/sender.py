@@ -27,7 +27,6 @@ from dataclasses import dataclass, fields, replace
 from typing import Protocol
 from urllib.parse import quote, quote_plus
 
-import backoff
 import requests
 from urllib3.exceptions import ProtocolError
 
@@ -251,15 +250,6 @@ class ChannelSender:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._held: dict[str, dict] = {}  # admitted rows not yet settled, by customer id
-        self._send_admitted = backoff.on_predicate(
-            backoff.runtime,
-            predicate=lambda outcome: outcome.kind == Kind.RATE_LIMITED,
-            value=lambda outcome: outcome.retry_after if outcome.retry_after is not None else 1.0,
-            max_tries=MAX_RATE_LIMITED_TRIES,
-            jitter=None,
-            logger=None,
-            on_backoff=self._log_rate_limited,
-        )(self._send_once)
 
     def redact(self, text: str) -> str:
         """*text* with every credential masked, those minted while sending included."""
@@ -505,6 +495,23 @@ class ChannelSender:
         kind = Kind.STOP if isinstance(exc, PermanentError) else Kind.RETRY
         return Outcome(kind, error=self.redact(str(exc)))
 
+    def _send_admitted(self, rows: list[dict], request: Request) -> Outcome:
+        """Send, and after a 429 wait as the provider says (Retry-After, up to 300 s) and
+        send again, :data:`MAX_RATE_LIMITED_TRIES` times at most. A stop (SIGTERM, the
+        deadline) ends the wait at once: the next try then sends nothing."""
+        for tries in range(1, MAX_RATE_LIMITED_TRIES + 1):
+            outcome = self._send_once(rows, request)
+            if outcome.kind != Kind.RATE_LIMITED or tries == MAX_RATE_LIMITED_TRIES:
+                return outcome
+            wait = outcome.retry_after if outcome.retry_after is not None else 1.0
+            log.info(
+                "%s: provider rate limit (429); waiting %.1fs before sending again",
+                self.provider.channel,
+                wait,
+            )
+            self._stopped.wait(wait)
+        return outcome
+
     def _send_once(self, rows: list[dict], request: Request) -> Outcome:
         if self._stopped.is_set():
             return Outcome(Kind.STOP, error=self.stop_reason)
@@ -667,10 +674,3 @@ class ChannelSender:
     def stop(self, reason: str) -> None:
         """Send nothing more; requests already in flight finish and are recorded."""
         self._stop(reason, SendingInterruptedError)
-
-    def _log_rate_limited(self, details: dict) -> None:
-        log.info(
-            "%s: provider rate limit (429); waiting %.1fs before sending again",
-            self.provider.channel,
-            details["wait"],
-        )

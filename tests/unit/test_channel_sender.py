@@ -793,3 +793,32 @@ def test_nothing_leaves_after_a_stop_that_came_during_the_wait_for_a_token(
     assert not stop.is_alive()
     assert sorted(status for status, _ in statuses(ledger).values()) == [PENDING, SENT_ROW]
     assert sorted(attempts for _, attempts in statuses(ledger).values()) == [0, 1]
+
+
+@pytest.mark.usefixtures("token")
+def test_a_stop_ends_the_wait_for_a_429s_retry_after_at_once(tmp_path, server, ledger):
+    """SIGTERM or the deadline while a 429's Retry-After (up to 300 s) is waited out: the
+    sender stops at once, the recipient pending and not sent again."""
+    customers(ledger, 1)
+    busy = (429, {"error": {"code": "RATE", "message": "slow down"}}, {"Retry-After": "60"})
+    server.answer("r0", busy)
+    sender: list[ChannelSender] = []
+    stop = threading.Timer(0.2, lambda: sender[0].stop("terminated"))
+    server.arrived = lambda _recipients: stop.start()
+    folder = tmp_path / "templates" / "sms" / "t"
+    folder.mkdir(parents=True)
+    (folder / "body.txt").write_text("Hi")
+    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
+    sender.append(
+        ChannelSender(
+            FakeProvider(server.base_url), template, ledger, Settings(1000.0, 100, 1, 5.0, 2, 0.05)
+        )
+    )
+    began = time.monotonic()
+
+    with pytest.raises(SendingInterruptedError, match="^terminated$"):
+        sender[0].run()
+
+    assert time.monotonic() - began < 10, "the stop did not wait out the 60 s"
+    assert len(server.seen) == 1
+    assert statuses(ledger) == {"r0": (PENDING, 1)}
