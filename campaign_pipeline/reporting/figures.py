@@ -93,25 +93,21 @@ def gather(folder: Path, *, dry_run: bool = False, include_samples: bool = False
     channels = {}
     for channel in registered():
         channels[channel.name] = _channel(folder, channel, date_folder, dry_run, samples)
-    states = {c["state"] for c in channels.values()}
-    done = states <= {"complete", "preview"}
+    tasks = timings.read(folder)
     return {
         "schema": SCHEMA,
         "campaign": date_folder.parent.name,
         "date": date_folder.name,
         "dry_run": dry_run,
         "generated_at": utc_now(),
-        "status": {
-            "state": "complete" if done else "incomplete",
-            "detail": "every task done" if done else _not_done(channels),
-        },
+        "status": status(channels, tasks),
         "customer_file": _customer_file(load),
         "rejected_by_reason": load.get("rejected_by_reason", {}),
         "contact_issues": load.get("contact_issues", {}),
         "segments": [str(s) for s in campaign_config().segments],
         "settings": _settings(),
         "channels": channels,
-        "tasks": [t for t in timings.read(folder) if t["task"] not in WRAPPERS],
+        "tasks": [t for t in tasks if t["task"] not in WRAPPERS],
         "inputs": inputs(folder, dry_run),
     }
 
@@ -132,6 +128,24 @@ def inputs(folder: Path, dry_run: bool = False) -> dict[str, list[int]]:
 
 def _output_name(channel: str, dry_run: bool) -> str:
     return f"{channel}_preview.json" if dry_run else f"{channel}_results.csv"
+
+
+def status(channels: dict, tasks: list[dict]) -> dict[str, str]:
+    """The run's state and what to do about it: ``failed`` while the latest attempt of a
+    task failed (each named with its error's one line, which names the setting or variable
+    to fix), else ``complete`` once every channel is, else ``incomplete``."""
+    failed = [task for task in tasks if task["state"] == "failed"]
+    if failed:
+        detail = "; ".join(_failure(task) for task in failed)
+        return {"state": "failed", "detail": detail}
+    if {c["state"] for c in channels.values()} <= {"complete", "preview"}:
+        return {"state": "complete", "detail": "every task done"}
+    return {"state": "incomplete", "detail": _not_done(channels)}
+
+
+def _failure(task: dict) -> str:
+    what = f"{task['task']} failed ({task['error'] or 'unknown error'})"
+    return f"{what}: {task['message']}" if task.get("message") else what
 
 
 def _not_done(channels: dict) -> str:

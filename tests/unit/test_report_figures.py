@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import html
 import json
 import sqlite3
 from pathlib import Path
@@ -297,12 +298,18 @@ def test_write_replaces_both_files_and_report_url_follows_base_url(tmp_path):
     folder = run_folder(tmp_path)
     build_ledger(folder / "email_ledger.sqlite")
 
-    page = reporting.write(folder, status={"state": "failed", "detail": "SendEmailCampaign failed"})
+    message = "environment variable EMAIL_API_TOKEN is not set (named by [email_api] token_env)"
+    timings.record(folder, "SendEmailCampaign", "E1", "failure", "MissingSecretError", message)
+
+    page = reporting.write(folder)
 
     assert page == folder / reporting.REPORT_HTML and page.read_text().startswith("<!doctype")
     written = json.loads((folder / reporting.REPORT_JSON).read_text())
-    assert written["status"] == {"state": "failed", "detail": "SendEmailCampaign failed"}
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [], "no temp"
+    detail = f"SendEmailCampaign failed (MissingSecretError): {message}"
+    assert written["status"] == {"state": "failed", "detail": detail}
+    assert f'data-field="detail">{html.escape(detail)}<' in page.read_text(), "one source"
+    temporary = [p.name for p in folder.iterdir() if p.name.startswith(".report.")]
+    assert temporary == [reporting.REPORT_LOCK], "no temporary file left"
     with setting("report", "base_url", ""):
         assert reporting.report_url(folder) == (folder / "report.html").resolve().as_uri()
     with (
