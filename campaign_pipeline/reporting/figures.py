@@ -77,6 +77,11 @@ HEAD = "CASE WHEN instr(error, ':') > 0 THEN substr(error, 1, instr(error, ':') 
 # (julianday's double is exact to some 20 microseconds: rounded to the ledger's milliseconds)
 EPOCH = "(ROUND((julianday(sent_at) - 2440587.5) * 86400000.0) / 1000.0)"
 SENT_ROWS = f"status = '{Status.SENT}' AND sent_at != ''"
+# The shortest send (first to last sent message, in seconds) whose rate a report gives.
+# Under it a send is a few batches and the bucket's burst: its "rate" is the burst's, not
+# the limit's (email's three batches of `make run` leave in milliseconds), so the report
+# says "too short to measure" instead of a rate, a peak and a share of the limit.
+MEASURABLE_SECONDS = 10
 
 
 def gather(folder: Path, *, dry_run: bool = False, include_samples: bool = False) -> dict:
@@ -184,6 +189,7 @@ def _settings() -> dict:
             "frequency_cap": consent.frequency_cap,
             "frequency_window_days": consent.frequency_window_days,
             "quiet_hours": consent.quiet_hours,
+            "default_timezone": consent.default_timezone,
             "quiet_hours_channels": list(consent.quiet_hours_channels),
             "dedupe_contacts": consent.dedupe_contacts,
             "suppressions": consent.suppressions,
@@ -395,20 +401,25 @@ def timeline(db: sqlite3.Connection, limit_per_second: float) -> dict | None:
     )
     for index, n in found:
         accepted[min(max(index, 0), bins - 1)] += n
-    # n messages over a span: n - 1 intervals. Messages sent within one second count as
-    # sent in a second: a burst of 3 batches in 50 ms is not a rate of 5,000/s
-    achieved = (sent - 1) / span if span >= 1 else float(sent)
-    return {
+    line = {
         "bin_seconds": width,
         "start": _iso(start),
         "accepted": accepted,
         "limit_per_second": limit_per_second,
         "first_sent": _iso(first),
         "last_sent": _iso(last),
-        "achieved_per_second": round(achieved, 3),
-        "peak_per_second": round(max(accepted) / width, 3),
-        "ratio": round(achieved / limit_per_second, 4) if limit_per_second > 0 else None,
+        "measured": span >= MEASURABLE_SECONDS,
+        "achieved_per_second": None,
+        "peak_per_second": None,
+        "ratio": None,
     }
+    if line["measured"]:
+        achieved = (sent - 1) / span  # n messages over a span: n - 1 intervals
+        line["achieved_per_second"] = round(achieved, 3)
+        line["peak_per_second"] = round(max(accepted) / width, 3)
+        if limit_per_second > 0:
+            line["ratio"] = round(achieved / limit_per_second, 4)
+    return line
 
 
 def _iso(epoch: float) -> str:
