@@ -59,7 +59,7 @@ from .exceptions import (
 from .inputs import CustomerFile, CustomerFileWait
 from .ledger import MESSAGED_BEFORE, RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
-from .progress import ProgressReporter, rate_limit
+from .progress import ProgressReporter, rate_limit, steady_span
 from .providers.lists import ListReader, ProviderList
 from .reporting import figures, timings
 from .sender import ChannelSender, Settings, redactor
@@ -585,7 +585,9 @@ class ChannelTask(CampaignTask):
             baseline,
             lambda: sender.snapshot() + Counter({Status.SKIPPED: cap.skipped}),
             log_every=campaign_config().progress_log_seconds,
-            limit=rate_limit(config.rate_per_second, getattr(config, "batch_size", 1)),
+            limit=rate_limit(config.rate_per_second, batch := getattr(config, "batch_size", 1)),
+            burst=config.burst * batch,
+            min_span=steady_span(config.rate_per_second),
             name=self.channel,
             deferred=sender.deferred,
         )

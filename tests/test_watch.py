@@ -40,7 +40,7 @@ def test_a_sending_channel_logs_its_progress_with_rate_and_eta(campaign):
         campaign={"progress_log_seconds": 0.5},
         sms_api={"rate_per_second": 8, "burst": 3},
     )
-    campaign.write_customers(rows=24)
+    campaign.write_customers(rows=60)  # sending lasts long enough to measure a rate
     done = campaign.run(task="SendSmsCampaign")
     assert done.returncode == 0, done.stderr[-3000:]
 
