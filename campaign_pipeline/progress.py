@@ -157,8 +157,11 @@ class ProgressReporter:
         if self.log_every > 0 and (final or clock - self._logged_at >= self.log_every):
             self._logged_at = clock
             log.info("%s progress: %s%s", self.name, message, f" ({final})" if final else "")
-        if message == self._last:
+        # the visualiser shows the message in a <pre> that does not wrap: one figure a line,
+        # so that none is cut off (the console's line keeps them on one)
+        shown = message.replace(" · ", "\n")
+        if shown == self._last:
             return
-        self._last = message
-        self.task.set_status_message(message)
+        self._last = shown
+        self.task.set_status_message(shown)
         self.task.set_progress_percentage(int(100 * settled / total) if total > 0 else 100)

@@ -100,7 +100,7 @@ def test_central_scheduler_shows_live_progress_and_final_status(campaign, luigid
         return any(live.search(message) for message in seen)
 
     # the rate shows once the burst is answered and a span is long enough to measure it
-    live = re.compile(r"/ 80 sent · 0 failed · [\d.]+/s \(limit 10/s\) · ETA ")
+    live = re.compile(r"/ 80 sent\n0 failed\n[\d.]+/s \(limit 10/s\)\nETA ")
     wait_for(progress_shown, timeout=30, what="a live status message with a rate and an ETA")
     _, errors = running.communicate(timeout=60)
     assert running.returncode == 0, errors[-3000:]

@@ -9,7 +9,7 @@ from campaign_pipeline.ledger import Status
 from campaign_pipeline.progress import ProgressReporter, rate_limit, steady_span
 from campaign_pipeline.providers import Kind
 
-RATE = re.compile(r" · ([\d.,]+)/s \(limit ([^)]*)\)")
+RATE = re.compile(r"^([\d.,]+)/s \(limit ([^)]*)\)$", re.MULTILINE)
 
 
 class Task:
@@ -57,3 +57,28 @@ def test_the_limit_is_in_recipients_per_second_and_short():
     assert rate_limit(10) == "10/s"
     assert rate_limit(10, 100) == "1,000/s"
     assert steady_span(20) == 1.0 and steady_span(0.8) == 12.5
+
+
+def test_the_visualiser_gets_one_figure_a_line_so_that_none_is_cut_off():
+    """The visualiser shows the status message in a <pre> that does not wrap; it was cut off
+    before the ETA."""
+    now = [0.0]
+    done = Counter()
+    task = Task()
+    reporter = ProgressReporter(
+        task,
+        {Status.PENDING: 5_000_000},
+        lambda: done,
+        log_every=0,
+        limit=rate_limit(10, 100),
+        clock=lambda: now[0],
+        deferred=lambda: (15, 1e10, "2286-11-20 17:46:40 America/Argentina/Buenos_Aires"),
+    )
+    for tick in range(1, 4):
+        now[0], done[Kind.SENT] = tick * 2.0, tick * 2000
+        reporter.report()
+
+    lines = task.messages[-1].splitlines()
+    assert lines[:4] == ["6,000 / 5,000,000 sent", "0 failed", "1,000.0/s (limit 1,000/s)",
+                         "15 deferred by quiet hours"]  # fmt: skip
+    assert lines[4].startswith("next window opens 2286-11-20 17:46:40 America/Argentina/")
