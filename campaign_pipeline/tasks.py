@@ -328,9 +328,10 @@ class ChannelTask(CampaignTask):
         default=["premium", "regular", "new"],
         description="The segments this channel sends to (JSON list)",
     )
+    # no default: a forgotten template must stop the run, not send the demo's text
     template = luigi.Parameter(
-        default="spring_sale",
-        description="Template folder under [campaign] templates_dir/<channel>/",
+        default="",
+        description="Template folder under [campaign] templates_dir/<channel>/ (required)",
     )
     # How a run treats the unknown rows, not what the task produces: no part of its id (as
     # gokart's rerun), so a run with the flag resumes the same task and its ledger

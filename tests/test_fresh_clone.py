@@ -154,16 +154,36 @@ def test_a_run_from_another_folder_keeps_the_package_defaults(campaign, tmp_path
     assert "customer file data/sample/customers.csv does not exist" in done.stderr
     assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
     assert "Running Worker with 3 processes" in done.stderr
-    assert 'target_segments=["premium"], template=spring_sale' in done.stderr
+    # the packaged defaults name no template (the demo's is in the repository's luigi.cfg)
+    assert 'target_segments=["premium"], template=)' in done.stderr
     # luigi's summary lists five tasks of a kind; the SMS task, sixth since CampaignReport,
     # shows its parameters through its id
     sms = channels.SMS.task(
         date=datetime.date(2026, 11, 25),
         campaign="demo",
         target_segments=["premium", "new"],
-        template="spring_sale",
+        template="",
     )
     assert f"task   {sms.task_id}   has status" in done.stderr
+
+
+def test_a_run_that_names_no_template_stops_naming_the_key(campaign, tmp_path):
+    """Outside the repository (no demo luigi.cfg) nothing names a template: the run stops
+    before sending, naming the key, instead of sending the demo's spring_sale."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    campaign.configure(SendSmsCampaign={"template": "spring_sale"})
+
+    done = campaign.run(cwd=elsewhere)
+
+    assert done.returncode == 30, done.stderr[-3000:]
+    missing = [line for line in done.stderr.splitlines() if "template is not set" in line]
+    assert any("[SendEmailCampaign] template is not set" in line for line in missing)
+    assert any("[SendPushNotification] template is not set" in line for line in missing)
+    assert not any("[SendSmsCampaign]" in line for line in missing)
+    assert campaign.sandbox.accepted() == []
 
 
 def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(campaign, tmp_path):
@@ -181,7 +201,7 @@ def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(ca
 
     assert done.returncode == 22, done.stderr[-3000:]
     assert "Running Worker with 2 processes" in done.stderr
-    assert 'target_segments=["new"], template=spring_sale' in done.stderr
+    assert 'target_segments=["new"], template=)' in done.stderr
     assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
 
 
@@ -198,5 +218,7 @@ def test_the_packaged_defaults_are_the_values_of_the_shipped_luigi_cfg():
     shipped = read_cfg(REPO / "luigi.cfg")
     shipped.pop(("campaign", "templates_dir"))  # packaged: defaults.PACKAGE_PATHS
     shipped.pop(("consent", "suppressions"))  # the same
+    for task in ("SendEmailCampaign", "SendSmsCampaign", "SendPushNotification"):
+        shipped.pop((task, "template"))  # the demo's: the package names none
 
     assert packaged == shipped
