@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 SCHEDULER_HOST ?= 127.0.0.1
 SCHEDULER_PORT ?= 8082
 export SCHEDULER_HOST SCHEDULER_PORT
+# campaign-run's logs are in [campaign] log_dir (var/log of the checkout); LOG_DIR here only
+# names them for clean-data (set in the environment, it moves them too)
 LOG_DIR ?= var/log
-export LOG_DIR
 LUIGID_DIR ?= var/luigid
 # the campaigns' run folders ([campaign] output_dir of luigi.cfg), and the report server of
 # `make scheduler` serving their report.html (the visualiser's tracking links) on REPORT_PORT

@@ -7,6 +7,7 @@ import configparser
 import csv
 import datetime
 import json
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from campaign_pipeline.templates import MessageTemplate
 SHARED_SPECS = REPO.parent / "shared" / "provider-specs"
 FIVE = ["customer_id", "segment", "email", "phone", "device_token"]
 ALL = ["premium", "regular", "new"]
+TASKS = ("SendEmailCampaign", "SendSmsCampaign", "SendPushNotification")
 
 
 # -- the contract tests run from the committed subset of the providers' specs ---------------
@@ -149,9 +151,12 @@ def test_a_run_from_another_folder_keeps_the_package_defaults(campaign, tmp_path
 
     done = campaign.run(cwd=elsewhere, env=no_luigi_config(campaign))
 
-    # [retcode]: exit 20 for the missing data/sample/customers.csv (relative to the folder)
-    assert done.returncode == 20, done.stderr[-3000:]
-    assert "customer file data/sample/customers.csv does not exist" in done.stderr
+    # [retcode]: exit 30, the settings error of the templates the package does not name;
+    # defaults.cfg's relative paths are the checkout's, not the folder's
+    assert done.returncode == 30, done.stderr[-3000:]
+    assert "[SendEmailCampaign] template is not set" in done.stderr
+    assert f"customer file {REPO / 'data' / 'sample' / 'customers.csv'};" in done.stderr
+    assert list(elsewhere.iterdir()) == []
     assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
     assert "Running Worker with 3 processes" in done.stderr
     # the packaged defaults name no template (the demo's is in the repository's luigi.cfg)
@@ -193,6 +198,7 @@ def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(ca
     override = tmp_path / "override-elsewhere.cfg"
     override.write_text(
         '[retcode]\nmissing_data = 22\n[SendPushNotification]\ntarget_segments = ["new"]\n'
+        "[campaign]\ninput_path = missing.csv\n"  # relative to this file's folder
     )
 
     done = campaign.run(
@@ -200,6 +206,7 @@ def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(ca
     )
 
     assert done.returncode == 22, done.stderr[-3000:]
+    assert f"customer file {tmp_path / 'missing.csv'} does not exist" in done.stderr
     assert "Running Worker with 2 processes" in done.stderr
     assert 'target_segments=["new"], template=)' in done.stderr
     assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
@@ -222,3 +229,59 @@ def test_the_packaged_defaults_are_the_values_of_the_shipped_luigi_cfg():
         shipped.pop((task, "template"))  # the demo's: the package names none
 
     assert packaged == shipped
+
+
+# -- paths do not depend on the folder luigi runs in ----------------------------------------
+
+
+def test_relative_paths_are_relative_to_the_config_file_not_the_current_folder(campaign, tmp_path):
+    """A cron job started in one folder and a run by hand from another, reading the same
+    config file, use the same customer file, run folders and consent store."""
+    campaign.write_customers(rows=8)
+    campaign.start_sandbox()
+    assert campaign.config_path.parent == campaign.root
+    campaign.configure(
+        campaign={"input_path": "customers.csv", "output_dir": "runs"},
+        consent={"store": "consent.sqlite"},
+        **{task: {"template": "spring_sale"} for task in TASKS},  # luigi.cfg is not read there
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    first = campaign.run(cwd=elsewhere)
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    files = [line for line in first.stderr.splitlines() if " files: " in line]
+    assert len(files) == 1, files  # once per run
+    assert f"customer file {campaign.customers_path};" in files[0]
+    assert f"run folders {campaign.root / 'runs'};" in files[0]
+    assert f"consent store {campaign.root / 'consent.sqlite'};" in files[0]
+    assert list(elsewhere.iterdir()) == []  # nothing written where luigi ran
+    sent = {channel: campaign.accepted(channel) for channel in CHANNELS}
+    assert sum(map(len, sent.values())) > 0
+
+    again = campaign.run(cwd=REPO)  # the same campaign from the checkout: nothing new
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {channel: campaign.accepted(channel) for channel in CHANNELS} == sent
+
+
+def test_a_run_never_uses_the_lock_folder_every_user_shares(campaign, tmp_path):
+    """luigi's default pid-lock folder ($TMPDIR/luigi) is one for every user: once another
+    user made it (0700), this user's runs died in a PermissionError traceback. Here it is
+    a file, which fails the same way for any user, root included."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (temp / "luigi").write_text("another user's folder\n")
+    campaign.write_customers(rows=4)
+    campaign.start_sandbox()
+    campaign.settings["core"].pop("lock_pid_dir")
+    campaign.configure()
+    command = [arg for arg in campaign.command() if arg != "--no-lock"]
+
+    done = subprocess.run(command, cwd=REPO, env=campaign.env(TMPDIR=str(temp)),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert (temp / f"luigi-{os.getuid()}").is_dir()
