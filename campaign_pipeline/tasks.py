@@ -939,7 +939,10 @@ def announce_files() -> None:
     """Log the files and folders this run uses, each resolved (relative paths in a config
     file are relative to its folder), so that a run by hand and one from cron can be
     compared."""
-    campaign, consent = campaign_config(), consent_config()
+    try:
+        campaign, consent = campaign_config(), consent_config()
+    except SettingsError:
+        return  # a value that cannot be read: the settings check names it, exit 30
     files = {
         "customer file": campaign.input_path,
         "run folders": campaign.output_dir,

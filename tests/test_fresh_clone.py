@@ -8,12 +8,14 @@ import csv
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections import Counter
 
 import jinja2
 import pytest
-from conftest import CHANNELS, REPO, SPECS
+from conftest import CHANNELS, REPO, SPECS, free_port
 
 from campaign_pipeline import channels
 from campaign_pipeline.exceptions import TemplateError
@@ -172,16 +174,17 @@ def test_a_run_from_another_folder_keeps_the_package_defaults(campaign, tmp_path
     assert f"task   {sms.task_id}   has status" in done.stderr
 
 
-def test_a_run_that_names_no_template_stops_naming_the_key(campaign, tmp_path):
-    """Outside the repository (no demo luigi.cfg) nothing names a template: the run stops
-    before sending, naming the key, instead of sending the demo's spring_sale."""
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+def test_a_run_that_names_no_template_stops_naming_the_key(campaign):
+    """Neither the package nor the checkout's luigi.cfg names a template (the demo's is in
+    config/demo.cfg): a campaign that forgot one stops before sending, naming the key,
+    instead of sending the demo's spring_sale to real customers."""
     campaign.write_customers(rows=5)
     campaign.start_sandbox()
-    campaign.configure(SendSmsCampaign={"template": "spring_sale"})
+    for task in ("SendEmailCampaign", "SendPushNotification"):
+        campaign.settings[task].pop("template")  # the harness names the shipped one
+    campaign.configure()
 
-    done = campaign.run(cwd=elsewhere)
+    done = campaign.run()  # in the checkout, which luigi.cfg is read from
 
     assert done.returncode == 30, done.stderr[-3000:]
     missing = [line for line in done.stderr.splitlines() if "template is not set" in line]
@@ -225,8 +228,6 @@ def test_the_packaged_defaults_are_the_values_of_the_shipped_luigi_cfg():
     shipped = read_cfg(REPO / "luigi.cfg")
     shipped.pop(("campaign", "templates_dir"))  # packaged: defaults.PACKAGE_PATHS
     shipped.pop(("consent", "suppressions"))  # the same
-    for task in ("SendEmailCampaign", "SendSmsCampaign", "SendPushNotification"):
-        shipped.pop((task, "template"))  # the demo's: the package names none
 
     assert packaged == shipped
 
@@ -285,3 +286,61 @@ def test_a_run_never_uses_the_lock_folder_every_user_shares(campaign, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert (temp / f"luigi-{os.getuid()}").is_dir()
+
+
+# -- one configuration for every demo command -----------------------------------------------
+
+
+def clone_of_the_repository(folder) -> None:
+    """The files the make targets read; setup.cfg and pyproject.toml with their times, so that
+    make finds the installed venv up to date."""
+    folder.mkdir()
+    for name in ("Makefile", "luigi.cfg", "setup.cfg", "pyproject.toml"):
+        shutil.copy2(REPO / name, folder / name)
+    shutil.copytree(REPO / "config", folder / "config", ignore=shutil.ignore_patterns("*.tmp"))
+    shutil.copytree(REPO / "data" / "sample", folder / "data" / "sample")
+
+
+def sandbox_messages(clone) -> Counter:
+    path = clone / "var" / "sandbox-messages.jsonl"
+    return Counter(json.loads(line)["channel"] for line in path.read_text().splitlines())
+
+
+@pytest.mark.e2e
+def test_make_run_then_daily_and_preview_on_the_same_date_agree_and_send_nothing_new(tmp_path):
+    """make daily and make preview read the demo's configuration as make run does: the same
+    suppression file, cap and templates (they used to read luigi.cfg alone, so a daily run
+    after make run sent the 16 messages make run had skipped, one to a suppressed number)."""
+    clone = tmp_path / "clone"
+    clone_of_the_repository(clone)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI") and k != "LOG_DIR"}
+    env["SCHEDULER_PORT"] = str(free_port())  # no luigid: the local scheduler
+    common = [f"VENV={sys.prefix}", f"SANDBOX_PORT={free_port()}", "DEMO_QUIET_SECONDS=1"]
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-s", "-C", str(clone), *args, *common], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    run = make("run")
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    sent = sandbox_messages(clone)
+    assert sent["email"] > 0 and sent["sms"] > 0, sent
+    recorded = (clone / "var" / "sandbox-messages.jsonl").read_text()
+    assert "+14043793701" not in recorded  # data/sample/suppressions.csv's number
+    assert "grace.haddad.6@example.com" not in recorded.lower()  # and its address
+    email = next(line for line in run.stdout.splitlines() if line.startswith("email "))
+    assert email.split()[1] == str(sent["email"])
+
+    daily = make("daily", "SANDBOX=1")
+
+    assert daily.returncode == 0, daily.stdout[-3000:] + daily.stderr[-3000:]
+    assert sandbox_messages(clone) == sent  # nothing new
+    preview = make("preview")
+
+    assert preview.returncode == 0, preview.stdout[-3000:] + preview.stderr[-3000:]
+    would = next(line for line in preview.stdout.splitlines() if line.startswith("email "))
+    assert would.split()[1] == str(sent["email"]), would
+    assert sandbox_messages(clone) == sent
+    assert (clone / "var" / "consent.sqlite").exists()  # the clone's own store, not REPO's
