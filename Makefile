@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 SCHEDULER_HOST ?= 127.0.0.1
 SCHEDULER_PORT ?= 8082
 export SCHEDULER_HOST SCHEDULER_PORT
+# campaign-run's logs are in [campaign] log_dir (var/log of the checkout); LOG_DIR here only
+# names them for clean-data (set in the environment, it moves them too)
 LOG_DIR ?= var/log
-export LOG_DIR
 LUIGID_DIR ?= var/luigid
 # the campaigns' run folders ([campaign] output_dir of luigi.cfg), and the report server of
 # `make scheduler` serving their report.html (the visualiser's tracking links) on REPORT_PORT
@@ -35,39 +36,55 @@ $(STAMP): setup.cfg pyproject.toml
 # Every provider's base URL is forced to the sandbox (CAMPAIGN_PROVIDER_URL) and the
 # credentials are made up, so that a production LUIGI_CONFIG_PATH or real credentials in the
 # environment are never used here.
-# Quiet hours: the demo's window ends DEMO_QUIET_SECONDS after the start in Mountain time (a
-# few sample customers are there), so their SMS and push wait for it, and nobody waits for a
-# night as the shipped 21:00-08:00 would make a demo at the wrong hour do (see README).
+# The demo's setup (suppression file, frequency cap, quiet hours, templates) is in
+# config/demo.cfg; every demo command reads DEMO_CONFIG, written from it once per date with
+# the day's quiet-hours window: it ends DEMO_QUIET_SECONDS after the first demo command of the
+# day in Mountain time (a few sample customers are there), so their SMS and push wait for it,
+# and nobody waits for a night as the shipped 21:00-08:00 would make a demo at the wrong hour
+# do (see README).
 DEMO_QUIET_SECONDS ?= 20
-# Each consent path on the sample's customers: data/sample/suppressions.csv (the file), three
-# addresses on SendGrid's own lists, a number that replied STOP and a retired device token
-# (learned from the providers' answers), and C0000301, C0000005 under a second id.
+DEMO_CONFIG := var/demo.cfg
+# Each consent path of the providers on the sample's customers: three addresses on SendGrid's
+# own lists, a number that replied STOP and a retired device token (learned from the
+# providers' answers). The suppression file and C0000301, C0000005 under a second id need no
+# flag.
 DEMO_CONSENT := --suppressed-email bounces:Omar.Kim.9@example.org:2026-11-20 \
   --suppressed-email unsubscribes:liam.murphy.10@mail.example.net:2026-11-22 \
   --suppressed-email spam_reports:farid.okafor.11@mail.example.net:2026-11-24 \
   --opted-out +13032660554 \
   --unregistered-token=-SU71ul5IWOpbdC5sGgpdi:APA91bde0KUarPaubu3bFNZl3YfNX_z83buPuAT1kbnH1wxwR3j-KoN0EcPPJTJxHrqJgZ-jOz-7NhInXqMV532XHwTC3n65ynYbQaZ6Rwoy6yQ3bbTpwuBr4F-YE7X9itfa3puN9ndY
-# Frequency cap: make run caps at 2 messages per contact per channel in 7 days and imports two
-# messages of an earlier campaign to each of DEMO_CAPPED (campaign-consent import-history).
+# the sandbox of make run and make daily SANDBOX=1, in front of a command
+SANDBOXED = $(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
+  --record var/sandbox-messages.jsonl $(DEMO_CONSENT) -- env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL)
+# Frequency cap: config/demo.cfg caps at 2 messages per contact per channel in 7 days; make run
+# imports two messages of an earlier campaign to each of DEMO_CAPPED (campaign-consent
+# import-history).
 DEMO_CAPPED ?= C0000027,C0000032,C0000051
-run: $(STAMP)
-	@mkdir -p var
+
+.PHONY: demo-config
+demo-config: $(STAMP)
+	@mkdir -p var; today=$$(date +%F); \
+	if ! head -n 1 $(DEMO_CONFIG) 2>/dev/null | grep -q "for $$today:"; then \
+	  quiet=$$($(BIN)/campaign-consent demo-quiet-hours $(DEMO_QUIET_SECONDS) \
+	    --zone America/Denver) && \
+	  { echo "# written by make for $$today: config/demo.cfg with the day's quiet hours"; \
+	    sed "s/^quiet_hours = .*/quiet_hours = $$quiet/" config/demo.cfg; } > $(DEMO_CONFIG).$$$$ && \
+	  mv $(DEMO_CONFIG).$$$$ $(DEMO_CONFIG); \
+	fi
+
+run: demo-config
 	@$(BIN)/python -m campaign_pipeline.sample_data --history $(DEMO_CAPPED) \
 	    < data/sample/customers.csv > var/demo-history.csv && \
-	$(BIN)/campaign-consent import-history var/demo-history.csv
-	@quiet=$$($(BIN)/campaign-consent demo-quiet-hours $(DEMO_QUIET_SECONDS) \
-	    --zone America/Denver) && \
-	$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
-	    --record var/sandbox-messages.jsonl $(DEMO_CONSENT) -- \
-	  env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL) \
-	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler \
-	    --consent-suppressions data/sample/suppressions.csv --consent-quiet-hours "$$quiet" \
-	    --consent-frequency-cap 2 --consent-frequency-window-days 7; \
-	status=$$?; echo; $(BIN)/campaign-report; exit $$status
+	LUIGI_CONFIG_PATH=$(DEMO_CONFIG) $(BIN)/campaign-consent import-history var/demo-history.csv
+	@$(SANDBOXED) LUIGI_CONFIG_PATH=$(DEMO_CONFIG) \
+	  $(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler; \
+	status=$$?; echo; LUIGI_CONFIG_PATH=$(DEMO_CONFIG) $(BIN)/campaign-report; exit $$status
 
-## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing
-preview: $(STAMP)
-	@$(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler --dry-run \
+## preview: a dry run (DATE=..., CAMPAIGN=...): builds every request, sends nothing. It reads
+## $LUIGI_CONFIG_PATH, or without one the demo's config, as make run and make daily do
+preview: demo-config
+	@export LUIGI_CONFIG_PATH=$${LUIGI_CONFIG_PATH:-$(DEMO_CONFIG)}; \
+	$(BIN)/luigi --module campaign_pipeline RunCampaign --local-scheduler --dry-run \
 	    $(if $(DATE),--date $(DATE)) $(if $(CAMPAIGN),--campaign $(CAMPAIGN)); \
 	status=$$?; echo; $(BIN)/campaign-report --dry-run $(if $(DATE),--date $(DATE)) \
 	    $(if $(CAMPAIGN),--campaign $(CAMPAIGN)); exit $$status
@@ -96,8 +113,8 @@ DEMO_RATE ?= 8
 DEMO_PORT ?= 8083
 DEMO_DIR ?= var/demo
 .PHONY: demo
-demo: $(STAMP)
-	@$(BIN)/python -m campaign_pipeline.demo --rows $(DEMO_ROWS) --rate $(DEMO_RATE) \
+demo: demo-config
+	@LUIGI_CONFIG_PATH=$(DEMO_CONFIG) $(BIN)/python -m campaign_pipeline.demo --rows $(DEMO_ROWS) --rate $(DEMO_RATE) \
 	    --scheduler-port $(DEMO_PORT) --folder $(DEMO_DIR) --quiet-seconds $(DEMO_QUIET_SECONDS)
 
 ## scheduler: start luigid and the report server in the background; scheduler-stop stops both
@@ -138,9 +155,12 @@ scheduler-stop:
 
 ## daily: today's campaign (or DATE=YYYY-MM-DD), by hand. cron calls .venv/bin/campaign-run
 # daily itself (config/crontab.example), so that a `git pull` that touched setup.cfg never
-# makes it reinstall the package at 06:00
-daily: $(STAMP)
-	@$(BIN)/campaign-run daily $(if $(DATE),--date $(DATE)) $(if $(CAMPAIGN),--campaign $(CAMPAIGN))
+# makes it reinstall the package at 06:00. It reads $LUIGI_CONFIG_PATH, or without one the
+# demo's config; SANDBOX=1 runs it against the sandbox, as make run: make daily SANDBOX=1
+daily: demo-config
+	@export LUIGI_CONFIG_PATH=$${LUIGI_CONFIG_PATH:-$(DEMO_CONFIG)}; \
+	$(if $(SANDBOX),$(SANDBOXED)) $(BIN)/campaign-run daily \
+	    $(if $(DATE),--date $(DATE)) $(if $(CAMPAIGN),--campaign $(CAMPAIGN))
 
 ## backfill: every date from START to END, through luigi's RangeDaily
 backfill: $(STAMP)
@@ -163,7 +183,7 @@ format: $(STAMP)
 ## clean: delete what can be rebuilt (the venv, caches, Prism, benchmark and test output).
 # Campaign data is left alone: that is clean-data.
 REBUILDABLE = $(VENV) .pytest_cache .ruff_cache *.egg-info var/prism var/bench \
-  var/test-artifacts var/sandbox-messages.jsonl var/demo-history.csv
+  var/test-artifacts var/sandbox-messages.jsonl var/demo-history.csv var/demo.cfg
 clean:
 	rm -rf $(REBUILDABLE)
 	find . -type d -name __pycache__ -prune -exec rm -rf {} +

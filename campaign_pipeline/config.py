@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import luigi
 
+from .defaults import config_folder
 from .exceptions import InvalidSecretError, MissingSecretError, SettingsError
 
 log = logging.getLogger("campaign_pipeline")
@@ -118,10 +119,18 @@ class BoundedFloat(Bounded, luigi.FloatParameter):
 class PathParameter(luigi.Parameter):
     """A file or folder path: a leading ``~`` or ``~user`` is expanded as a shell would,
     wherever the value comes from (a config file, a flag), so that no setting creates a
-    folder named ``~`` in the current one."""
+    folder named ``~`` in the current one. A relative path in a config file is relative to
+    that file's folder (:func:`defaults.config_folder`); on the command line, to the current
+    folder, as any command's."""
 
     def normalize(self, x):
         return os.path.expanduser(x) if isinstance(x, str) else x
+
+    def _get_value_from_config(self, section, name):
+        value = super()._get_value_from_config(section, name)
+        if not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
+            return value
+        return str(config_folder(section, name) / value)
 
 
 def secret(env_name: str, section: str, key: str) -> str:
@@ -188,6 +197,12 @@ class pipeline(NamedParseErrors, luigi.Config):  # noqa: N801 - luigi's flags: -
         default="var/campaigns",
         config_path=_in_campaign("output_dir"),
         description="Folder of the run folders, {output_dir}/{campaign}/{date}/",
+    )
+    log_dir = PathParameter(
+        default="var/log",
+        config_path=_in_campaign("log_dir"),
+        description="Folder of campaign-run's logs, campaign-YYYY-MM-DD.log ($LOG_DIR or "
+        "--log-dir win)",
     )
     templates_dir = PathParameter(
         default="config/templates",

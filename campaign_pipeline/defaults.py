@@ -5,10 +5,19 @@ silently lose the retcodes, workers, logging, retry policy and targeting the pip
 on. :func:`install` puts ``defaults.cfg`` (shipped inside the package) first in luigi's list
 of config files, before ``/etc/luigi/luigi.cfg``, ``./luigi.cfg`` and ``$LUIGI_CONFIG_PATH``,
 so each of those still overrides it key by key.
+
+A relative path in a config file is relative to the folder of the file that set it (as
+git's ``include.path`` or nginx's ``include``), never to the folder luigi runs in: a cron
+job in the checkout and a run by hand from elsewhere reading the same file use the same
+files. :func:`config_folder` says which folder that is; ``defaults.cfg``'s are the checkout
+the package is installed from.
 """
 
 from __future__ import annotations
 
+import configparser
+import os
+import tempfile
 from pathlib import Path
 
 from luigi.configuration import LuigiConfigParser
@@ -27,6 +36,11 @@ PACKAGE_PATHS = {
 }
 
 
+# luigi's run lock folder: luigi's default (the temp dir's "luigi") is one folder for every
+# user, created 0700 by the first: every other user's run would die in a PermissionError
+LOCK_PID_DIR = Path(tempfile.gettempdir()) / f"luigi-{os.getuid()}"
+
+
 def install() -> None:
     """Make the package's defaults the lowest-priority layer of luigi's configuration."""
     paths = LuigiConfigParser._config_paths
@@ -40,3 +54,21 @@ def install() -> None:
         # a value set here stays below the files: a later reload lets any file override it
         if path.exists() and not config.has_option(section, key):
             config.set(section, key, str(path))
+    if not config.has_option("core", "lock_pid_dir"):
+        config.set("core", "lock_pid_dir", str(LOCK_PID_DIR))
+
+
+def config_folder(section: str, key: str) -> Path:
+    """The folder a relative ``[section] key`` of the configuration is relative to: that of
+    the last config file that sets it (luigi's order: the last wins), the checkout for
+    ``defaults.cfg``, the current folder for a value no file set."""
+    for name in reversed(LuigiConfigParser._config_paths):
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.optionxform = str  # as luigi's: task sections and keys are case-sensitive
+        try:
+            parser.read(name)
+        except configparser.Error:
+            continue  # luigi has said what is wrong with it
+        if parser.has_option(section, key):
+            return PACKAGE.parent if Path(name) == DEFAULTS else Path(name).resolve().parent
+    return Path.cwd()

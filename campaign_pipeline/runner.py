@@ -427,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scheduler-port", type=int, default=int(os.environ.get("SCHEDULER_PORT", "8082"))
     )
-    parser.add_argument("--log-dir", default=os.environ.get("LOG_DIR", "var/log"))
+    parser.add_argument(
+        "--log-dir", help="folder of the logs (default: $LOG_DIR, else [campaign] log_dir)"
+    )
     parser.add_argument(
         "-v",
         "--verbose",
@@ -446,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     ping = commands.add_parser("ping", help="exit 0 when the central scheduler answers")
     ping.add_argument("--wait", type=float, default=0.0)
     args = parser.parse_args(argv)
+    args.log_dir = args.log_dir or os.environ.get("LOG_DIR") or campaign_config().log_dir
 
     if args.command == "ping":
         return ping_scheduler(args.scheduler_host, args.scheduler_port, args.wait)

@@ -185,6 +185,7 @@ def value_problems(task: luigi.Task) -> list[str]:
     problems += _campaign_problems(campaign, task)
     problems += _quiet_hours_problems()
     problems += _targeting_problems(campaign.segments, task)
+    problems += _template_problems(task)
     problems += _output_problems(task.run_dir())
     return problems
 
@@ -339,6 +340,25 @@ def _targeting_problems(segments: Iterable[str], task: luigi.Task) -> list[str]:
                     f"[{cls.get_task_family()}] target_segments: {value!r} is not one of "
                     f"[campaign] segments ({', '.join(allowed.values())}){hint}"
                 )
+    return problems
+
+
+def _template_problems(task: luigi.Task) -> list[str]:
+    """Every channel names its template: the package ships none as a default, so that a
+    campaign that forgot one stops instead of sending another campaign's text."""
+    from .tasks import CampaignTask, ChannelTask  # tasks imports this module
+
+    shared = {name: getattr(task, name) for name, _ in CampaignTask.get_params()}
+    problems = []
+    for cls in package_classes():
+        if not issubclass(cls, ChannelTask):
+            continue
+        channel = task if type(task) is cls else cls(**shared)
+        if not channel.template.strip():
+            problems.append(
+                f"[{cls.get_task_family()}] template is not set: name a template folder "
+                f"under [campaign] templates_dir/{cls.channel}/, e.g. template = spring_sale"
+            )
     return problems
 
 

@@ -334,9 +334,10 @@ class ChannelTask(CampaignTask):
         default=["premium", "regular", "new"],
         description="The segments this channel sends to (JSON list)",
     )
+    # no default: a forgotten template must stop the run, not send the demo's text
     template = luigi.Parameter(
-        default="spring_sale",
-        description="Template folder under [campaign] templates_dir/<channel>/",
+        default="",
+        description="Template folder under [campaign] templates_dir/<channel>/ (required)",
     )
     # How a run treats the unknown rows, not what the task produces: no part of its id (as
     # gokart's rerun), so a run with the flag resumes the same task and its ledger
@@ -938,6 +939,7 @@ class RunCampaign(CampaignTask, luigi.WrapperTask):
     """
 
     def requires(self):
+        announce_files()
         report = CampaignReport(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
         previous = previous_date(self.date)
         if previous and not self.dry_run:
@@ -947,6 +949,26 @@ class RunCampaign(CampaignTask, luigi.WrapperTask):
     def run(self):
         """Nothing to do once the report is written: link the visualiser to it."""
         self.link_report()
+
+
+@functools.cache  # once per run: luigi asks for requires() again and again
+def announce_files() -> None:
+    """Log the files and folders this run uses, each resolved (relative paths in a config
+    file are relative to its folder), so that a run by hand and one from cron can be
+    compared."""
+    try:
+        campaign, consent = campaign_config(), consent_config()
+    except SettingsError:
+        return  # a value that cannot be read: the settings check names it, exit 30
+    files = {
+        "customer file": campaign.input_path,
+        "run folders": campaign.output_dir,
+        "templates": campaign.templates_dir,
+        "suppressions": consent.suppressions or "(none)",
+        "consent store": consent.store,
+        "logs of campaign-run": campaign.log_dir,
+    }
+    log.info("files: %s", "; ".join(f"{what} {path}" for what, path in files.items()))
 
 
 def previous_date(date: datetime.date) -> datetime.date | None:

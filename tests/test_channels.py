@@ -180,6 +180,7 @@ def test_a_fourth_channel_declared_outside_the_package_runs_next_to_the_three(
     campaign.configure(
         campaign={"templates_dir": str(templates)},
         chat_api={"base_url": sandbox.base_url, "timeout_seconds": 5, "retry_delay_seconds": 0.2},
+        SendChatCampaign={"template": "spring_sale"},  # the package names no channel's template
     )
 
     done = campaign.run(env=campaign.env(PYTHONPATH=str(modules)), module="chat_channel")

@@ -680,7 +680,7 @@ def parsed(text: str) -> configparser.ConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("name", ["luigi.cfg", "config/production.cfg.example"])
+@pytest.mark.parametrize("name", ["luigi.cfg", "config/demo.cfg", "config/production.cfg.example"])
 def test_the_shipped_configurations_have_no_unknown_keys(name):
     assert settings_check.unknown_keys(parsed((REPO / name).read_text())) == []
 

@@ -83,7 +83,7 @@ def test_a_failed_daily_run_prints_a_short_summary(campaign):
     assert lines[1].startswith("  SendSmsCampaign(date=2026-11-25, campaign=test")
     assert lines[1].endswith(
         "failed: TemplateError: sms template 'no_such_template': "
-        "no folder config/templates/sms/no_such_template"
+        f"no folder {REPO}/config/templates/sms/no_such_template"  # luigi.cfg's, resolved
     )
     assert lines[2:] == [f"=== exit 30 (task_failed); log: {log}"]
     assert "Traceback" in text and "Traceback" not in done.stdout

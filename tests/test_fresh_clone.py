@@ -7,12 +7,15 @@ import configparser
 import csv
 import datetime
 import json
+import os
+import shutil
 import subprocess
 import sys
+from collections import Counter
 
 import jinja2
 import pytest
-from conftest import CHANNELS, REPO, SPECS
+from conftest import CHANNELS, REPO, SPECS, free_port
 
 from campaign_pipeline import channels
 from campaign_pipeline.exceptions import TemplateError
@@ -21,6 +24,7 @@ from campaign_pipeline.templates import MessageTemplate
 SHARED_SPECS = REPO.parent / "shared" / "provider-specs"
 FIVE = ["customer_id", "segment", "email", "phone", "device_token"]
 ALL = ["premium", "regular", "new"]
+TASKS = ("SendEmailCampaign", "SendSmsCampaign", "SendPushNotification")
 
 
 # -- the contract tests run from the committed subset of the providers' specs ---------------
@@ -149,21 +153,45 @@ def test_a_run_from_another_folder_keeps_the_package_defaults(campaign, tmp_path
 
     done = campaign.run(cwd=elsewhere, env=no_luigi_config(campaign))
 
-    # [retcode]: exit 20 for the missing data/sample/customers.csv (relative to the folder)
-    assert done.returncode == 20, done.stderr[-3000:]
-    assert "customer file data/sample/customers.csv does not exist" in done.stderr
+    # [retcode]: exit 30, the settings error of the templates the package does not name;
+    # defaults.cfg's relative paths are the checkout's, not the folder's
+    assert done.returncode == 30, done.stderr[-3000:]
+    assert "[SendEmailCampaign] template is not set" in done.stderr
+    assert f"customer file {REPO / 'data' / 'sample' / 'customers.csv'};" in done.stderr
+    assert list(elsewhere.iterdir()) == []
     assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
     assert "Running Worker with 3 processes" in done.stderr
-    assert 'target_segments=["premium"], template=spring_sale' in done.stderr
+    # the packaged defaults name no template (the demo's is in the repository's luigi.cfg)
+    assert 'target_segments=["premium"], template=)' in done.stderr
     # luigi's summary lists five tasks of a kind; the SMS task, sixth since CampaignReport,
     # shows its parameters through its id
     sms = channels.SMS.task(
         date=datetime.date(2026, 11, 25),
         campaign="demo",
         target_segments=["premium", "new"],
-        template="spring_sale",
+        template="",
     )
     assert f"task   {sms.task_id}   has status" in done.stderr
+
+
+def test_a_run_that_names_no_template_stops_naming_the_key(campaign):
+    """Neither the package nor the checkout's luigi.cfg names a template (the demo's is in
+    config/demo.cfg): a campaign that forgot one stops before sending, naming the key,
+    instead of sending the demo's spring_sale to real customers."""
+    campaign.write_customers(rows=5)
+    campaign.start_sandbox()
+    for task in ("SendEmailCampaign", "SendPushNotification"):
+        campaign.settings[task].pop("template")  # the harness names the shipped one
+    campaign.configure()
+
+    done = campaign.run()  # in the checkout, which luigi.cfg is read from
+
+    assert done.returncode == 30, done.stderr[-3000:]
+    missing = [line for line in done.stderr.splitlines() if "template is not set" in line]
+    assert any("[SendEmailCampaign] template is not set" in line for line in missing)
+    assert any("[SendPushNotification] template is not set" in line for line in missing)
+    assert not any("[SendSmsCampaign]" in line for line in missing)
+    assert campaign.sandbox.accepted() == []
 
 
 def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(campaign, tmp_path):
@@ -173,6 +201,7 @@ def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(ca
     override = tmp_path / "override-elsewhere.cfg"
     override.write_text(
         '[retcode]\nmissing_data = 22\n[SendPushNotification]\ntarget_segments = ["new"]\n'
+        "[campaign]\ninput_path = missing.csv\n"  # relative to this file's folder
     )
 
     done = campaign.run(
@@ -180,8 +209,9 @@ def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(ca
     )
 
     assert done.returncode == 22, done.stderr[-3000:]
+    assert f"customer file {tmp_path / 'missing.csv'} does not exist" in done.stderr
     assert "Running Worker with 2 processes" in done.stderr
-    assert 'target_segments=["new"], template=spring_sale' in done.stderr
+    assert 'target_segments=["new"], template=)' in done.stderr
     assert " INFO luigi-interface: " in done.stderr and "DEBUG" not in done.stderr
 
 
@@ -200,3 +230,117 @@ def test_the_packaged_defaults_are_the_values_of_the_shipped_luigi_cfg():
     shipped.pop(("consent", "suppressions"))  # the same
 
     assert packaged == shipped
+
+
+# -- paths do not depend on the folder luigi runs in ----------------------------------------
+
+
+def test_relative_paths_are_relative_to_the_config_file_not_the_current_folder(campaign, tmp_path):
+    """A cron job started in one folder and a run by hand from another, reading the same
+    config file, use the same customer file, run folders and consent store."""
+    campaign.write_customers(rows=8)
+    campaign.start_sandbox()
+    assert campaign.config_path.parent == campaign.root
+    campaign.configure(
+        campaign={"input_path": "customers.csv", "output_dir": "runs"},
+        consent={"store": "consent.sqlite"},
+        **{task: {"template": "spring_sale"} for task in TASKS},  # luigi.cfg is not read there
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    first = campaign.run(cwd=elsewhere)
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    files = [line for line in first.stderr.splitlines() if " files: " in line]
+    assert len(files) == 1, files  # once per run
+    assert f"customer file {campaign.customers_path};" in files[0]
+    assert f"run folders {campaign.root / 'runs'};" in files[0]
+    assert f"consent store {campaign.root / 'consent.sqlite'};" in files[0]
+    assert list(elsewhere.iterdir()) == []  # nothing written where luigi ran
+    sent = {channel: campaign.accepted(channel) for channel in CHANNELS}
+    assert sum(map(len, sent.values())) > 0
+
+    again = campaign.run(cwd=REPO)  # the same campaign from the checkout: nothing new
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {channel: campaign.accepted(channel) for channel in CHANNELS} == sent
+
+
+def test_a_run_never_uses_the_lock_folder_every_user_shares(campaign, tmp_path):
+    """luigi's default pid-lock folder ($TMPDIR/luigi) is one for every user: once another
+    user made it (0700), this user's runs died in a PermissionError traceback. Here it is
+    a file, which fails the same way for any user, root included."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (temp / "luigi").write_text("another user's folder\n")
+    campaign.write_customers(rows=4)
+    campaign.start_sandbox()
+    campaign.settings["core"].pop("lock_pid_dir")
+    campaign.configure()
+    command = [arg for arg in campaign.command() if arg != "--no-lock"]
+
+    done = subprocess.run(command, cwd=REPO, env=campaign.env(TMPDIR=str(temp)),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert (temp / f"luigi-{os.getuid()}").is_dir()
+
+
+# -- one configuration for every demo command -----------------------------------------------
+
+
+def clone_of_the_repository(folder) -> None:
+    """The files the make targets read; setup.cfg and pyproject.toml with their times, so that
+    make finds the installed venv up to date."""
+    folder.mkdir()
+    for name in ("Makefile", "luigi.cfg", "setup.cfg", "pyproject.toml"):
+        shutil.copy2(REPO / name, folder / name)
+    shutil.copytree(REPO / "config", folder / "config", ignore=shutil.ignore_patterns("*.tmp"))
+    shutil.copytree(REPO / "data" / "sample", folder / "data" / "sample")
+
+
+def sandbox_messages(clone) -> Counter:
+    path = clone / "var" / "sandbox-messages.jsonl"
+    return Counter(json.loads(line)["channel"] for line in path.read_text().splitlines())
+
+
+@pytest.mark.e2e
+def test_make_run_then_daily_and_preview_on_the_same_date_agree_and_send_nothing_new(tmp_path):
+    """make daily and make preview read the demo's configuration as make run does: the same
+    suppression file, cap and templates (they used to read luigi.cfg alone, so a daily run
+    after make run sent the 16 messages make run had skipped, one to a suppressed number)."""
+    clone = tmp_path / "clone"
+    clone_of_the_repository(clone)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI") and k != "LOG_DIR"}
+    env["SCHEDULER_PORT"] = str(free_port())  # no luigid: the local scheduler
+    common = [f"VENV={sys.prefix}", f"SANDBOX_PORT={free_port()}", "DEMO_QUIET_SECONDS=1"]
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-s", "-C", str(clone), *args, *common], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    run = make("run")
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    sent = sandbox_messages(clone)
+    assert sent["email"] > 0 and sent["sms"] > 0, sent
+    recorded = (clone / "var" / "sandbox-messages.jsonl").read_text()
+    assert "+14043793701" not in recorded  # data/sample/suppressions.csv's number
+    assert "grace.haddad.6@example.com" not in recorded.lower()  # and its address
+    email = next(line for line in run.stdout.splitlines() if line.startswith("email "))
+    assert email.split()[1] == str(sent["email"])
+
+    daily = make("daily", "SANDBOX=1")
+
+    assert daily.returncode == 0, daily.stdout[-3000:] + daily.stderr[-3000:]
+    assert sandbox_messages(clone) == sent  # nothing new
+    preview = make("preview")
+
+    assert preview.returncode == 0, preview.stdout[-3000:] + preview.stderr[-3000:]
+    would = next(line for line in preview.stdout.splitlines() if line.startswith("email "))
+    assert would.split()[1] == str(sent["email"]), would
+    assert sandbox_messages(clone) == sent
+    assert (clone / "var" / "consent.sqlite").exists()  # the clone's own store, not REPO's

@@ -133,6 +133,12 @@ class Campaign:
             # the hour it runs at; the tests of quiet hours set a window of their own
             consent={"store": str(self.root / "consent.sqlite"), "quiet_hours": ""},
             **{f"{channel}_api": {"base_url": self.sandbox.base_url} for channel in self.channels},
+            # the shipped templates, which the package names for no channel (the demo's
+            # config/demo.cfg does)
+            **{
+                channel.task.get_task_family(): {"template": "spring_sale"}
+                for channel in registered()
+            },
         )
         return self.sandbox
 
