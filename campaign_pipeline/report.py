@@ -64,9 +64,17 @@ def summarise(folder: Path, store: str = "") -> str:
     statuses = PREVIEW_STATUSES if dry_run else STATUSES
     lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
     notes, costs, skips = [], [], []
+    date_folder = folder.parent if dry_run else folder
+    date = datetime.date.fromisoformat(date_folder.name)
     for channel in registered():
         name = channel.name
         path = folder / (f"{name}_preview.json" if dry_run else f"{name}_results.csv")
+        task = channel.task(date=date, campaign=date_folder.parent.name, dry_run=dry_run)
+        if off := task.reported_off():
+            lines.append(f"{name:<8}  off ({off}): nothing sent")
+            if path.exists():  # a run earlier this date, before the channel was switched off
+                skips.append(f"{name} is off now; {path} is of an earlier run this date")
+            continue
         if not path.exists():
             lines.append(f"{name:<8}  (no {path.name}: the channel has not finished)")
             continue

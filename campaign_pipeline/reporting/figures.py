@@ -94,7 +94,7 @@ def gather(folder: Path, *, dry_run: bool = False, include_samples: bool = False
     for channel in registered():
         channels[channel.name] = _channel(folder, channel, date_folder, dry_run, samples)
     states = {c["state"] for c in channels.values()}
-    done = states <= {"complete", "preview"}
+    done = states <= {"complete", "preview", "off"}
     return {
         "schema": SCHEMA,
         "campaign": date_folder.parent.name,
@@ -135,7 +135,8 @@ def _output_name(channel: str, dry_run: bool) -> str:
 
 
 def _not_done(channels: dict) -> str:
-    waiting = [f"{name} {c['state']}" for name, c in channels.items() if c["state"] != "complete"]
+    done = ("complete", "off")
+    waiting = [f"{name} {c['state']}" for name, c in channels.items() if c["state"] not in done]
     return "not every channel has finished: " + ", ".join(waiting)
 
 
@@ -215,6 +216,13 @@ def template(channel, task) -> dict:
 def _channel(folder: Path, channel, date_folder: Path, dry_run: bool, samples: int) -> dict:
     date = datetime.date.fromisoformat(date_folder.name)
     task = channel.task(date=date, campaign=date_folder.parent.name, dry_run=dry_run)
+    found = _figures(folder, channel, task, dry_run, samples)
+    if off := task.reported_off():  # figures of an earlier run this date, if it had one
+        return {**found, "state": "off", "off": off}
+    return found
+
+
+def _figures(folder: Path, channel, task, dry_run: bool, samples: int) -> dict:
     section = channel.config()
     described = {
         "task": channel.task_name,
