@@ -70,7 +70,7 @@ def summarise(folder: Path, store: str = "") -> str:
         name = channel.name
         path = folder / (f"{name}_preview.json" if dry_run else f"{name}_results.csv")
         task = channel.task(date=date, campaign=date_folder.parent.name, dry_run=dry_run)
-        if off := task.reported_off():
+        if off := task.reported_off(folder):
             lines.append(f"{name:<8}  off ({off}): nothing sent")
             if path.exists():  # a run earlier this date, before the channel was switched off
                 skips.append(f"{name} is off now; {path} is of an earlier run this date")
@@ -198,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.exists():
         print(f"no run folder {folder}", file=sys.stderr)
         return 1
-    if args.html:
-        return _show(_html(folder, args.dry_run), args.open)
-    print(summarise(folder))
+    try:
+        if args.html:
+            return _show(_html(folder, args.dry_run), args.open)
+        print(summarise(folder))
+    except SettingsError as exc:  # a channel's settings (is it off?) cannot be read
+        parser.exit(2, f"campaign-report: error: {exc}\n")
     return 0
 
 

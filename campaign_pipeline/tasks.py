@@ -356,14 +356,14 @@ class ChannelTask(CampaignTask):
             return self.off_marker()
         return self.sent_output()
 
-    def sent_output(self) -> luigi.LocalTarget:
+    def sent_output(self, folder: Path | None = None) -> luigi.LocalTarget:
         """The output of the channel on: its result file, or a dry run's preview."""
         name = f"{self.channel}_preview.json" if self.dry_run else f"{self.channel}_results.csv"
-        return luigi.LocalTarget(self.run_dir() / name)
+        return luigi.LocalTarget((folder or self.run_dir()) / name)
 
-    def off_marker(self) -> luigi.LocalTarget:
+    def off_marker(self, folder: Path | None = None) -> luigi.LocalTarget:
         """The output of the channel off: a note of why, for the summary and the report."""
-        return luigi.LocalTarget(self.run_dir() / f"{self.channel}_off.json")
+        return luigi.LocalTarget((folder or self.run_dir()) / f"{self.channel}_off.json")
 
     def off_reason(self) -> str:
         """Why the channel is off for this campaign, as its settings say; "" when it is on."""
@@ -373,16 +373,17 @@ class ChannelTask(CampaignTask):
             return f"[{self.task_family}] target_segments = []"
         return ""
 
-    def reported_off(self) -> str:
-        """Why the summary and the report call the channel off, or "": its settings say so,
-        or it has no output of its own but the off marker of a run that was told so on
-        its command line (a flag the summary's process does not see)."""
+    def reported_off(self, folder: Path | None = None) -> str:
+        """Why the summary and the report of the run folder *folder* (default: the task's)
+        call the channel off, or "": its settings say so, or the folder has no output of
+        the channel on but the off marker of a run that was told so on its command line (a
+        flag the summary's process does not see)."""
         if reason := self.off_reason():
             return reason
-        if self.sent_output().exists():
+        if self.sent_output(folder).exists():
             return ""
         try:
-            with self.off_marker().open("r") as handle:
+            with self.off_marker(folder).open("r") as handle:
                 return str(json.load(handle).get("off", ""))
         except (OSError, ValueError):
             return ""

@@ -217,7 +217,7 @@ def _channel(folder: Path, channel, date_folder: Path, dry_run: bool, samples: i
     date = datetime.date.fromisoformat(date_folder.name)
     task = channel.task(date=date, campaign=date_folder.parent.name, dry_run=dry_run)
     found = _figures(folder, channel, task, dry_run, samples)
-    if off := task.reported_off():  # figures of an earlier run this date, if it had one
+    if off := task.reported_off(folder):  # figures of an earlier run this date, if it had one
         return {**found, "state": "off", "off": off}
     return found
 
