@@ -8,6 +8,7 @@ import json
 
 import luigi
 
+from campaign_pipeline import runner
 from campaign_pipeline.channels import named
 from campaign_pipeline.report import summarise
 from campaign_pipeline.reporting import figures, page
@@ -92,3 +93,26 @@ def test_a_marker_left_by_a_run_told_off_on_its_command_line_says_off(tmp_path):
     build_ledger(folder / "sms_ledger.sqlite")  # switched on since: its results say so
     write_results(folder / "sms_ledger.sqlite", folder / "sms_results.csv")
     assert figures.gather(folder)["channels"]["sms"]["state"] == "complete"
+
+
+def test_a_failed_channel_shortened_by_luigis_summary_is_named_in_full_with_its_error():
+    """With ``enabled`` a channel task has parameters enough for luigi's summary to show it
+    as ``SendSmsCampaign(...)``; campaign-run's summary names it from the log."""
+    sms = named("sms").task(date=DATE, campaign="demo")
+    output = f"""2026-11-25 06:00:01,000 ERROR luigi-interface: [pid 7] Worker Worker(salt=1, workers=3, host=h, username=u, pid=6) failed    {sms}
+Traceback (most recent call last):
+  File "x.py", line 1, in run
+campaign_pipeline.exceptions.TemplateError: sms template 'x': no folder
+===== Luigi Execution Summary =====
+
+Scheduled 2 tasks of which:
+* 1 failed:
+    - 1 SendSmsCampaign(...)
+
+===== Luigi Execution Summary =====
+"""  # noqa: E501
+    failures = runner.Failures()
+    for line in output.splitlines(keepends=True):
+        failures.feed(line)
+
+    assert failures.summary() == [f"{sms} failed: TemplateError: sms template 'x': no folder"]
