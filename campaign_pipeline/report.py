@@ -72,8 +72,10 @@ def summarise(folder: Path, store: str = "") -> str:
         task = channel.task(date=date, campaign=date_folder.parent.name, dry_run=dry_run)
         if off := task.reported_off(folder):
             lines.append(f"{name:<8}  off ({off}): nothing sent")
-            if path.exists():  # a run earlier this date, before the channel was switched off
-                skips.append(f"{name} is off now; {path} is of an earlier run this date")
+            # a run earlier this date, before the channel was switched off
+            earlier = [p for p in (path, folder / f"{name}_ledger.sqlite") if p.exists()]
+            if earlier:
+                skips.append(f"{name} is off now; {earlier[0]} is of an earlier run this date")
             continue
         if not path.exists():
             lines.append(f"{name:<8}  (no {path.name}: the channel has not finished)")

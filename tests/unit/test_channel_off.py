@@ -83,6 +83,17 @@ def test_the_summary_says_off(tmp_path):
     assert "email_results.csv" in text
 
 
+def test_a_channel_switched_off_after_it_sent_shows_that_run(tmp_path):
+    folder = email_sent(tmp_path)
+    build_ledger(folder / "sms_ledger.sqlite")  # a run of this date that stopped part-way
+    with settings(OFF):
+        text = summarise(folder, store=str(tmp_path / "none.sqlite"))
+        sms = figures.gather(folder)["channels"]["sms"]
+
+    assert f"sms is off now; {folder / 'sms_ledger.sqlite'} is of an earlier run" in text
+    assert (sms["state"], sms["counts"]["sent"]) == ("off", 3)
+
+
 def test_a_marker_left_by_a_run_told_off_on_its_command_line_says_off(tmp_path):
     """``--SendSmsCampaign-enabled false`` is a flag the summary's process never sees."""
     folder = email_sent(tmp_path)
