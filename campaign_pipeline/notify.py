@@ -79,6 +79,18 @@ def _count_failure(task: luigi.Task) -> int:
     return attempt
 
 
+# The most of a failure's message the task log (and so the report) keeps.
+ONE_LINE_CHARS = 400
+
+
+def one_line(error: BaseException | str) -> str:
+    """The first line of *error*'s message (an exception's, or luigi's text of a timeout),
+    credentials masked and cut to :data:`ONE_LINE_CHARS`: what the report shows to fix."""
+    text = str(error).strip().splitlines()
+    line = _redact(text[0].strip()) if text else ""
+    return line if len(line) <= ONE_LINE_CHARS else line[: ONE_LINE_CHARS - 1] + "…"
+
+
 def _redact(text: str) -> str:
     """Mask the credential values of every channel, wherever they came from."""
     from .channels import registered  # notify is imported by tasks, which the registry imports

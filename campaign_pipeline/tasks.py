@@ -169,9 +169,10 @@ def _on_process_end(task: CampaignTask, message: str) -> None:
     notify.failed(task, message)
 
 
-# The report's task timings (reporting.timings), and the report of a failed run. luigi calls
-# a class's handlers of one event in no set order: recording and reporting a failure share
-# one handler, so that the report rewritten lists the failure.
+# The report's task timings (reporting.timings), and the report rewritten whenever a task
+# ends, from the files as they are then: the last report matches them even when a task
+# failed and others went on. luigi calls a class's handlers of one event in no set order:
+# recording an end and rewriting the report share one handler, so the report lists it.
 
 
 @CampaignTask.event_handler(luigi.Event.START)
@@ -182,46 +183,47 @@ def _record_start(task: CampaignTask) -> None:
 @CampaignTask.event_handler(luigi.Event.SUCCESS)
 def _record_success(task: CampaignTask) -> None:
     _record(task, "success")
+    if task.task_family not in figures.WRAPPERS:  # CampaignReport wrote it; wrappers do nothing
+        _rewrite_report(task)
 
 
 @CampaignTask.event_handler(luigi.Event.FAILURE)
 def _record_failure(task: CampaignTask, exception: BaseException) -> None:
-    _record(task, "failure", type(exception).__name__)
-    _report_failure(task, f"{task.task_family} failed ({type(exception).__name__})")
+    _record(task, "failure", type(exception).__name__, notify.one_line(exception))
+    _rewrite_report(task)
 
 
 @CampaignTask.event_handler(luigi.Event.TIMEOUT)
-def _record_timeout(task: CampaignTask, _message: str) -> None:
+def _record_timeout(task: CampaignTask, message: str) -> None:
     """luigi terminated the task's process (worker_timeout): in luigi's worker process."""
-    _record(task, "failure", "Timeout")
-    _report_failure(task, f"{task.task_family} failed (Timeout)")
+    _record(task, "failure", "Timeout", notify.one_line(message))
+    _rewrite_report(task)
 
 
 @CampaignTask.event_handler(luigi.Event.PROCESS_FAILURE)
-def _record_crash(task: CampaignTask, _message: str) -> None:
+def _record_crash(task: CampaignTask, message: str) -> None:
     """The task's process died (killed, out of memory): in luigi's worker process."""
-    _record(task, "failure", "ProcessFailure")
-    _report_failure(task, f"{task.task_family} failed (ProcessFailure)")
+    _record(task, "failure", "ProcessFailure", notify.one_line(message))
+    _rewrite_report(task)
 
 
-def _record(task: CampaignTask, event: str, error: str = "") -> None:
+def _record(task: CampaignTask, event: str, error: str = "", message: str = "") -> None:
     try:
-        timings.record(task.run_dir(), task.task_family, task.task_id, event, error)
+        timings.record(task.run_dir(), task.task_family, task.task_id, event, error, message)
     except Exception as exc:  # a bad campaign name, an unwritable folder: run() says so
         log.warning("could not record %s of %s in the task log: %s", event, task.task_family, exc)
 
 
-def _report_failure(task: CampaignTask, detail: str) -> None:
-    """Rewrite the run folder's report with state failed, best-effort: the failure itself
-    is what the operator must hear about, never an error of its report."""
+def _rewrite_report(task: CampaignTask) -> None:
+    """Rewrite the run folder's report after *task* ended, best-effort: a failure itself is
+    what the operator must hear about, never an error of its report."""
     try:
         if settings_check.parse_problems(settings_check.package_classes()):
             log.warning("report not rewritten: a setting cannot be read (named above)")
             return
-        failed = {"state": "failed", "detail": detail}
-        reporting.write(task.run_dir(), dry_run=task.dry_run, status=failed)
+        reporting.write(task.run_dir(), dry_run=task.dry_run)
     except Exception as exc:
-        log.warning("could not write the report of the failed %s: %s", task.task_family, exc)
+        log.warning("could not rewrite the report after %s: %s", task.task_family, exc)
 
 
 class LoadSegments(CampaignTask):

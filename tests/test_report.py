@@ -4,6 +4,7 @@ faults: checked against the result files and the ledgers of the same run."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import sqlite3
@@ -180,10 +181,11 @@ def test_a_failed_channel_leaves_a_report_saying_so_and_the_fixed_rerun_complete
 
     assert failed.returncode == RETCODE["task_failed"]
     report = report_of(campaign.folder)
-    assert report["status"] == {
-        "state": "failed",
-        "detail": "SendSmsCampaign failed (ChannelStoppedError)",
-    }
+    assert report["status"]["state"] == "failed"
+    # the error's one line says what to fix: here, the credentials the provider refused
+    detail = report["status"]["detail"]
+    assert detail.startswith("SendSmsCampaign failed (ChannelStoppedError): sms channel stopped")
+    assert "SMS_API_AUTH_TOKEN" in detail
     assert report["channels"]["sms"]["state"] == "incomplete"
     assert report["channels"]["sms"]["counts"]["pending"] > 0
     tasks = {t["task"]: t for t in report["tasks"]}
@@ -247,3 +249,49 @@ def test_a_report_base_url_that_is_not_http_is_one_line_and_nothing_is_sent(camp
         "serving [campaign] output_dir, e.g. http://127.0.0.1:8084, or empty for file:// links"
     }
     assert all(campaign.requests(channel) == 0 for channel in CHANNELS)
+
+
+def page_values(folder, channel: str) -> dict[str, int]:
+    """The channel's status counts as report.html shows them (its data-value hooks)."""
+    page = (folder / "report.html").read_text()
+    hooks = re.findall(rf'data-channel="{channel}" data-status="(\w+)" data-value="(\d+)"', page)
+    return {status: int(n) for status, n in hooks}
+
+
+def test_after_channels_fail_for_a_credential_the_last_report_matches_the_files(campaign):
+    """SMS and push stop at start-up (their credentials are not exported) while email goes on
+    and sends: the report is rewritten as each task ends, so the one left matches the result
+    files, and the page and the JSON alike name the variables to export."""
+    campaign.write_customers(rows=30)
+    campaign.start_sandbox()
+    campaign.configure(**{TASKS[c]: {"target_segments": ALL} for c in CHANNELS})
+    env = campaign.env()
+    missing = {"sms": "SMS_API_AUTH_TOKEN", "push": "PUSH_API_TOKEN"}
+    for variable in missing.values():
+        del env[variable]
+
+    done = campaign.run(env=env)
+
+    assert done.returncode == RETCODE["task_failed"], done.stderr[-3000:]
+    report = report_of(campaign.folder)
+    rows = campaign.results("email")
+    counts = Counter(r["status"] for r in rows)
+    assert counts["sent"] > 0
+    email = report["channels"]["email"]
+    assert email["counts"] == {s: counts[s] for s in STATUSES}
+    assert email["state"] == "complete" and email["targeted"] == len(rows)
+    shown = page_values(campaign.folder, "email")
+    assert {s: shown[s] for s in STATUSES} == {s: counts[s] for s in STATUSES}
+    assert report["status"]["state"] == "failed"
+    page = (campaign.folder / "report.html").read_text()
+    detail = re.search(r'data-field="detail">([^<]*)<', page)[1]
+    assert html.unescape(detail) == report["status"]["detail"], "one status, page and JSON"
+    for channel, variable in missing.items():
+        assert f"{TASKS[channel]} failed (MissingSecretError)" in report["status"]["detail"]
+        assert variable in report["status"]["detail"], channel
+        assert variable in page
+    tasks = {t["task"]: t for t in report["tasks"]}
+    assert tasks[TASKS["email"]]["state"] == "done"
+    assert "SMS_API_AUTH_TOKEN" in tasks[TASKS["sms"]]["message"]
+    written = (campaign.folder / "report.json").read_text() + page
+    assert not [name for name, value in campaign.credentials.items() if value in written]

@@ -1,14 +1,16 @@
 """Each run folder's report: report.json (the figures) and report.html (the page).
 
 :func:`write` gathers the figures (:mod:`.figures`, aggregated in SQL over the ledgers) and
-renders the page (:mod:`.page`); CampaignReport calls it after the channels, and a failed
-task's handler calls it with ``status`` failed. :func:`report_url` is the link the
+renders the page (:mod:`.page`) from them: one document for both. CampaignReport calls it
+after the channels, and tasks.py's handlers whenever a task ends (a failure is read from
+the task log, :mod:`.timings`). :func:`report_url` is the link the
 visualiser shows for the run's tasks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -16,23 +18,26 @@ from pathlib import Path
 
 REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
+# Held while a report is gathered and written: tasks ending at once in processes of their
+# own take turns, so the last report written was gathered after the last file changed.
+REPORT_LOCK = ".report.lock"
 
 
-def write(folder: Path, *, dry_run: bool = False, status: dict | None = None) -> Path:
+def write(folder: Path, *, dry_run: bool = False) -> Path:
     """Write report.json and report.html of the run folder *folder* (a dry run's
-    ``dry-run`` folder with *dry_run*), each atomically; return the report.html path.
-    *status* (``{"state": "failed", "detail": ...}``) replaces the status gathered."""
+    ``dry-run`` folder with *dry_run*), each atomically; return the report.html path."""
     from ..config import report as report_config
     from . import figures, page
 
     folder = Path(folder)
     samples = report_config().include_samples
-    report = figures.gather(folder, dry_run=dry_run, include_samples=samples)
-    if status is not None:
-        report["status"] = {**report["status"], **status}
-    _replace(folder / REPORT_JSON, json.dumps(report, indent=2, ensure_ascii=False))
-    html = folder / REPORT_HTML
-    _replace(html, page.render(report))
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / REPORT_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = figures.gather(folder, dry_run=dry_run, include_samples=samples)
+        _replace(folder / REPORT_JSON, json.dumps(report, indent=2, ensure_ascii=False))
+        html = folder / REPORT_HTML
+        _replace(html, page.render(report))
     return html
 
 

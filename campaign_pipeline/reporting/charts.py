@@ -6,8 +6,8 @@ sees a recipient row, so a million recipients draw as fast as a hundred) and ret
 be searched and read by a screen reader, and each chart has a ``<title>``. The size is a
 ``viewBox``, so the page's CSS scales a chart to its width.
 
-Why not a plotting library: matplotlib was tried first. A run writes its report once, and a
-failed task rewrites it, so every luigi run paid about 0.3 s to import matplotlib and 0.4 s
+Why not a plotting library: matplotlib was tried first. A run writes its report whenever a
+task ends, so every luigi run paid about 0.3 s to import matplotlib and 0.4 s
 to draw the six charts; over the ~300 reports the test suite writes that took ``make test``
 from 4 min to 6 min 10 s on 2 cores (tests/test_errors.py, test_delivery.py and
 test_stops.py: 53 s without a report, 68 s with matplotlib's charts, 56 s with the charts
@@ -23,18 +23,23 @@ from datetime import datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
 # Each status's colour, in stacking order; a dry run's "would_send" stands where "sent" does.
+# The Okabe-Ito palette (Okabe & Ito, "Color Universal Design", 2008), told apart with each
+# kind of colour blindness; greys (told apart by lightness) for what is not an outcome yet,
+# and for skipped rows no reason splits.
 STATUS_COLOURS = {
-    "sent": "#2e7d32",
-    "would_send": "#66bb6a",
-    "failed": "#c62828",
-    "unknown": "#ef6c00",
-    "pending": "#9e9e9e",
-    "in_flight": "#bdbdbd",
-    "skipped": "#5c6bc0",
+    "sent": "#009E73",  # bluish green
+    "would_send": "#009E73",
+    "failed": "#D55E00",  # vermillion
+    "unknown": "#E69F00",  # orange
+    "pending": "#999999",
+    "in_flight": "#CCCCCC",
+    "skipped": "#555555",
 }
-# Skipped rows split by kind of reason (consent outcomes and contact problems), in shades.
-# (none is the plain "skipped" colour, which stands for skipped rows the data does not split)
-SKIP_COLOURS = ["#283593", "#3949ab", "#7986cb", "#9fa8da", "#c5cae9", "#1a237e", "#8e99f3"]
+# Skipped rows split by kind of reason (suppressed, frequency cap, missing, invalid,
+# duplicate contact), each in an Okabe-Ito colour no status has; a kind beyond these stays
+# in the plain skipped grey, labelled "other reasons": a colour used twice, or a shade of
+# one, would tell two reasons apart for nobody.
+SKIP_COLOURS = ["#0072B2", "#56B4E9", "#CC79A7", "#F0E442", "#000000"]
 CHANNEL_COLOURS = ["#1565c0", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e"]
 LIMIT_COLOUR = "#c62828"
 TIMELINE_COLOUR = "#1565c0"
@@ -97,8 +102,16 @@ def segment_bars(channel: dict) -> str:
         rows.append((segment, by, by.get("skipped_by_reason")))
     legend = [(STATUS_COLOURS[s], s.replace("_", " ")) for s in statuses]
     if reasons:
-        if all(by for _, row, by in rows if row.get("skipped")):
-            legend = [entry for entry in legend if entry[1] != "skipped"]
+        split = all(by for _, row, by in rows if row.get("skipped"))
+        cut = {r for r, n in (channel.get("skipped_by_reason") or {}).items() if n} - set(reasons)
+        plain = {
+            (True, True): "skipped: other reasons",
+            (True, False): "skipped: other reasons, or not split by reason",
+            (False, True): "",  # every skipped row has its reason's colour
+            (False, False): "skipped",
+        }[bool(cut), split]
+        legend = [(c, plain if label == "skipped" else label) for c, label in legend]
+        legend = [entry for entry in legend if entry[1]]
         legend += [(colour, f"skipped: {reason}") for reason, colour in reasons.items()]
 
     left = 16 + max(_width(label) for label, _, _ in rows)
@@ -147,7 +160,7 @@ def _pieces(row: dict, statuses: list[str], skipped_by: dict | None, reasons: di
 def _top_reasons(skipped_by: dict) -> dict[str, str]:
     """The kinds of skip reason in the data, most frequent first, each with its colour."""
     ordered = sorted((r for r, n in skipped_by.items() if n), key=lambda r: -skipped_by[r])
-    return {reason: SKIP_COLOURS[i % len(SKIP_COLOURS)] for i, reason in enumerate(ordered)}
+    return dict(zip(ordered, SKIP_COLOURS, strict=False))
 
 
 def timeline(channel: dict) -> str:
@@ -200,9 +213,11 @@ def timeline(channel: dict) -> str:
 
 
 def _timeline_title(line: dict) -> str:
+    if not line.get("accepted"):
+        return "nothing was sent"
     achieved = line.get("achieved_per_second")
     if achieved is None:
-        return "nothing was sent"
+        return "rate: too short to measure"
     ratio = line.get("ratio")
     of_limit = f" = {ratio:.0%} of the limit" if ratio is not None else ""
     return f"achieved {_number(achieved)}/s{of_limit}"
@@ -219,7 +234,9 @@ def history_lines(history: dict) -> str:
     found = {name: [e.get("channels", {}).get(name) for e in entries] for name in channels}
     sent = {name: [c.get("sent", 0) if c else None for c in cs] for name, cs in found.items()}
     rate = {
-        name: [100 * c.get("failure_rate", 0) if c else None for c in cs]
+        name: [
+            100 * c["failure_rate"] if c and c.get("failure_rate") is not None else None for c in cs
+        ]
         for name, cs in found.items()
     }
     legend_width = 36 + max([_width(name) for name in channels] or [0])

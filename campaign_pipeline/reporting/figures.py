@@ -77,6 +77,11 @@ HEAD = "CASE WHEN instr(error, ':') > 0 THEN substr(error, 1, instr(error, ':') 
 # (julianday's double is exact to some 20 microseconds: rounded to the ledger's milliseconds)
 EPOCH = "(ROUND((julianday(sent_at) - 2440587.5) * 86400000.0) / 1000.0)"
 SENT_ROWS = f"status = '{Status.SENT}' AND sent_at != ''"
+# The shortest send (first to last sent message, in seconds) whose rate a report gives.
+# Under it a send is a few batches and the bucket's burst: its "rate" is the burst's, not
+# the limit's (email's three batches of `make run` leave in milliseconds), so the report
+# says "too short to measure" instead of a rate, a peak and a share of the limit.
+MEASURABLE_SECONDS = 10
 
 
 def gather(folder: Path, *, dry_run: bool = False, include_samples: bool = False) -> dict:
@@ -93,25 +98,21 @@ def gather(folder: Path, *, dry_run: bool = False, include_samples: bool = False
     channels = {}
     for channel in registered():
         channels[channel.name] = _channel(folder, channel, date_folder, dry_run, samples)
-    states = {c["state"] for c in channels.values()}
-    done = states <= {"complete", "preview", "off"}
+    tasks = timings.read(folder)
     return {
         "schema": SCHEMA,
         "campaign": date_folder.parent.name,
         "date": date_folder.name,
         "dry_run": dry_run,
         "generated_at": utc_now(),
-        "status": {
-            "state": "complete" if done else "incomplete",
-            "detail": "every task done" if done else _not_done(channels),
-        },
+        "status": status(channels, tasks),
         "customer_file": _customer_file(load),
         "rejected_by_reason": load.get("rejected_by_reason", {}),
         "contact_issues": load.get("contact_issues", {}),
         "segments": [str(s) for s in campaign_config().segments],
         "settings": _settings(),
         "channels": channels,
-        "tasks": [t for t in timings.read(folder) if t["task"] not in WRAPPERS],
+        "tasks": [t for t in tasks if t["task"] not in WRAPPERS],
         "inputs": inputs(folder, dry_run),
     }
 
@@ -132,6 +133,24 @@ def inputs(folder: Path, dry_run: bool = False) -> dict[str, list[int]]:
 
 def _output_name(channel: str, dry_run: bool) -> str:
     return f"{channel}_preview.json" if dry_run else f"{channel}_results.csv"
+
+
+def status(channels: dict, tasks: list[dict]) -> dict[str, str]:
+    """The run's state and what to do about it: ``failed`` while the latest attempt of a
+    task failed (each named with its error's one line, which names the setting or variable
+    to fix), else ``complete`` once every channel is, else ``incomplete``."""
+    failed = [task for task in tasks if task["state"] == "failed"]
+    if failed:
+        detail = "; ".join(_failure(task) for task in failed)
+        return {"state": "failed", "detail": detail}
+    if {c["state"] for c in channels.values()} <= {"complete", "preview", "off"}:
+        return {"state": "complete", "detail": "every task done"}
+    return {"state": "incomplete", "detail": _not_done(channels)}
+
+
+def _failure(task: dict) -> str:
+    what = f"{task['task']} failed ({task['error'] or 'unknown error'})"
+    return f"{what}: {task['message']}" if task.get("message") else what
 
 
 def _not_done(channels: dict) -> str:
@@ -171,6 +190,7 @@ def _settings() -> dict:
             "frequency_cap": consent.frequency_cap,
             "frequency_window_days": consent.frequency_window_days,
             "quiet_hours": consent.quiet_hours,
+            "default_timezone": consent.default_timezone,
             "quiet_hours_channels": list(consent.quiet_hours_channels),
             "dedupe_contacts": consent.dedupe_contacts,
             "suppressions": consent.suppressions,
@@ -389,20 +409,25 @@ def timeline(db: sqlite3.Connection, limit_per_second: float) -> dict | None:
     )
     for index, n in found:
         accepted[min(max(index, 0), bins - 1)] += n
-    # n messages over a span: n - 1 intervals. Messages sent within one second count as
-    # sent in a second: a burst of 3 batches in 50 ms is not a rate of 5,000/s
-    achieved = (sent - 1) / span if span >= 1 else float(sent)
-    return {
+    line = {
         "bin_seconds": width,
         "start": _iso(start),
         "accepted": accepted,
         "limit_per_second": limit_per_second,
         "first_sent": _iso(first),
         "last_sent": _iso(last),
-        "achieved_per_second": round(achieved, 3),
-        "peak_per_second": round(max(accepted) / width, 3),
-        "ratio": round(achieved / limit_per_second, 4) if limit_per_second > 0 else None,
+        "measured": span >= MEASURABLE_SECONDS,
+        "achieved_per_second": None,
+        "peak_per_second": None,
+        "ratio": None,
     }
+    if line["measured"]:
+        achieved = (sent - 1) / span  # n messages over a span: n - 1 intervals
+        line["achieved_per_second"] = round(achieved, 3)
+        line["peak_per_second"] = round(max(accepted) / width, 3)
+        if limit_per_second > 0:
+            line["ratio"] = round(achieved / limit_per_second, 4)
+    return line
 
 
 def _iso(epoch: float) -> str:

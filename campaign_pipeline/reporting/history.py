@@ -71,11 +71,12 @@ def _entry(folder: Path, report: dict) -> dict:
     }
 
 
-def failure_rate(counts: dict) -> float:
-    """(failed + unknown) / (sent + failed + unknown), 0 when nothing was attempted."""
+def failure_rate(counts: dict) -> float | None:
+    """(failed + unknown) / (sent + failed + unknown); None when nothing was attempted (no
+    rate, not 0 %: the page says n/a)."""
     bad = counts.get("failed", 0) + counts.get("unknown", 0)
     attempted = counts.get("sent", 0) + bad
-    return round(bad / attempted, 4) if attempted else 0.0
+    return round(bad / attempted, 4) if attempted else None
 
 
 def render_history(history: dict) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
-from . import charts
+from . import charts, figures
 
 # What each status means, in the marketer's words; the order is the table's.
 STATUS_MEANINGS = {
@@ -27,6 +27,9 @@ STATUS_MEANINGS = {
     "pending": "not sent yet: the run stopped before it",
     "in_flight": "being sent when the run stopped",
 }
+# What a share shows when there is nothing to divide, and a rate a send too short to measure.
+NOT_APPLICABLE = "n/a"
+TOO_SHORT = "too short to measure"
 STATE_MEANINGS = {
     "complete": "every task finished",
     "incomplete": "some tasks have not finished yet",
@@ -43,7 +46,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.ChainableUndefined,  # a key a report lacks shows empty
     )
-    env.filters.update(number=number, percent=percent, size=size, seconds=seconds)
+    env.filters.update(number=number, percent=percent, size=size, seconds=seconds, path=path)
     return env
 
 
@@ -65,6 +68,8 @@ def render(report: dict) -> str:
             has_samples=any(channel["samples"] for channel in channels),
             colours=charts.STATUS_COLOURS,
             percent=percent,
+            too_short=TOO_SHORT,
+            measurable_seconds=figures.MEASURABLE_SECONDS,
         )
     )
 
@@ -110,14 +115,23 @@ def number(value: Any) -> str:
 
 
 def percent(part: float | None, whole: float | None = None) -> str:
-    """``95.1%`` of a ratio, or of part/whole; "" when there is nothing to divide by."""
+    """``95.1%`` of a ratio, or of part/whole; ``n/a`` when there is nothing to divide (a
+    whole of 0: no 0.0 % of nothing), "" when there is no part."""
     if _missing(part):
         return ""
     if whole is not None:
         if _missing(whole) or not whole:
-            return ""
+            return NOT_APPLICABLE
         part = part / whole
     return f"{part:.1%}"
+
+
+def path(value: Any) -> Markup:
+    """A file's path, escaped, with a line-break opportunity after each ``/``: a long path
+    wraps at its separators (CSS ``code.path`` breaks no word)."""
+    if _missing(value):
+        return Markup("")
+    return Markup("/<wbr>").join(escape(part) for part in str(value).split("/"))
 
 
 def size(value: int | None) -> str:

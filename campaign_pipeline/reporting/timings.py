@@ -20,12 +20,17 @@ TASK_LOG = "task_log.jsonl"
 STATES = {"start": "running", "success": "done", "failure": "failed"}
 
 
-def record(folder: Path, task_family: str, task_id: str, event: str, error: str = "") -> None:
+def record(
+    folder: Path, task_family: str, task_id: str, event: str, error: str = "", message: str = ""
+) -> None:
     """Append *event* (``start``, ``success`` or ``failure``) of a task to *folder*'s log;
-    *error* is the exception's class name, never its text (it may hold customer data)."""
+    *error* is the exception's class name, *message* its first line with the credentials
+    masked (:func:`campaign_pipeline.notify.one_line`): what the report says to fix."""
     line = {"at": utc_now(), "task": task_family, "task_id": task_id, "event": event}
     if error:
         line["error"] = error
+    if message:
+        line["message"] = message
     Path(folder).mkdir(parents=True, exist_ok=True)
     data = (json.dumps(line) + "\n").encode()
     handle = os.open(Path(folder) / TASK_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -37,8 +42,9 @@ def record(folder: Path, task_family: str, task_id: str, event: str, error: str 
 
 def read(folder: Path) -> list[dict]:
     """The latest attempt of each task in *folder*'s log, in the order the tasks first
-    started: ``{"task", "task_id", "started", "ended", "seconds", "state", "error"}``, state
-    ``done``, ``failed`` or ``running`` (started, not ended: running, or killed)."""
+    started: ``{"task", "task_id", "started", "ended", "seconds", "state", "error",
+    "message"}``, state ``done``, ``failed`` or ``running`` (started, not ended: running, or
+    killed)."""
     tasks: dict[str, dict] = {}
     try:
         lines = (Path(folder) / TASK_LOG).read_text().splitlines()
@@ -60,11 +66,13 @@ def read(folder: Path) -> list[dict]:
                 "seconds": None,
                 "state": "running",
                 "error": "",
+                "message": "",
             }
         if event != "start":
             entry["ended"] = line["at"]
             entry["state"] = STATES.get(event, "failed")
             entry["error"] = line.get("error", "")
+            entry["message"] = line.get("message", "")
             if entry["started"]:
                 entry["seconds"] = round(_seconds(entry["started"], entry["ended"]), 3)
     return list(tasks.values())

@@ -60,6 +60,7 @@ def synthetic_report(
                 "frequency_cap": 2,
                 "frequency_window_days": 7,
                 "quiet_hours": "21:00-08:00",
+                "default_timezone": "America/New_York",
                 "quiet_hours_channels": ["sms", "push"],
                 "dedupe_contacts": True,
                 "suppressions": "data/sample/suppressions.csv",

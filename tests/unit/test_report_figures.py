@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import html
 import json
 import sqlite3
 from pathlib import Path
@@ -188,9 +189,10 @@ def test_the_timeline_bins_sent_rows_by_sent_at_in_at_most_300_bins(tmp_path):
     assert timeline["first_sent"] == "2026-11-25T10:00:00.100+00:00"
     assert timeline["last_sent"] == "2026-11-25T10:00:01.200+00:00"
     assert timeline["limit_per_second"] == 2.0, "[push_api] rate_per_second of luigi.cfg"
-    assert timeline["achieved_per_second"] == pytest.approx(2 / 1.1, abs=0.001)
-    assert timeline["peak_per_second"] == 2.0
-    assert timeline["ratio"] == pytest.approx(2 / 1.1 / 2.0, abs=0.0001)
+    # 1.1 s from first to last: too short to measure a rate
+    assert timeline["measured"] is False
+    assert (timeline["achieved_per_second"], timeline["peak_per_second"]) == (None, None)
+    assert timeline["ratio"] is None
 
     spread = [(f"S{n}", "new", f"s{n}", "sent", "", n * 37.0) for n in range(100)]  # ~1 hour
     (folder / "push_ledger.sqlite").unlink()
@@ -199,17 +201,29 @@ def test_the_timeline_bins_sent_rows_by_sent_at_in_at_most_300_bins(tmp_path):
     assert timeline["bin_seconds"] == 15
     assert len(timeline["accepted"]) == 245 <= figures.MAX_BINS  # 3663 s / 15, + 1
     assert sum(timeline["accepted"]) == 100
+    assert timeline["measured"] is True
+    assert timeline["achieved_per_second"] == pytest.approx(99 / 3663, abs=0.001)
+    assert timeline["ratio"] == pytest.approx(99 / 3663 / 2.0, abs=0.0001)
 
 
-def test_messages_sent_within_a_second_count_as_a_second_not_a_burst_rate(tmp_path):
+def test_a_send_too_short_to_measure_has_no_rate_nor_share_of_the_limit(tmp_path):
     folder = run_folder(tmp_path)
     burst = [(f"B{n}", "new", f"b{n}", "sent", "", n * 0.01) for n in range(5)]  # in 40 ms
     build_ledger(folder / "push_ledger.sqlite", burst)
 
     timeline = figures.gather(folder)["channels"]["push"]["timeline"]
 
-    assert timeline["achieved_per_second"] == 5.0, "not 4 / 0.04 s = 100/s"
-    assert timeline["ratio"] == 2.5
+    assert timeline["accepted"] == [5]
+    assert timeline["measured"] is False, "not 4 / 0.04 s = 100/s, nor 250 % of the limit"
+    assert (timeline["achieved_per_second"], timeline["ratio"]) == (None, None)
+
+    seconds = figures.MEASURABLE_SECONDS
+    even = [(f"E{n}", "new", f"e{n}", "sent", "", n * seconds / 10) for n in range(11)]
+    (folder / "push_ledger.sqlite").unlink()
+    build_ledger(folder / "push_ledger.sqlite", even)
+    timeline = figures.gather(folder)["channels"]["push"]["timeline"]
+    assert timeline["measured"] is True
+    assert timeline["achieved_per_second"] == pytest.approx(10 / seconds, abs=0.001)
 
 
 @pytest.mark.parametrize(
@@ -297,12 +311,18 @@ def test_write_replaces_both_files_and_report_url_follows_base_url(tmp_path):
     folder = run_folder(tmp_path)
     build_ledger(folder / "email_ledger.sqlite")
 
-    page = reporting.write(folder, status={"state": "failed", "detail": "SendEmailCampaign failed"})
+    message = "environment variable EMAIL_API_TOKEN is not set (named by [email_api] token_env)"
+    timings.record(folder, "SendEmailCampaign", "E1", "failure", "MissingSecretError", message)
+
+    page = reporting.write(folder)
 
     assert page == folder / reporting.REPORT_HTML and page.read_text().startswith("<!doctype")
     written = json.loads((folder / reporting.REPORT_JSON).read_text())
-    assert written["status"] == {"state": "failed", "detail": "SendEmailCampaign failed"}
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [], "no temp"
+    detail = f"SendEmailCampaign failed (MissingSecretError): {message}"
+    assert written["status"] == {"state": "failed", "detail": detail}
+    assert f'data-field="detail">{html.escape(detail)}<' in page.read_text(), "one source"
+    temporary = [p.name for p in folder.iterdir() if p.name.startswith(".report.")]
+    assert temporary == [reporting.REPORT_LOCK], "no temporary file left"
     with setting("report", "base_url", ""):
         assert reporting.report_url(folder) == (folder / "report.html").resolve().as_uri()
     with (

@@ -30,8 +30,8 @@ def test_a_week_of_reports_is_one_entry_per_date_oldest_first(tmp_path):
             assert found["failure_rate"] == round(bad / (counts["sent"] + bad), 4)
 
 
-def test_the_failure_rate_is_zero_when_nothing_was_attempted():
-    assert failure_rate({"sent": 0, "failed": 0, "unknown": 0, "skipped": 5}) == 0.0
+def test_the_failure_rate_is_none_when_nothing_was_attempted():
+    assert failure_rate({"sent": 0, "failed": 0, "unknown": 0, "skipped": 5}) is None
     assert failure_rate({"sent": 6, "failed": 1, "unknown": 1}) == 0.25
 
 
@@ -70,3 +70,20 @@ def test_campaign_report_names_a_campaign_name_it_cannot_use_in_one_line(capsys)
         "campaign-report: error: campaign name '../elsewhere' must be letters, digits, '.', '_' "
         "or '-'"
     )
+
+
+def test_a_channel_with_nothing_attempted_has_no_failure_rate_on_the_page(tmp_path):
+    folder = tmp_path / "demo"
+    write_week(folder, days=2, pages=False)
+    written = folder / "2026-11-20" / "report.json"
+    report = json.loads(written.read_text())
+    zeros = dict.fromkeys(("sent", "failed", "unknown", "pending", "in_flight"), 0)
+    report["channels"]["sms"]["counts"] = {**zeros, "skipped": 5}
+    written.write_text(json.dumps(report))
+
+    html = write_history(folder).read_text()
+
+    rate = '<td class="n" data-date="2026-11-20" data-channel="sms" data-field="failure_rate"'
+    assert f'{rate} data-value="">n/a</td>' in html
+    assert json.loads((folder / "history.json").read_text())["dates"][1]["channels"]["sms"][
+        "failure_rate"] is None  # fmt: skip

@@ -195,3 +195,76 @@ def test_the_status_and_the_failed_task_are_named():
     assert 'class="badge failed" data-field="state">failed<' in html
     assert "SendSmsCampaign failed (RecipientsPendingError)" in html
     assert "failed (RecipientsPendingError)" in html
+
+
+# Okabe & Ito's palette, told apart with each kind of colour blindness.
+OKABE_ITO = {"#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}
+
+
+def test_a_send_too_short_to_measure_shows_no_rate():
+    report = synthetic_report()
+    line = report["channels"]["email"]["timeline"]
+    line.update(measured=False, achieved_per_second=None, peak_per_second=None, ratio=None)
+    line["accepted"] = [280]
+
+    html = page.render(report)
+
+    section = html.split('id="channel-email"')[1].split('id="channel-sms"')[0]
+    assert "too short to measure" in section
+    assert 'data-field="ratio"' not in section and 'data-field="peak_per_second"' not in section
+    assert "of the limit" not in section, "the chart's title gives no share of the limit"
+    assert cell(hooks(html), channel="email", field="rate")["text"] == "too short to measure"
+    assert 'data-channel="sms" data-field="ratio"' in html, "a measured send keeps its rate"
+
+
+def test_each_skip_reason_has_a_distinct_colour_blind_safe_colour():
+    channel = synthetic_report()["channels"]["email"]
+    svg = charts.segment_bars(channel)
+
+    legend = dict(re.findall(r'fill="(#[0-9A-Fa-f]{6})"/><text [^>]*>([^<]+)</text>', svg))
+    reasons = {label: colour for colour, label in legend.items() if label.startswith("skipped:")}
+    assert len(reasons) == len(channel["skipped_by_reason"]) == 5
+    colours = [c.upper() for c in reasons.values()]
+    assert len(set(colours)) == len(colours), "no two reasons share a colour"
+    assert set(colours) <= OKABE_ITO
+    status = {s: c.upper() for s, c in charts.STATUS_COLOURS.items() if s != "would_send"}
+    assert not set(colours) & set(status.values()), "no reason looks like a status"
+    assert len(set(status.values())) == len(status)
+    # a sixth kind stays in the plain skipped colour, named as such
+    channel["skipped_by_reason"] = {**channel["skipped_by_reason"], "not targeted": 1}
+    assert "skipped: other reasons" in charts.segment_bars(channel)
+
+
+def test_file_names_wrap_at_their_separators_never_inside_a_word():
+    report = synthetic_report()
+    report["customer_file"]["path"] = "/srv/campaigns/customer_exports_november/customers.csv"
+
+    html = page.render(report)
+
+    shown = re.search(r'<code class="path" data-field="customer_file.path">(.*?)</code>', html)[1]
+    assert shown == "/<wbr>srv/<wbr>campaigns/<wbr>customer_exports_november/<wbr>customers.csv"
+    assert '<code class="path">data/<wbr>sample/<wbr>suppressions.csv</code>' in html
+    css = re.search(r"<style>(.*?)</style>", html, re.S)[1]
+    rules = dict(re.findall(r"([^{}]+)\{([^}]*)\}", css))
+    code = [body for selector, body in rules.items() if re.search(r"\bcode\b", selector)]
+    assert code and not any("break-all" in body for body in code), "no mid-word break"
+
+
+def test_quiet_hours_are_shown_with_their_time_zone():
+    html = page.render(synthetic_report())
+
+    row = re.search(r'data-setting="quiet_hours">(.*?)</td>', html, re.S)[1]
+    assert "21:00-08:00" in row and "local time" in row and "America/New_York" in row
+
+
+def test_nothing_to_divide_is_n_a_not_zero_percent():
+    report = synthetic_report()
+    zeros = dict.fromkeys(("sent", "failed", "unknown", "skipped", "pending", "in_flight"), 0)
+    report["channels"]["sms"].update(targeted=0, counts=zeros, by_segment={}, timeline=None)
+
+    html = page.render(report)
+
+    tile = re.search(r'data-tile="sms">(.*?)</div>\s*</div>', html, re.S)[1]
+    assert "(n/a)" in tile and "0.0%" not in tile
+    section = html.split('id="channel-sms"')[1].split('id="channel-push"')[0]
+    assert "0.0%" not in section and "n/a" in section
