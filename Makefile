@@ -55,8 +55,8 @@ run: $(STAMP)
 	@$(BIN)/python -m campaign_pipeline.sample_data --history $(DEMO_CAPPED) \
 	    < data/sample/customers.csv > var/demo-history.csv && \
 	$(BIN)/campaign-consent import-history var/demo-history.csv
-	@quiet=$$($(BIN)/python -m campaign_pipeline.consent.quiet \
-	    --demo-window $(DEMO_QUIET_SECONDS) --zone America/Denver) && \
+	@quiet=$$($(BIN)/campaign-consent demo-quiet-hours $(DEMO_QUIET_SECONDS) \
+	    --zone America/Denver) && \
 	$(BIN)/campaign-sandbox --port $(SANDBOX_PORT) --demo-credentials \
 	    --record var/sandbox-messages.jsonl $(DEMO_CONSENT) -- \
 	  env CAMPAIGN_PROVIDER_URL=$(SANDBOX_URL) \

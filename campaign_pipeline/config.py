@@ -537,6 +537,13 @@ class consent(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's nam
         description="IANA time zone of a recipient whose timezone column is empty and whose "
         "phone number tells none (quiet hours)",
     )
+    max_wait_minutes = BoundedFloat(
+        default=10.0,
+        allowed=Range(0, 1440, "minutes (a day; 0: no wait)"),
+        description="The longest a run waits for quiet hours to end; the recipients whose "
+        "window opens later stay pending (deferred) and the run ends with exit 15, for a "
+        "later run to send them",
+    )
 
 
 class report(NamedParseErrors, luigi.Config):  # noqa: N801 - the section's name

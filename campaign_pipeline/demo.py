@@ -3,11 +3,11 @@
     python -m campaign_pipeline.demo [--rows 1000] [--rate 8] [--latency-ms 150]
 
 It generates a customer file (as ``python -m campaign_pipeline.sample_data`` does), starts
-the sandbox provider with latency and a ``luigid`` of its own on 127.0.0.1, prints the
-visualiser's address, runs the campaign ``demo-live`` through that luigid, and stops what it
-started at the end, also on Ctrl-C. Everything it writes is under its folder (``var/demo``),
-which it empties first: it never touches ``make run``'s campaign or ``make scheduler``'s
-luigid.
+the sandbox provider with latency, a ``luigid`` of its own and a report server (the
+visualiser's report links) on 127.0.0.1, prints their addresses, runs the campaign
+``demo-live`` through that luigid, and stops what it started at the end, also on Ctrl-C.
+Everything it writes is under its folder (``var/demo``), which it empties first: it never
+touches ``make run``'s campaign or ``make scheduler``'s luigid and report server.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +31,7 @@ from .channels import registered
 from .consent.quiet import demo_window
 from .providers import PROVIDER_URL_ENV
 from .report import summarise
+from .reporting.server import make_server
 from .sandbox import ChannelLimit, Sandbox, SandboxConfig, demo_credentials
 from .sandbox import describe as describe_sandbox
 from .sandbox.config import registered_endpoints
@@ -89,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: luigid did not start; see {folder / 'luigid' / 'luigid.out'}")
             return 1
         print(f"demo: visualiser: {url}/static/visualiser/index.html", flush=True)
-        command = luigi_command(args, folder, customers)
+        reports = serve_reports(folder / "campaigns")
+        stack.callback(stop_serving, reports)
+        reports_url = f"http://127.0.0.1:{reports.server_address[1]}"
+        print(f"demo: reports (the visualiser's links): {reports_url}/", flush=True)
+        command = luigi_command(args, folder, customers, reports_url)
         env = {**os.environ, **credentials, PROVIDER_URL_ENV: sandbox.base_url}
         code = run_campaign(command, env)
         print(f"demo: campaign {CAMPAIGN} ended with exit {code}; run folders in {folder}")
@@ -147,6 +153,20 @@ def start_luigid(folder: Path, port: int) -> subprocess.Popen:
         )
 
 
+def serve_reports(root: Path):
+    """The report server of *root* on a free port of 127.0.0.1, in a thread of the demo."""
+    root.mkdir(parents=True, exist_ok=True)
+    server = make_server(root, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, name="reports", daemon=True).start()
+    return server
+
+
+def stop_serving(server) -> None:
+    server.shutdown()
+    server.server_close()
+    print("demo: report server stopped", flush=True)
+
+
 def answers(url: str, wait: float) -> bool:
     """True once *url* answers 200 (luigid is up), trying for up to *wait* seconds."""
     deadline = time.monotonic() + wait
@@ -159,9 +179,11 @@ def answers(url: str, wait: float) -> bool:
     return False
 
 
-def luigi_command(args: argparse.Namespace, folder: Path, customers: Path) -> list:
+def luigi_command(
+    args: argparse.Namespace, folder: Path, customers: Path, reports_url: str = ""
+) -> list:
     """RunCampaign through the demo's luigid, its provider settings forced to the sandbox's
-    (the base URLs by $CAMPAIGN_PROVIDER_URL)."""
+    (the base URLs by $CAMPAIGN_PROVIDER_URL), its report links to *reports_url*."""
     today = datetime.date.today().isoformat()
     command = [str(BIN / "luigi"), "--module", "campaign_pipeline", "RunCampaign"]
     command += ["--campaign", CAMPAIGN, "--date", today, "--no-lock"]
@@ -173,6 +195,7 @@ def luigi_command(args: argparse.Namespace, folder: Path, customers: Path) -> li
     quiet = demo_window(DEMO_ZONE, args.quiet_seconds) if args.quiet_seconds > 0 else ""
     command += ["--consent-quiet-hours", quiet]
     command += ["--consent-store", str(folder / "consent.sqlite")]  # not make run's
+    command += ["--report-base-url", reports_url]  # the demo's server, not make scheduler's
     for channel in registered():
         flag = "--" + channel.config.get_task_family().replace("_", "-")
         if batch_of(channel) > 1:

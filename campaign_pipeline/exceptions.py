@@ -19,6 +19,7 @@ decisions key on this tree, never on a message's text::
     ├── ListUnavailableError         a provider's suppression list cannot be read for now
     ├── LedgerBusyError              another run is sending the channel
     ├── RecipientsPendingError       recipients still failing transiently after the attempts
+    ├── RecipientsDeferredError      quiet hours end after ``[consent] max_wait_minutes``
     ├── SendingInterruptedError      a signal or an unexpected error stopped the sending
     │   └── BucketLockedError        a frozen process holds a rate-limit bucket file
     ├── TimedOutError                the task ran past ``[campaign] timeout_seconds``
@@ -109,6 +110,12 @@ class LedgerBusyError(CampaignError):
 class RecipientsPendingError(CampaignError):
     """Recipients were still failing transiently (timeouts, 5xx) after a run's attempts; the
     retry sends exactly those."""
+
+
+class RecipientsDeferredError(CampaignError):
+    """Recipients are deferred by quiet hours whose window opens later than the run may wait
+    (``[consent] max_wait_minutes``); they stay pending, and a run after that moment sends
+    them. The run ends at once: a retry before the window opens would defer them again."""
 
 
 class SendingInterruptedError(CampaignError):

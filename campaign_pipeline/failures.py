@@ -54,6 +54,12 @@ def give_up(task: luigi.Task, error: BaseException) -> None:
         task.task_family,
         first_line,
     )
+    end_without_retry(task)
+
+
+def end_without_retry(task: luigi.Task) -> None:
+    """Have the run end once this failed attempt of *task* is reported, not retried, and
+    not counted by a central scheduler towards disabling the task."""
     _remember(task)
     os.write(_ENDED_WRITE, f"{task.task_id}\n".encode())
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 import luigi
@@ -23,6 +23,9 @@ from .ledger import Status
 from .providers import Kind
 
 log = logging.getLogger("campaign_pipeline")
+# seconds of sending the shown rate is measured over: long enough for requests that carry a
+# batch each to average out, short enough to follow a change (a 429, a wait for quiet hours)
+RATE_WINDOW = 30.0
 
 
 def describe(
@@ -45,12 +48,15 @@ def describe(
 
 
 def rate_limit(rate_per_second: float, batch_size: int = 1) -> str:
-    """The configured limit in recipients per second: ``10/s`` or ``1,000/s (10 requests/s
-    × 100)``, since a provider's limit counts requests and a request may carry a batch."""
-    text = f"{rate_per_second * batch_size:,.4g}/s"
-    if batch_size > 1:
-        text += f" = {rate_per_second:g} requests/s × {batch_size}"
-    return text
+    """The configured limit in recipients per second, ``10/s`` (``1,000/s`` for 10 requests
+    per second of 100 recipients each), the unit of the rate shown beside it."""
+    return f"{rate_per_second * batch_size:,.4g}/s"
+
+
+def steady_span(rate_per_second: float) -> float:
+    """The shortest span a rate is measured over: ten requests' time at the limit (a
+    second at least), so that one request more or less in it changes the rate by 10 %."""
+    return max(1.0, 10.0 / rate_per_second) if rate_per_second > 0 else 1.0
 
 
 class ProgressReporter:
@@ -60,7 +66,12 @@ class ProgressReporter:
     *baseline* is the ledger's rows by state before the run; *counts* returns the run's
     outcomes so far by kind (:meth:`ChannelSender.snapshot`), and under ``skipped`` the
     recipients an admission rule skipped while sending (the frequency cap); *deferred* the
-    rows quiet hours hold back (:meth:`ChannelSender.deferred`), shown while there are any."""
+    rows quiet hours hold back (:meth:`ChannelSender.deferred`), shown while there are any.
+
+    The rate compares with *limit*: it is counted from the moment the first *burst*
+    recipients are done (the token bucket lets those through at once, faster than the
+    limit), over the last :data:`RATE_WINDOW` seconds, and shown once that span is
+    *min_span* seconds long (a rate over a second or two of batched requests says little)."""
 
     def __init__(
         self,
@@ -72,6 +83,9 @@ class ProgressReporter:
         limit: str = "",
         name: str = "",
         deferred: Callable[[], tuple[int, float | None, str]] | None = None,
+        burst: int = 0,
+        min_span: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.task = task
         # (rows deferred by quiet hours, when the next window opens, that moment in words)
@@ -86,10 +100,13 @@ class ProgressReporter:
         self.total = sum(n for status, n in baseline.items() if status != Status.SKIPPED)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
-        self._started = time.monotonic()
+        self.clock = clock  # time.monotonic; injectable for tests
+        self._started = self.clock()
         self._last = ""
         self._logged_at = -float("inf")  # the first report is logged: the channel starts
-        self._window: tuple[float, int] = (self._started, 0)  # when, how many done by then
+        self.burst = burst
+        self.min_span = min_span
+        self._samples: deque[tuple[float, int]] = deque()  # (when, how many done by then)
         self._rate: float | None = None
 
     def __enter__(self) -> ProgressReporter:
@@ -107,6 +124,17 @@ class ProgressReporter:
         while not self._stop.wait(self.interval):
             self.report()
 
+    def _measured(self, clock: float, done_now: int) -> float | None:
+        """Recipients per second past the burst, over the last RATE_WINDOW seconds."""
+        if not self._samples and done_now < self.burst:
+            return None  # the burst is still being answered: faster than the limit
+        self._samples.append((clock, done_now))
+        while len(self._samples) > 1 and clock - self._samples[1][0] >= RATE_WINDOW:
+            self._samples.popleft()
+        since, done_then = self._samples[0]
+        span = clock - since
+        return (done_now - done_then) / span if span >= self.min_span else None
+
     def report(self, final: str = "") -> None:
         """Update the visualiser; log when due, and always when *final* (done, stopped)."""
         now = self.counts()
@@ -116,15 +144,10 @@ class ProgressReporter:
         done_now = now[Kind.SENT] + now[Kind.FAILED]
         total = self.total - now[Status.SKIPPED]  # skipped while sending (frequency cap)
         remaining = total - settled
-        clock = time.monotonic()
+        clock = self.clock()
         elapsed = clock - self._started
         eta = remaining * elapsed / done_now if done_now and remaining else None
-        since, done_then = self._window
-        if clock - since >= 0.5 or final:  # a shorter window says little about the rate
-            self._rate = (done_now - done_then) / (clock - since) if clock > since else None
-            self._window = (clock, done_now)
-        if final:
-            self._rate = done_now / elapsed if elapsed > 0 else None  # the run's average
+        self._rate = self._measured(clock, done_now)
         waiting = describe_waiting(*self.deferred(), time.time()) if self.deferred else ""
         if waiting:
             eta = None  # the rest waits for a window, not for the rate
@@ -134,8 +157,11 @@ class ProgressReporter:
         if self.log_every > 0 and (final or clock - self._logged_at >= self.log_every):
             self._logged_at = clock
             log.info("%s progress: %s%s", self.name, message, f" ({final})" if final else "")
-        if message == self._last:
+        # the visualiser shows the message in a <pre> that does not wrap: one figure a line,
+        # so that none is cut off (the console's line keeps them on one)
+        shown = message.replace(" · ", "\n")
+        if shown == self._last:
             return
-        self._last = message
-        self.task.set_status_message(message)
+        self._last = shown
+        self.task.set_status_message(shown)
         self.task.set_progress_percentage(int(100 * settled / total) if total > 0 else 100)

@@ -41,8 +41,13 @@ import psutil
 
 from .config import pipeline as campaign_config
 from .config import schedule
+from .exceptions import RecipientsDeferredError
 
 USAGE_ERROR = 2
+# campaign-run's own code, not one of luigi's [retcode]s (luigi exits task_failed, 30): every
+# task that failed left recipients deferred by quiet hours past [consent] max_wait_minutes,
+# for a later run to send
+DEFERRED = 15
 
 
 NOTHING_LISTENS = "nothing listens"
@@ -292,10 +297,17 @@ def _run_logged(task_args: list[str], args: argparse.Namespace, lock_fd: int) ->
                 signal.signal(sig, handler)
         if code < 0:
             code = 128 - code  # killed by signal N: the shell's 128 + N
+        deferred = failures.deferrals() if code == luigi.retcodes.retcode().task_failed else []
+        if deferred:
+            code = DEFERRED
         stopped = f", stopped by {signal.Signals(pass_on.signum).name}" if pass_on.signum else ""
         footer = f"=== exit {code} ({meaning(code)}){stopped}; log: {log_path}\n"
         log.write(footer)
-        if echo:
+        if deferred:  # one line, echoed or not: nothing failed, a later run sends them
+            line = f"campaign-run: {'; '.join(deferred)}; exit {code}; log: {log_path}\n"
+            log.write(line)
+            sys.stdout.write(line)
+        elif echo:
             sys.stdout.write(footer)
         elif code != 0:
             summary = [f"campaign-run: {' '.join(task_args)} on {where} failed"]
@@ -321,6 +333,7 @@ PROBLEMS = {
     ),
 }
 MOST_SHOWN = 10
+DEFERRED_ERROR = f"{RecipientsDeferredError.__name__}: "
 
 
 class Failures:
@@ -374,6 +387,16 @@ class Failures:
         named = [task for task in self.errors if task.startswith(family)]
         return (named[0], self.errors[named[0]]) if len(named) == 1 else (shown, None)
 
+    def deferrals(self) -> list[str]:
+        """The errors of the failed tasks without the exception's name ("sms: 3 deferred until
+        ...") when each was a deferral by quiet hours (and nothing else went wrong), else []."""
+        errors = [self._named(task)[1] or "" for what, task in self.problems if what == "failed"]
+        if not errors or len(errors) < len(self.problems):
+            return []
+        if not all(error.startswith(DEFERRED_ERROR) for error in errors):
+            return []
+        return sorted(error.removeprefix(DEFERRED_ERROR) for error in errors)
+
     def summary(self) -> list[str]:
         """One line per task that failed or did not run, with its error when there was one."""
         lines = []
@@ -393,6 +416,8 @@ def meaning(code: int) -> str:
     """The ``[retcode]`` name of a luigi exit code, e.g. ``already_running``."""
     if code == 0:
         return "success"
+    if code == DEFERRED:
+        return "deferred"
     codes = luigi.retcodes.retcode()
     names = [name for name, _ in codes.get_params() if getattr(codes, name) == code]
     return " or ".join(names) or "luigi error"

@@ -221,8 +221,14 @@ class ChannelSender:
         settings: Settings,
         on_refused: Callable[[dict, Outcome], None] | None = None,
         admission: list[Admission] | None = None,
+        max_wait: float | None = None,
     ):
         self.provider = provider
+        # seconds the channel may wait, in all, for quiet hours' windows to open (None: as
+        # long as it takes); rows whose window opens later stay deferred (see gave_up_waiting)
+        self.max_wait = max_wait
+        self.gave_up_waiting = False
+        self._wait_ends: float | None = None  # by time.monotonic, set when run() starts
         # asked before each row is sent, told how it ended (quiet hours, frequency cap)
         self.admission = admission or []
         # called with a row and the answer when the provider refused its contact for good
@@ -268,6 +274,7 @@ class ChannelSender:
         ]
         for thread in threads:
             thread.start()
+        self._wait_ends = None if self.max_wait is None else time.monotonic() + self.max_wait
         try:
             self._dispatch(self.ledger.pending())
             while (due := self._wait_for_window()) is not None:
@@ -315,8 +322,9 @@ class ChannelSender:
 
     def _wait_for_window(self) -> Iterator[dict] | None:
         """Wait for the next window of deferred rows to open (quiet hours) and return the
-        rows it lets through, in the order the windows open; None when no row is deferred
-        or the channel is stopped. The wait ends at once on stop()."""
+        rows it lets through, in the order the windows open; None when no row is deferred,
+        the channel is stopped, or the next window opens after ``max_wait`` (counted from the
+        start of :meth:`run`): those rows stay deferred. The wait ends at once on stop()."""
         rules = [rule for rule in self.admission if hasattr(rule, "next_open")]
         while rules and not self._stopped.is_set():
             # (when, now) by each rule's own clock, which its deferrals were decided by
@@ -333,6 +341,9 @@ class ChannelSender:
             elif wait <= 0:
                 self._last_window = moment
                 return itertools.chain.from_iterable(rule.due() for rule in rules)
+            elif self._wait_ends is not None and time.monotonic() + wait > self._wait_ends:
+                self.gave_up_waiting = True  # waiting cannot reach the window: stop now
+                return None
             else:
                 self._stopped.wait(min(wait, 60.0))  # a clock set forward is seen in a minute
         return None

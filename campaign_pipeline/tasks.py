@@ -50,6 +50,7 @@ from .exceptions import (
     ChannelStoppedError,
     ListUnavailableError,
     PermanentError,
+    RecipientsDeferredError,
     RecipientsPendingError,
     SendingInterruptedError,
     SettingsError,
@@ -58,7 +59,7 @@ from .exceptions import (
 from .inputs import CustomerFile, CustomerFileWait
 from .ledger import MESSAGED_BEFORE, RESULT_COLUMNS, Ledger, Status, describe_skips
 from .preview import preview
-from .progress import ProgressReporter, rate_limit
+from .progress import ProgressReporter, rate_limit, steady_span
 from .providers.lists import ListReader, ProviderList
 from .reporting import figures, timings
 from .sender import ChannelSender, Settings, redactor
@@ -157,6 +158,9 @@ def _end_deadline(_task: CampaignTask, *_details) -> None:
 
 @CampaignTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: CampaignTask, exception: BaseException) -> None:
+    if isinstance(exception, RecipientsDeferredError):
+        failures.end_without_retry(task)  # a retry before the window opens defers them again
+        return  # not a failure to mail: the exit code (15) and its one line tell cron
     permanent = isinstance(exception, PermanentError)
     if permanent:
         failures.give_up(task, exception)  # end the run now: a retry would fail the same way
@@ -621,6 +625,7 @@ class ChannelTask(CampaignTask):
             Settings.from_config(config),
             on_refused=self._learner(store, column, learned),
             admission=[*self._admission(ledger), cap := self._cap(store, ledger, column)],
+            max_wait=consent_config().max_wait_minutes * 60,
         )
         baseline = ledger.counts()
         progress = ProgressReporter(
@@ -628,7 +633,9 @@ class ChannelTask(CampaignTask):
             baseline,
             lambda: sender.snapshot() + Counter({Status.SKIPPED: cap.skipped}),
             log_every=campaign_config().progress_log_seconds,
-            limit=rate_limit(config.rate_per_second, getattr(config, "batch_size", 1)),
+            limit=rate_limit(config.rate_per_second, batch := getattr(config, "batch_size", 1)),
+            burst=config.burst * batch,
+            min_span=steady_span(config.rate_per_second),
             name=self.channel,
             deferred=sender.deferred,
         )
@@ -655,6 +662,14 @@ class ChannelTask(CampaignTask):
                     store.path,
                 )
         waiting = ledger.counts().get(Status.PENDING, 0)
+        deferred, opens, shown = sender.deferred()
+        if sender.gave_up_waiting and deferred and deferred >= waiting:
+            raise RecipientsDeferredError(
+                f"{self.channel}: {deferred} deferred until {shown} ({quiet.utc_text(opens)}) "
+                f"by quiet hours, later than [consent] max_wait_minutes = "
+                f"{consent_config().max_wait_minutes:g} allows to wait; they stay pending, and "
+                "the next run once their window is open sends them"
+            )
         if waiting:
             raise RecipientsPendingError(
                 f"{self.channel}: {waiting} recipient(s) still failing transiently after "

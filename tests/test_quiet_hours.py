@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -260,3 +261,65 @@ def test_quiet_hours_that_begin_while_a_429_is_waited_out_defer_that_recipient(c
     results = by_id(campaign, "sms")
     assert [cid for cid, row in results.items() if row["deferred_until"]] == ["W2"]
     assert {row["status"] for row in results.values()} == {"sent"}
+
+
+CAMPAIGN_RUN = str(Path(sys.executable).parent / "campaign-run")
+
+
+def campaign_run_daily(campaign) -> subprocess.CompletedProcess:
+    """`campaign-run daily` as cron runs it (no terminal), with this test's config."""
+    command = [CAMPAIGN_RUN, "--scheduler-port", "1", "--log-dir", str(campaign.root / "log"),
+               "daily", "--date", DATE]  # fmt: skip
+    return subprocess.run(command, env=campaign.env(), capture_output=True, text=True, timeout=120)
+
+
+def test_a_window_later_than_max_wait_ends_the_run_deferred_and_a_later_run_sends_them(campaign):
+    write_customers(campaign)
+    campaign.start_sandbox()
+    opens = quiet_until(campaign, 2 * 3600)  # hours away, as for a customer in Guam
+    campaign.configure(consent={"max_wait_minutes": 0.05})  # 3 s
+
+    deferred = campaign_run_daily(campaign)
+
+    assert deferred.returncode == 15, deferred.stdout[-3000:]
+    shown = datetime.datetime.fromtimestamp(opens, ADAK).strftime("%Y-%m-%d %H:%M:%S")
+    (line,) = deferred.stdout.splitlines()  # one line, for cron's mail
+    assert line.startswith(f"campaign-run: push: 3 deferred until {shown} America/Adak (")
+    assert f"; sms: 2 deferred until {shown} America/Adak (" in line
+    assert line.endswith(
+        "; exit 15; log: " + str(campaign.root / "log" / f"campaign-{datetime.date.today()}.log")
+    )
+    assert time.time() < opens  # ended, not waited
+    assert set(campaign.accepted("sms")) == {"+19075550103", "+12125550104"}  # Q3, Q4
+    with sqlite3.connect(campaign.folder / "sms_ledger.sqlite") as db:
+        pending = dict(db.execute("SELECT customer_id, deferred_until FROM deliveries "
+                                  "WHERE status = 'pending'").fetchall())  # fmt: skip
+    until = datetime.datetime.fromtimestamp(opens, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert sorted(pending) == ["Q1", "Q2"] and all(v.startswith(until) for v in pending.values())
+
+    again = campaign_run_daily(campaign)  # still inside the window: deferred again, not sent
+    assert again.returncode == 15, again.stdout[-3000:]
+    assert set(campaign.accepted("sms")) == {"+19075550103", "+12125550104"}
+
+    campaign.configure(consent={"quiet_hours": demo_window("America/Adak", -30)})  # now open
+    done = campaign_run_daily(campaign)
+
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.stdout == ""
+    numbers = ("+12125550101", "+19075550102", "+19075550103", "+12125550104")
+    assert campaign.accepted("sms") == dict.fromkeys(numbers, 1)  # each once, over three runs
+    assert {cid for cid, r in by_id(campaign, "push").items() if r["status"] == "sent"} >= {
+        "Q1",
+        "Q2",
+        "Q6",
+    }
+    assert by_id(campaign, "sms")["Q1"]["deferred_until"].startswith(until)
+
+
+def test_the_cron_schedule_runs_again_after_a_deferral_the_same_day():
+    """A run deferred past max_wait_minutes exits 15; the shipped schedule must come back."""
+    text = (Path(__file__).parents[1] / "config" / "crontab.example").read_text()
+    (entry,) = [line for line in text.splitlines() if line[:1].isdigit()]
+    minute, hour, *_ = entry.split()
+    assert minute.isdigit() and "-" in hour, entry  # every hour of a range, not once a day
+    assert "max_wait_minutes" in text and "15" in text

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CHANNELS, DATE, REPO, free_port, unlimited, wait_for
+from test_operations import task_list
 
 from campaign_pipeline.sandbox import ChannelLimit, substitute
 
@@ -39,7 +40,7 @@ def test_a_sending_channel_logs_its_progress_with_rate_and_eta(campaign):
         campaign={"progress_log_seconds": 0.5},
         sms_api={"rate_per_second": 8, "burst": 3},
     )
-    campaign.write_customers(rows=24)
+    campaign.write_customers(rows=60)  # sending lasts long enough to measure a rate
     done = campaign.run(task="SendSmsCampaign")
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -197,3 +198,39 @@ def test_ctrl_c_stops_make_demo_and_everything_it_started(tmp_path):
     assert running.wait(timeout=40) != 0
     assert not luigid_answers(port)
     assert processes_using(tmp_path) == []
+
+
+REPORTS_LINE = re.compile(r"demo: reports \(the visualiser's links\): (http://127\.0\.0\.1:\d+)/")
+
+
+def tracking_links(port: int) -> list[str]:
+    """The tracking URLs luigid gives the visualiser for the demo's running and done tasks."""
+    tasks = [t for status in ("RUNNING", "DONE") for t in task_list(port, status).values()]
+    return [t["tracking_url"] for t in tasks if t.get("tracking_url")]
+
+
+def test_make_demo_serves_the_reports_its_visualiser_links_to_then_stops_serving(tmp_path):
+    folder = tmp_path / "demo"  # emptied by the demo: its output goes next to it
+    command, port = demo(folder, rows=300, rate=50)
+    output = tmp_path / "demo.out"
+    with output.open("w") as out:
+        running = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: REPORTS_LINE.search(output.read_text()), 60, "the reports' address")
+        reports = REPORTS_LINE.search(output.read_text())[1]
+        with urllib.request.urlopen(reports + "/", timeout=5) as answer:
+            assert answer.status == 200  # served while the campaign runs
+        wait_for(lambda: tracking_links(port), 60, "a task linking its report")
+        links = tracking_links(port)
+        assert running.wait(timeout=120) == 0, output.read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.pid, signal.SIGKILL)
+    today = datetime.date.today().isoformat()
+    assert set(links) == {f"{reports}/demo-live/{today}/report.html"}
+    assert (folder / "campaigns" / "demo-live" / today / "report.html").is_file()
+    assert "demo: report server stopped" in output.read_text()
+    with pytest.raises(OSError):  # nothing listens any more
+        urllib.request.urlopen(reports + "/", timeout=2)
+    assert processes_using(folder) == []

@@ -7,6 +7,7 @@
     campaign-consent history --contact '(212) 555-0100' [--channel sms] [--days 30]
     campaign-consent prune --older-than 90
     campaign-consent import-history FILE
+    campaign-consent demo-quiet-hours SECONDS [--zone America/Denver]
 
 The store is ``[consent] store`` of the luigi configuration (``luigi.cfg`` of this folder,
 ``$LUIGI_CONFIG_PATH``), or ``--store``. An import is checked like the suppression file,
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from ..config import consent, pipeline
 from ..exceptions import CampaignError, SuppressionFileError
 from .cap import timestamp, utc_now
+from .quiet import demo_window
 from .store import IMPORTED, MESSAGE_COLUMNS, ConsentStore, Stored
 from .suppressions import ALL, channel_columns, parse_row, read_entries
 
@@ -81,7 +83,20 @@ def _parser() -> argparse.ArgumentParser:
         "file", help="CSV with the columns channel, contact, campaign, sent_at (as history writes)"
     )
     past.set_defaults(command=_import_history)
+    # a console script, not `python -m ...consent.quiet`: the package imports that module
+    # first, and runpy warns about running a module already imported
+    window = commands.add_parser(
+        "demo-quiet-hours", help="print quiet hours ending SECONDS from now (make run's demo)"
+    )
+    window.add_argument("seconds", type=float, metavar="SECONDS")
+    window.add_argument("--zone", default="America/Los_Angeles")
+    window.set_defaults(command=_demo_quiet_hours)
     return parser
+
+
+def _demo_quiet_hours(args: argparse.Namespace) -> int:
+    print(demo_window(args.zone, args.seconds))
+    return 0
 
 
 def _days(text: str) -> int:

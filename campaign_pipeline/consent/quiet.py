@@ -414,19 +414,3 @@ def demo_window(zone: str, seconds: float, now: float | None = None) -> str:
     start = datetime.datetime.fromtimestamp(now - 60, tz)
     end = datetime.datetime.fromtimestamp(now + seconds, tz)
     return f"{start:%H:%M:%S}-{end:%H:%M:%S}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m campaign_pipeline.consent.quiet --demo-window SECONDS --zone ZONE``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=demo_window.__doc__.splitlines()[0])
-    parser.add_argument("--demo-window", type=float, required=True, metavar="SECONDS")
-    parser.add_argument("--zone", default="America/Los_Angeles")
-    args = parser.parse_args(argv)
-    print(demo_window(args.zone, args.demo_window))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -122,6 +122,25 @@ def index_page(root: Path) -> str:
     )
 
 
+def not_served_page(root: Path, path: str) -> str:
+    """The page of a report this server does not have: its run folder is elsewhere (another
+    ``[campaign] output_dir``) or not written yet, and how to serve that folder."""
+    root_text = html.escape(str(root.resolve()))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>report not served here"
+        "</title></head><body><h1>No report here</h1>"
+        f"<p>This report server serves the run folders under <code>{root_text}</code>, and "
+        f"<code>{html.escape(path)}</code> is not among them: the run may write its folders "
+        "under another <code>[campaign] output_dir</code>, or has not written its report "
+        "yet. <a href='/'>The reports served here</a>.</p>"
+        "<p>To serve that run's reports, start a server on its output folder and point its "
+        "links there:</p><pre>python -m campaign_pipeline.reporting.server "
+        "--root OUTPUT_DIR --port 8085\n"
+        "# and in that run's configuration\n[report]\nbase_url = http://127.0.0.1:8085</pre>"
+        "</body></html>"
+    )
+
+
 def quote(*parts: str) -> str:
     return "/" + "/".join(urllib.parse.quote(part) for part in parts)
 
@@ -199,7 +218,7 @@ class ReportHandler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, ValueError, OSError):
             found = None
         if found is None:
-            self.send_error(HTTPStatus.NOT_FOUND)
+            self.not_here(path, send_body)
             return
         try:
             body = found.read_bytes()
@@ -207,6 +226,16 @@ class ReportHandler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
         self.send(body, SERVED[found.name], send_body)
+
+    def not_here(self, path: str, send_body: bool) -> None:
+        """404; for a report's name, a page saying how to serve a run folder kept elsewhere
+        (a visualiser's link from a run whose output_dir is not this server's root)."""
+        name = path.rsplit("/", 1)[-1]
+        if name not in SERVED:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        body = not_served_page(self.root, urllib.parse.unquote(path, errors="replace"))
+        self.send(body.encode(), SERVED["report.html"], send_body, HTTPStatus.NOT_FOUND)
 
     def misdirected(self) -> tuple[HTTPStatus, str] | None:
         """Why the request's ``Host`` is not a name this server answers, or None."""
@@ -235,8 +264,10 @@ class ReportHandler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(body)
 
-    def send(self, body: bytes, content_type: str, send_body: bool) -> None:
-        self.send_response(HTTPStatus.OK)
+    def send(
+        self, body: bytes, content_type: str, send_body: bool, status: HTTPStatus = HTTPStatus.OK
+    ) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in SECURITY_HEADERS.items():

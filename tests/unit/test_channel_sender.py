@@ -686,6 +686,35 @@ def test_a_stop_ends_the_wait_for_a_window_at_once(tmp_path, server, ledger):
     assert all(row["error"].startswith("deferred: quiet hours until ") for row in rows)
 
 
+@pytest.mark.usefixtures("token")
+def test_a_window_opening_after_max_wait_ends_the_sending_at_once_the_rows_deferred(
+    tmp_path, server, ledger
+):
+    """``[consent] max_wait_minutes``: the channel does not wait for a window it cannot reach
+    within it (a customer in Guam, hours away); those rows stay pending, deferred."""
+    customers(ledger, 2)
+    rule = quiet_for(ledger, 3600)
+    folder = tmp_path / "templates" / "sms" / "t"
+    folder.mkdir(parents=True)
+    (folder / "body.txt").write_text("Hi")
+    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
+    settings = Settings(1000.0, 100, 1, 5.0, 2, 0.05)
+    sender = ChannelSender(
+        FakeProvider(server.base_url), template, ledger, settings, admission=[rule], max_wait=60
+    )
+    done = threading.Thread(target=sender.run)
+    started = time.monotonic()
+    done.start()
+    done.join(10)
+
+    assert not done.is_alive() and time.monotonic() - started < 10  # the window is an hour off
+    assert sender.gave_up_waiting and sender.deferred()[0] == 2
+    assert server.seen == []
+    rows = list(ledger.rows())
+    assert {row["status"] for row in rows} == {PENDING}
+    assert all(row["deferred_until"] for row in rows)
+
+
 class ShiftedClock:
     """The wall clock moved by :attr:`shift`, which a test sets to put "now" where it wants
     (at the start of quiet hours) at the moment it chooses; waits still take real time."""

@@ -348,3 +348,17 @@ def test_cli_names_an_allowed_host_that_is_no_host_name(tree):
         "report server: 'https://reports.example/' is not a host name, e.g. "
         "reports.example.internal; check --host, --allowed-host and [report] allowed_hosts\n"
     )
+
+
+def test_a_report_outside_the_root_gets_a_page_saying_how_to_serve_its_folder(server, tree):
+    """A visualiser link from a run whose [campaign] output_dir is not this server's root."""
+    status, headers, body = get(server, "/elsewhere/2026-11-25/report.html")
+
+    assert status == 404
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert str(tree.resolve()) in body and "/elsewhere/2026-11-25/report.html" in body
+    assert "python -m campaign_pipeline.reporting.server --root OUTPUT_DIR" in body
+    assert "base_url = http://127.0.0.1:8085" in body
+    status, _, body = get(server, "/%3Cscript%3E/report.html")  # the path is shown escaped
+    assert status == 404 and "<script>" not in body and "&lt;script&gt;" in body
