@@ -64,9 +64,19 @@ def summarise(folder: Path, store: str = "") -> str:
     statuses = PREVIEW_STATUSES if dry_run else STATUSES
     lines.append(f"{'channel':<8}" + "".join(f"{s:>11}" for s in statuses) + "  file")
     notes, costs, skips = [], [], []
+    date_folder = folder.parent if dry_run else folder
+    date = datetime.date.fromisoformat(date_folder.name)
     for channel in registered():
         name = channel.name
         path = folder / (f"{name}_preview.json" if dry_run else f"{name}_results.csv")
+        task = channel.task(date=date, campaign=date_folder.parent.name, dry_run=dry_run)
+        if off := task.reported_off(folder):
+            lines.append(f"{name:<8}  off ({off}): nothing sent")
+            # a run earlier this date, before the channel was switched off
+            earlier = [p for p in (path, folder / f"{name}_ledger.sqlite") if p.exists()]
+            if earlier:
+                skips.append(f"{name} is off now; {earlier[0]} is of an earlier run this date")
+            continue
         if not path.exists():
             lines.append(f"{name:<8}  (no {path.name}: the channel has not finished)")
             continue
@@ -190,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.exists():
         print(f"no run folder {folder}", file=sys.stderr)
         return 1
-    if args.html:
-        return _show(_html(folder, args.dry_run), args.open)
-    print(summarise(folder))
+    try:
+        if args.html:
+            return _show(_html(folder, args.dry_run), args.open)
+        print(summarise(folder))
+    except SettingsError as exc:  # a channel's settings (is it off?) cannot be read
+        parser.exit(2, f"campaign-report: error: {exc}\n")
     return 0
 
 

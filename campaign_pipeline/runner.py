@@ -377,10 +377,20 @@ class Failures:
             name = name if count == "1" else f"{count} × {name}"
             self.problems.append((PROBLEMS[self._heading], name))
 
+    def _named(self, shown: str) -> tuple[str, str | None]:
+        """The task a summary line names, in full, and its error: luigi's summary shortens
+        a task with many parameters to ``SendSmsCampaign(...)``, the one failed task of that
+        family the log named in full (when there is just one)."""
+        if shown in self.errors or not shown.endswith("(...)"):
+            return shown, self.errors.get(shown)
+        family = shown.removesuffix("...)")
+        named = [task for task in self.errors if task.startswith(family)]
+        return (named[0], self.errors[named[0]]) if len(named) == 1 else (shown, None)
+
     def deferrals(self) -> list[str]:
         """The errors of the failed tasks without the exception's name ("sms: 3 deferred until
         ...") when each was a deferral by quiet hours (and nothing else went wrong), else []."""
-        errors = [self.errors.get(task, "") for what, task in self.problems if what == "failed"]
+        errors = [self._named(task)[1] or "" for what, task in self.problems if what == "failed"]
         if not errors or len(errors) < len(self.problems):
             return []
         if not all(error.startswith(DEFERRED_ERROR) for error in errors):
@@ -390,8 +400,8 @@ class Failures:
     def summary(self) -> list[str]:
         """One line per task that failed or did not run, with its error when there was one."""
         lines = []
-        for what, task in self.problems:
-            error = self.errors.get(task)
+        for what, shown in self.problems:
+            task, error = self._named(shown)
             lines.append(f"{task} {what}" + (f": {error}" if error else ""))
         if not lines:  # luigi ended before its summary (an error while scheduling, say)
             lines = [f"{task} failed: {error}" for task, error in self.errors.items()]

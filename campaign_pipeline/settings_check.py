@@ -344,8 +344,8 @@ def _targeting_problems(segments: Iterable[str], task: luigi.Task) -> list[str]:
 
 
 def _template_problems(task: luigi.Task) -> list[str]:
-    """Every channel names its template: the package ships none as a default, so that a
-    campaign that forgot one stops instead of sending another campaign's text."""
+    """Every channel that is on names its template: the package ships none as a default, so
+    that a campaign that forgot one stops instead of sending another campaign's text."""
     from .tasks import CampaignTask, ChannelTask  # tasks imports this module
 
     shared = {name: getattr(task, name) for name, _ in CampaignTask.get_params()}
@@ -354,7 +354,7 @@ def _template_problems(task: luigi.Task) -> list[str]:
         if not issubclass(cls, ChannelTask):
             continue
         channel = task if type(task) is cls else cls(**shared)
-        if not channel.template.strip():
+        if not channel.template.strip() and not channel.off_reason():
             problems.append(
                 f"[{cls.get_task_family()}] template is not set: name a template folder "
                 f"under [campaign] templates_dir/{cls.channel}/, e.g. template = spring_sale"

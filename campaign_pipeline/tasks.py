@@ -339,6 +339,14 @@ class ChannelTask(CampaignTask):
         default="",
         description="Template folder under [campaign] templates_dir/<channel>/ (required)",
     )
+    # Part of the task id: an off channel is another task with another output (its off
+    # marker), so a channel switched on later the same date is not complete and sends
+    enabled = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="false: the channel is off for this campaign: it needs no template and no "
+        "credentials and sends nothing (an empty target_segments is off too)",
+    )
     # How a run treats the unknown rows, not what the task produces: no part of its id (as
     # gokart's rerun), so a run with the flag resumes the same task and its ledger
     resend_unknown = luigi.BoolParameter(
@@ -351,8 +359,41 @@ class ChannelTask(CampaignTask):
         return LoadSegments(date=self.date, campaign=self.campaign, dry_run=self.dry_run)
 
     def output(self):
+        if self.off_reason():
+            return self.off_marker()
+        return self.sent_output()
+
+    def sent_output(self, folder: Path | None = None) -> luigi.LocalTarget:
+        """The output of the channel on: its result file, or a dry run's preview."""
         name = f"{self.channel}_preview.json" if self.dry_run else f"{self.channel}_results.csv"
-        return luigi.LocalTarget(self.run_dir() / name)
+        return luigi.LocalTarget((folder or self.run_dir()) / name)
+
+    def off_marker(self, folder: Path | None = None) -> luigi.LocalTarget:
+        """The output of the channel off: a note of why, for the summary and the report."""
+        return luigi.LocalTarget((folder or self.run_dir()) / f"{self.channel}_off.json")
+
+    def off_reason(self) -> str:
+        """Why the channel is off for this campaign, as its settings say; "" when it is on."""
+        if not self.enabled:
+            return f"[{self.task_family}] enabled = false"
+        if not self.target_segments:
+            return f"[{self.task_family}] target_segments = []"
+        return ""
+
+    def reported_off(self, folder: Path | None = None) -> str:
+        """Why the summary and the report of the run folder *folder* (default: the task's)
+        call the channel off, or "": its settings say so, or the folder has no output of
+        the channel on but the off marker of a run that was told so on its command line (a
+        flag the summary's process does not see)."""
+        if reason := self.off_reason():
+            return reason
+        if self.sent_output(folder).exists():
+            return ""
+        try:
+            with self.off_marker(folder).open("r") as handle:
+                return str(json.load(handle).get("off", ""))
+        except (OSError, ValueError):
+            return ""
 
     def complete(self):
         """The output exists and was made from the current customer file and targeting; when
@@ -363,6 +404,8 @@ class ChannelTask(CampaignTask):
         (comparing all they depend on would miss something one day; a preview is cheap)."""
         if self.dry_run:
             return self._preview_of_this_run()
+        if self.off_reason():
+            return self.output().exists()
         if not self.output().exists():
             return False
         try:
@@ -424,6 +467,9 @@ class ChannelTask(CampaignTask):
     def run(self):
         settings_check.check(self)
         self.link_report()
+        if reason := self.off_reason():
+            self._write_off(reason)
+            return
         config = self.config_class()
         provider = self.provider_class(config, preview=self.dry_run)
         provider.check()
@@ -864,6 +910,16 @@ class ChannelTask(CampaignTask):
         if "depends_on_past" in document:
             log.warning("%s: %s", self.channel, document["depends_on_past"]["note"])
 
+    def _write_off(self, reason: str) -> None:
+        """The channel is off: no template, credentials or recipients are read, nothing is
+        sent; its marker says why (and, for a dry run, which luigi run wrote it)."""
+        marker = {"channel": self.channel, "off": reason, "written_by": _THIS_RUN}
+        with self.output().open("w") as handle:
+            json.dump(marker, handle, indent=2)
+        self.set_status_message(f"off ({reason}): nothing sent")
+        self.set_progress_percentage(100)
+        log.info("%s: off (%s): nothing sent -> %s", self.channel, reason, self.output().path)
+
     def _write_results(self, ledger: Ledger) -> None:
         with self.output().open("w") as handle:
             safecsv.write_rows(handle, RESULT_COLUMNS, ledger.rows())
@@ -919,6 +975,11 @@ class CampaignReport(CampaignTask):
         except (OSError, ValueError):
             return False
         if written.get("status", {}).get("state") != "complete":
+            return False
+        # a channel switched off, or on again, after its output was made: reported again
+        channels = written.get("channels", {})
+        shown_off = {name for name, part in channels.items() if part.get("state") == "off"}
+        if shown_off != {task.channel for task in self.requires() if task.reported_off()}:
             return False
         return written.get("inputs") == figures.inputs(self.run_dir(), self.dry_run)
 

@@ -143,7 +143,7 @@ def status(channels: dict, tasks: list[dict]) -> dict[str, str]:
     if failed:
         detail = "; ".join(_failure(task) for task in failed)
         return {"state": "failed", "detail": detail}
-    if {c["state"] for c in channels.values()} <= {"complete", "preview"}:
+    if {c["state"] for c in channels.values()} <= {"complete", "preview", "off"}:
         return {"state": "complete", "detail": "every task done"}
     return {"state": "incomplete", "detail": _not_done(channels)}
 
@@ -154,7 +154,8 @@ def _failure(task: dict) -> str:
 
 
 def _not_done(channels: dict) -> str:
-    waiting = [f"{name} {c['state']}" for name, c in channels.items() if c["state"] != "complete"]
+    done = ("complete", "off")
+    waiting = [f"{name} {c['state']}" for name, c in channels.items() if c["state"] not in done]
     return "not every channel has finished: " + ", ".join(waiting)
 
 
@@ -235,6 +236,13 @@ def template(channel, task) -> dict:
 def _channel(folder: Path, channel, date_folder: Path, dry_run: bool, samples: int) -> dict:
     date = datetime.date.fromisoformat(date_folder.name)
     task = channel.task(date=date, campaign=date_folder.parent.name, dry_run=dry_run)
+    found = _figures(folder, channel, task, dry_run, samples)
+    if off := task.reported_off(folder):  # figures of an earlier run this date, if it had one
+        return {**found, "state": "off", "off": off}
+    return found
+
+
+def _figures(folder: Path, channel, task, dry_run: bool, samples: int) -> dict:
     section = channel.config()
     described = {
         "task": channel.task_name,
