@@ -47,9 +47,12 @@ class Channel:
     def credential_variables(self) -> list[str]:
         """The environment variables holding this channel's credentials, as configured:
         the values of its section's ``*_env`` keys."""
-        section = self.config()
-        names = [name for name, _ in self.config.get_params() if name.endswith("_env")]
-        return [value for name in names if (value := getattr(section, name))]
+        # each key read on its own (as luigi reads it: flag, file, default), not the whole
+        # section: a failure's text is masked even when another key of it cannot be read
+        family = self.config.get_task_family()
+        params = [(name, p) for name, p in self.config.get_params() if name.endswith("_env")]
+        values = [param._get_value(family, name) for name, param in params]
+        return [value for value in values if isinstance(value, str) and value]
 
     def sandbox_endpoint(self) -> type:
         """The sandbox's endpoint class for this channel."""

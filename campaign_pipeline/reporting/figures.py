@@ -139,13 +139,24 @@ def status(channels: dict, tasks: list[dict]) -> dict[str, str]:
     """The run's state and what to do about it: ``failed`` while the latest attempt of a
     task failed (each named with its error's one line, which names the setting or variable
     to fix), else ``complete`` once every channel is, else ``incomplete``."""
-    failed = [task for task in tasks if task["state"] == "failed"]
+    failed = [task for task in _latest_of_each_kind(tasks) if task["state"] == "failed"]
     if failed:
         detail = "; ".join(_failure(task) for task in failed)
         return {"state": "failed", "detail": detail}
     if {c["state"] for c in channels.values()} <= {"complete", "preview", "off"}:
         return {"state": "complete", "detail": "every task done"}
     return {"state": "incomplete", "detail": _not_done(channels)}
+
+
+def _latest_of_each_kind(tasks: list[dict]) -> list[dict]:
+    """The latest attempt of each kind of task: a channel run again with other parameters
+    (a narrower targeting, say) is a task of another id, which supersedes the one before."""
+    latest: dict[str, dict] = {}
+    for task in tasks:
+        seen = latest.get(task["task"])
+        if seen is None or (task["ended"] or task["started"]) >= (seen["ended"] or seen["started"]):
+            latest[task["task"]] = task
+    return list(latest.values())
 
 
 def _failure(task: dict) -> str:
