@@ -323,15 +323,10 @@ def _targeting_problems(segments: Iterable[str], task: luigi.Task) -> list[str]:
 
     All channels are checked whichever task runs: a campaign is all of them.
     """
-    from .tasks import CampaignTask, ChannelTask  # tasks imports this module
-
     allowed = {str(s).casefold(): str(s) for s in segments}
-    shared = {name: getattr(task, name) for name, _ in CampaignTask.get_params()}
     problems = []
-    for cls in package_classes():
-        if not issubclass(cls, ChannelTask):
-            continue
-        channel = task if type(task) is cls else cls(**shared)
+    for channel in _channel_tasks(task):
+        cls = type(channel)
         for value in channel.target_segments:
             if str(value).casefold() not in allowed:
                 match = closest(str(value), allowed.values())
@@ -343,17 +338,25 @@ def _targeting_problems(segments: Iterable[str], task: luigi.Task) -> list[str]:
     return problems
 
 
-def _template_problems(task: luigi.Task) -> list[str]:
-    """Every channel that is on names its template: the package ships none as a default, so
-    that a campaign that forgot one stops instead of sending another campaign's text."""
+def _channel_tasks(task: luigi.Task) -> list[luigi.Task]:
+    """The campaign's channel tasks as this run builds them: *task* itself when it is one,
+    the others with its campaign's parameters (a campaign is all its channels)."""
     from .tasks import CampaignTask, ChannelTask  # tasks imports this module
 
     shared = {name: getattr(task, name) for name, _ in CampaignTask.get_params()}
+    return [
+        task if type(task) is cls else cls(**shared)
+        for cls in package_classes()
+        if issubclass(cls, ChannelTask)
+    ]
+
+
+def _template_problems(task: luigi.Task) -> list[str]:
+    """Every channel that is on names its template: the package ships none as a default, so
+    that a campaign that forgot one stops instead of sending another campaign's text."""
     problems = []
-    for cls in package_classes():
-        if not issubclass(cls, ChannelTask):
-            continue
-        channel = task if type(task) is cls else cls(**shared)
+    for channel in _channel_tasks(task):
+        cls = type(channel)
         if not channel.template.strip() and not channel.off_reason():
             problems.append(
                 f"[{cls.get_task_family()}] template is not set: name a template folder "
