@@ -86,7 +86,9 @@ def test_a_backfill_and_a_second_campaign_together_stay_within_each_provider_lim
     runs = {day: campaign.root / f"customers-{day}.csv" for day in DATES}
     runs["other"] = other.customers_path
     customers = {
-        run: write_customers(path, rows=30 if run == "other" else 10, seed=n, tag=f"r{n}")
+        # enough to send for seconds each (12 s in all at the limit), so that the runs overlap
+        # for seconds however their start-ups are staggered
+        run: write_customers(path, rows=60 if run == "other" else 20, seed=n, tag=f"r{n}")
         for n, (run, path) in enumerate(runs.items())
     }
     logs = campaign.root / "backfill.log", campaign.root / "other.log"
@@ -107,7 +109,7 @@ def test_a_backfill_and_a_second_campaign_together_stay_within_each_provider_lim
     for channel in CHANNELS:
         stats = campaign.sandbox.stats()[channel]
         assert stats["rate_limited"] == 0, (channel, stats)
-        assert stats["accepted"] == 3 * 10 + 30
+        assert stats["accepted"] == 3 * 20 + 60
         run_of = {c[CONTACT[channel]]: run for run, rows in customers.items() for c in rows}
         arrivals = {run: [] for run in runs}
         for record in campaign.sandbox.accepted():
