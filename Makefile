@@ -95,9 +95,11 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## test-fast: the unit layer only (every test not marked e2e: no luigi run, no subprocess),
-## in seconds; `make test` runs it too, with the end-to-end tests
+## in seconds; `make test` runs it too, with the end-to-end tests. Two workers, a file each at
+## a time: a few tests wait a real second for a quiet-hours window or a token, so the waits
+## of one file overlap the work of another
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m 'not e2e' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not e2e' -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The visualiser test drives headless Chromium (Debian's package); install it when absent.
 browser:

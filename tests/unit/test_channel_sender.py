@@ -72,7 +72,7 @@ class ScriptedServer:
         self._httpd.scripted = self
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.005}
         )
 
     def answer(self, recipient: str, *answers: tuple[int, dict, dict]) -> None:

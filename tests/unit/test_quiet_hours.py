@@ -106,21 +106,30 @@ def test_the_number_lookups_are_cached_and_cheap():
     assert again < first / 5, (first, again)
 
 
-def ledger_with(tmp_path, contexts: dict[str, dict]) -> Ledger:
-    ledger = Ledger(str(tmp_path / "sms_ledger.sqlite"))
-    ledger.follow(
-        (
-            {"customer_id": cid, "targeted": True, "segment": "new", "recipient": "r",
-             "status": PENDING, "error": "", "context": context}
-            for cid, context in contexts.items()
-        ),
-        "{}",
-    )  # fmt: skip
-    return ledger
+@pytest.fixture
+def ledger_with(tmp_path):
+    """A ledger of one pending SMS row per customer, with its context; closed afterwards."""
+    opened: list[Ledger] = []
+
+    def make(contexts: dict[str, dict]) -> Ledger:
+        opened.append(Ledger(str(tmp_path / "sms_ledger.sqlite")))
+        opened[-1].follow(
+            (
+                {"customer_id": cid, "targeted": True, "segment": "new", "recipient": "r",
+                 "status": PENDING, "error": "", "context": context}
+                for cid, context in contexts.items()
+            ),
+            "{}",
+        )  # fmt: skip
+        return opened[-1]
+
+    yield make
+    for ledger in opened:
+        ledger.close()
 
 
-def test_the_rule_admits_the_open_defers_the_quiet_and_skips_the_never(tmp_path):
-    ledger = ledger_with(tmp_path, {
+def test_the_rule_admits_the_open_defers_the_quiet_and_skips_the_never(ledger_with):
+    ledger = ledger_with({
         "A": {"timezone": "America/Chicago"},  # 12:00 there
         "B": {"timezone": "Asia/Tokyo"},  # 03:00 there
         "C": {"phone": "+19075550102"},
@@ -157,9 +166,9 @@ def test_the_rule_admits_the_open_defers_the_quiet_and_skips_the_never(tmp_path)
     assert sent["error"] == "" and sent["deferred_until"] == "2026-11-26T23:00:00.000+00:00"
 
 
-def test_a_recipient_no_window_opens_for_is_skipped_with_the_reason(tmp_path):
+def test_a_recipient_no_window_opens_for_is_skipped_with_the_reason(ledger_with):
     # toll free: 42 zones from Guam to Pago Pago, whose clocks span 10.5 hours
-    ledger = ledger_with(tmp_path, {"T": {"phone": "+18005550100"}})
+    ledger = ledger_with({"T": {"phone": "+18005550100"}})
     long_nights = parse_window("18:00-10:00")  # 8 open hours
     rule = QuietHours(long_nights, "UTC", ledger, clock=lambda: at("2026-11-26 12:00"))
 

@@ -40,7 +40,8 @@ def tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def server(tree: Path):
     running = make_server(tree, "127.0.0.1", 0)
-    thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
+    # a short poll, since shutdown() waits for the loop to notice it (60 servers in this file)
+    thread = threading.Thread(target=running.serve_forever, args=(0.005,), daemon=True)
     thread.start()
     yield running
     running.shutdown()
@@ -262,7 +263,8 @@ def test_a_refused_head_has_no_body(server):
 
 def test_the_names_it_is_given_and_its_own_address_are_answered(tree):
     running = make_server(tree, "127.0.0.1", 0, names=["Reports.Example.Internal", "[::2]"])
-    thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
+    # a short poll, since shutdown() waits for the loop to notice it (60 servers in this file)
+    thread = threading.Thread(target=running.serve_forever, args=(0.005,), daemon=True)
     thread.start()
     try:
         for host in ("reports.example.internal", "REPORTS.example.internal:443", "[::2]:80"):
