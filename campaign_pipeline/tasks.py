@@ -167,6 +167,15 @@ def _on_failure(task: CampaignTask, exception: BaseException) -> None:
     notify.failed(task, f"{type(exception).__name__}: {exception}", permanent=permanent)
 
 
+@CampaignTask.event_handler(luigi.Event.BROKEN_TASK)
+def _on_broken(_task: CampaignTask, _exception: BaseException) -> None:
+    """requires() raised while luigi scheduled the task (a task setting it cannot parse, named
+    on its own line): luigi never runs it, and with keep_alive the worker would idle for
+    max_keep_alive_idle_duration (6 min) beside the task that needs it. Nothing in this run
+    can mend it, so the run ends (exit scheduling_error)."""
+    failures.end_run()
+
+
 @CampaignTask.event_handler(luigi.Event.TIMEOUT)
 @CampaignTask.event_handler(luigi.Event.PROCESS_FAILURE)
 def _on_process_end(task: CampaignTask, message: str) -> None:
