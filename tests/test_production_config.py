@@ -13,6 +13,7 @@ import configparser
 import datetime
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -260,3 +261,12 @@ def test_the_installed_example_runs_a_daily_campaign_with_quiet_hours(
     assert again.returncode == DEFERRED, again.stdout + again.stderr
     assert "sms: 1 deferred until " in again.stdout and "push: 2 deferred until " in again.stdout
     assert sandbox.accepted() == before
+
+
+def test_the_guide_is_on_the_readmes_first_screen_and_names_files_that_exist():
+    first_screen = "\n".join((REPO / "README.md").read_text().splitlines()[:25])
+    assert "](docs/production.md)" in first_screen
+    guide = (REPO / "docs" / "production.md").read_text()
+    named = set(re.findall(r"`((?:config|tests|docs)/[\w./-]+\.\w+)`", guide))
+    assert "config/production.cfg.example" in named and "config/crontab.example" in named
+    assert [name for name in sorted(named) if not (REPO / name).is_file()] == []
