@@ -290,6 +290,11 @@ def test_after_channels_fail_for_a_credential_the_last_report_matches_the_files(
         assert f"{TASKS[channel]} failed (MissingSecretError)" in report["status"]["detail"]
         assert variable in report["status"]["detail"], channel
         assert variable in page
+        # and the channel's own section says it failed and why, not "not started"
+        part = report["channels"][channel]
+        assert part["state"] == "failed" and variable in part["failure"], part
+        section = re.search(rf'data-channel="{channel}" data-field="failure">([^<]*)<', page)
+        assert html.unescape(section[1]) == part["failure"]
     tasks = {t["task"]: t for t in report["tasks"]}
     assert tasks[TASKS["email"]]["state"] == "done"
     assert "SMS_API_AUTH_TOKEN" in tasks[TASKS["sms"]]["message"]

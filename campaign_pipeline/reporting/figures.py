@@ -99,6 +99,7 @@ def gather(folder: Path, *, dry_run: bool = False, include_samples: bool = False
     for channel in registered():
         channels[channel.name] = _channel(folder, channel, date_folder, dry_run, samples)
     tasks = timings.read(folder)
+    _name_failures(channels, tasks, {c.name: c.task_name for c in registered()})
     return {
         "schema": SCHEMA,
         "campaign": date_folder.parent.name,
@@ -157,6 +158,17 @@ def _latest_of_each_kind(tasks: list[dict]) -> list[dict]:
         if seen is None or (task["ended"] or task["started"]) >= (seen["ended"] or seen["started"]):
             latest[task["task"]] = task
     return list(latest.values())
+
+
+def _name_failures(channels: dict, tasks: list[dict], families: dict[str, str]) -> None:
+    """Mark each channel whose task's latest attempt failed ``failed``, with the error's line,
+    so that its own section names what to fix (a credential missing at start-up left it
+    "not started", as if it had not run yet)."""
+    latest = {task["task"]: task for task in _latest_of_each_kind(tasks)}
+    for name, part in channels.items():
+        attempt = latest.get(families[name])
+        if attempt and attempt["state"] == "failed" and part["state"] != "off":
+            part.update(state="failed", failure=_failure(attempt))
 
 
 def _failure(task: dict) -> str:

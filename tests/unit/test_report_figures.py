@@ -331,3 +331,24 @@ def test_write_replaces_both_files_and_report_url_follows_base_url(tmp_path):
     ):
         url = reporting.report_url(folder)
     assert url == "http://127.0.0.1:8084/demo/2026-11-25/report.html"
+
+
+def test_a_channel_whose_task_failed_at_start_up_says_failed_and_why(tmp_path):
+    """Not "not started": the section of a channel stopped by a missing credential names it;
+    a later attempt that succeeded supersedes the failure."""
+    folder = run_folder(tmp_path)
+    message = "environment variable SMS_API_AUTH_TOKEN is not set (named by [sms_api] ...)"
+    timings.record(folder, "SendSmsCampaign", "S1", "failure", "MissingSecretError", message)
+    timings.record(folder, "SendPushNotification", "P1", "failure", "MissingSecretError", "x")
+    timings.record(folder, "SendPushNotification", "P2", "start")
+    timings.record(folder, "SendPushNotification", "P2", "success")
+
+    page = reporting.write(folder).read_text()
+
+    channels = json.loads((folder / reporting.REPORT_JSON).read_text())["channels"]
+    failure = f"SendSmsCampaign failed (MissingSecretError): {message}"
+    assert (channels["sms"]["state"], channels["sms"]["failure"]) == ("failed", failure)
+    assert channels["push"]["state"] == "not started" and "failure" not in channels["push"]
+    assert channels["email"]["state"] == "not started"
+    assert f'data-channel="sms" data-field="failure">{html.escape(failure)}<' in page
+    assert "Nothing was sent: the task failed (above)." in page
