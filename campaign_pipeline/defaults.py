@@ -16,6 +16,7 @@ the package is installed from.
 from __future__ import annotations
 
 import configparser
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -56,6 +57,29 @@ def install() -> None:
             config.set(section, key, str(path))
     if not config.has_option("core", "lock_pid_dir"):
         config.set("core", "lock_pid_dir", str(LOCK_PID_DIR))
+    elif problem := lock_dir_problem(Path(config.get("core", "lock_pid_dir"))):
+        # luigi takes its run lock before it reads a task, and reports a folder it cannot
+        # use as an uncaught traceback (exit 40): say which setting to fix first
+        logging.getLogger("campaign_pipeline").error(
+            "setting: [core] lock_pid_dir: %s; luigi cannot take its run lock there and will "
+            "stop (exit 40): name a folder this user can write, or remove the key for %s",
+            problem,
+            LOCK_PID_DIR,
+        )
+
+
+def lock_dir_problem(folder: Path) -> str:
+    """Why luigi could not keep its pid files in *folder*, or "". luigi makes the folder
+    with ``os.mkdir``, so its parent must exist."""
+    target = folder if folder.exists() else folder.parent
+    what = "it" if target == folder else f"its parent {target}"
+    if not target.exists():
+        return f"{folder}: {what} does not exist"
+    if not target.is_dir():
+        return f"{folder}: {what} is not a folder"
+    if not os.access(target, os.W_OK | os.X_OK):
+        return f"{folder}: {what} is not writable by this user"
+    return ""
 
 
 def config_folder(section: str, key: str) -> Path:

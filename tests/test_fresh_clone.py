@@ -17,7 +17,7 @@ import jinja2
 import pytest
 from conftest import CHANNELS, REPO, SPECS, free_port
 
-from campaign_pipeline import channels
+from campaign_pipeline import channels, defaults
 from campaign_pipeline.exceptions import TemplateError
 from campaign_pipeline.templates import MessageTemplate
 
@@ -296,6 +296,38 @@ def test_a_run_never_uses_the_lock_folder_every_user_shares(campaign, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert (temp / f"luigi-{os.getuid()}").is_dir()
+
+
+def test_a_lock_folder_set_to_where_luigi_cannot_write_is_named_first(campaign, tmp_path):
+    """A [core] lock_pid_dir of the user's that luigi cannot use: luigi takes its lock before
+    it reads a task and dies in a traceback (exit 40), so the setting is named before that."""
+    (tmp_path / "a-file").write_text("not a folder\n")
+    campaign.write_customers(rows=4)
+    campaign.start_sandbox()
+    campaign.configure(core={"lock_pid_dir": str(tmp_path / "a-file" / "locks")})
+    command = [arg for arg in campaign.command() if arg != "--no-lock"]
+
+    done = subprocess.run(command, cwd=REPO, env=campaign.env(), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+    assert done.returncode == 40, done.stderr[-3000:]
+    first = done.stderr.splitlines()[0]
+    assert first == (
+        f"setting: [core] lock_pid_dir: {tmp_path}/a-file/locks: its parent {tmp_path}/a-file "
+        "is not a folder; luigi cannot take its run lock there and will stop (exit 40): name "
+        f"a folder this user can write, or remove the key for {defaults.LOCK_PID_DIR}"
+    )
+    assert campaign.sandbox.stats()["email"]["requests"] == 0
+
+
+def test_the_lock_folder_check_says_which_folder_is_wrong(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert defaults.lock_dir_problem(tmp_path) == ""
+    assert defaults.lock_dir_problem(tmp_path / "new") == "", "luigi makes it"
+    assert defaults.lock_dir_problem(tmp_path / "file") == f"{tmp_path}/file: it is not a folder"
+    assert defaults.lock_dir_problem(tmp_path / "no" / "new") == (
+        f"{tmp_path}/no/new: its parent {tmp_path}/no does not exist"
+    )
 
 
 # -- one configuration for every demo command -----------------------------------------------
