@@ -202,8 +202,21 @@ def rpc(port: int, method: str, **data) -> dict:
         return json.load(answer)["response"]
 
 
+def demo_sms_task_id() -> str:
+    """The id of the demo's SMS task of 2026-11-25, as the demo's configuration makes it."""
+    code = (
+        "import datetime, campaign_pipeline as c; "
+        "print(c.SendSmsCampaign(date=datetime.date(2026, 11, 25), campaign='demo').task_id)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI")}
+    env["LUIGI_CONFIG_PATH"] = str(REPO / "config" / "demo.cfg")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
 def test_a_task_luigid_disabled_is_re_enabled_as_the_readme_says(luigid):  # noqa: F811
-    task_id = "SendSmsCampaign_demo_2026_11_25_False_f45d2407a3"
+    task_id = demo_sms_task_id()
     for _ in range(2):  # [scheduler] retry_count = 2 failures within disable_window
         rpc(luigid, "add_task", task_id=task_id, status="FAILED", worker="cron-test",
             family="SendSmsCampaign", runnable=True)  # fmt: skip
@@ -215,7 +228,10 @@ def test_a_task_luigid_disabled_is_re_enabled_as_the_readme_says(luigid):  # noq
     assert answer["status"] == "FAILED"
     assert rpc(luigid, "task_list", status="DISABLED", upstream_status="") == {}
     readme = (REPO / "README.md").read_text()
-    assert 'curl -g \'http://127.0.0.1:8082/api/re_enable_task?data={"task_id":"' in readme
+    assert (
+        f'curl -g \'http://127.0.0.1:8082/api/re_enable_task?data={{"task_id":"{task_id}"}}\''
+        in readme
+    )
 
 
 def test_the_cron_entry_calls_the_installed_campaign_run_not_make():
