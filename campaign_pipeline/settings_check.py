@@ -186,6 +186,7 @@ def value_problems(task: luigi.Task) -> list[str]:
     problems += _quiet_hours_problems()
     problems += _targeting_problems(campaign.segments, task)
     problems += _template_problems(task)
+    problems += _all_off_problems(task)
     problems += _output_problems(task.run_dir())
     return problems
 
@@ -363,6 +364,17 @@ def _template_problems(task: luigi.Task) -> list[str]:
                 f"under [campaign] templates_dir/{cls.channel}/, e.g. template = spring_sale"
             )
     return problems
+
+
+def _all_off_problems(task: luigi.Task) -> list[str]:
+    """A campaign with every channel off would send nothing and end as a success: a run
+    that cron reports as fine while nobody got a message."""
+    channels = _channel_tasks(task)
+    reasons = [channel.off_reason() for channel in channels]
+    if not all(reasons):
+        return []
+    return [f"every channel is off ({'; '.join(reasons)}): this campaign would send nothing; "
+            "switch one on"]  # fmt: skip
 
 
 def _output_problems(folder: Path) -> list[str]:

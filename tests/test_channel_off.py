@@ -141,3 +141,20 @@ def test_channels_without_target_segments_are_off(campaign, tmp_path):
     assert campaign.requests("sms") == campaign.requests("push") == 0
     text = summary(env)
     assert "sms       off ([SendSmsCampaign] target_segments = []): nothing sent" in text
+
+
+def test_every_channel_off_is_a_settings_error_not_a_silent_success(campaign, tmp_path):
+    """Email off too: the campaign would send nothing and end as a success (exit 0, which
+    cron reports as fine); the settings check names the three settings instead."""
+    env = email_only(campaign, tmp_path)
+    campaign.configure(SendEmailCampaign={"enabled": "false"})
+
+    done = campaign.run(env=env)
+
+    assert done.returncode == 30, done.stderr[-3000:]
+    [line, *_] = [text for text in done.stderr.splitlines() if "every channel is off" in text]
+    assert line.endswith("): this campaign would send nothing; switch one on"), line
+    for reason in ("[SendEmailCampaign] enabled = false", "[SendSmsCampaign] enabled = false",
+                   "[SendPushNotification] target_segments = []"):  # fmt: skip
+        assert reason in line
+    assert sum(campaign.requests(channel) for channel in ("email", "sms", "push")) == 0
