@@ -132,10 +132,11 @@ class PrismServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.process = subprocess.Popen(
-            [str(binary), "mock", str(spec), "-h", "127.0.0.1", "-p", str(self.port)],
-            stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with log.open("w") as output:  # Prism keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [str(binary), "mock", str(spec), "-h", "127.0.0.1", "-p", str(self.port)],
+                stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         wait_for(lambda: "Prism is listening" in log.read_text(), 60, f"Prism on {spec.name}")
 
     def mark(self) -> int:

@@ -93,16 +93,17 @@ def test_a_backfill_and_a_second_campaign_together_stay_within_each_provider_lim
     }
     logs = campaign.root / "backfill.log", campaign.root / "other.log"
 
-    backfill = subprocess.Popen(
-        [str(Path(sys.executable).parent / "campaign-run"), "--scheduler-host", "127.0.0.1",
-         "--scheduler-port", str(free_port()), "--log-dir", str(campaign.root / "log"),
-         "backfill", "--start", DATES[0], "--end", DATES[-1]],
-        cwd=REPO, env=campaign.env(), stdout=logs[0].open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    second = subprocess.Popen(
-        other.command(), cwd=REPO, env=other.env(), stdout=subprocess.DEVNULL,
-        stderr=logs[1].open("w"),
-    )  # fmt: skip
+    with logs[0].open("w") as backfill_log, logs[1].open("w") as other_log:  # the children's
+        backfill = subprocess.Popen(
+            [str(Path(sys.executable).parent / "campaign-run"), "--scheduler-host", "127.0.0.1",
+             "--scheduler-port", str(free_port()), "--log-dir", str(campaign.root / "log"),
+             "backfill", "--start", DATES[0], "--end", DATES[-1]],
+            cwd=REPO, env=campaign.env(), stdout=backfill_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        second = subprocess.Popen(
+            other.command(), cwd=REPO, env=other.env(), stdout=subprocess.DEVNULL,
+            stderr=other_log,
+        )  # fmt: skip
     assert backfill.wait(timeout=90) == 0, logs[0].read_text()[-3000:]
     assert second.wait(timeout=90) == 0, logs[1].read_text()[-3000:]
 
@@ -172,8 +173,8 @@ def test_two_processes_drawing_from_one_bucket_file_share_its_rate(tmp_path):
     first, second = ([float(t) for t in p.stdout.read().split()] for p in takers)
     first.insert(0, head)
     for taker in takers:
-        taker.stdin.close()
-        assert taker.wait(timeout=30) == 0
+        taker.communicate(timeout=30)  # closes its pipes
+        assert taker.returncode == 0
 
     assert len(first) == len(second) == each
     assert asked < first[-1], "the second asked while the first was taking"
@@ -198,7 +199,7 @@ def test_a_process_killed_while_holding_the_bucket_does_not_block_the_others(tmp
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
         holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=10)
+        holder.communicate(timeout=10)
 
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel dropped the lock
         fcntl.flock(probe, fcntl.LOCK_UN)
@@ -305,7 +306,7 @@ def freeze(runs):  # noqa: ARG001 - the holders are let go first, then the runs 
     for holder in holders:
         holder.send_signal(signal.SIGCONT)
         holder.kill()
-        holder.wait(timeout=10)
+        holder.communicate(timeout=10)
 
 
 @pytest.mark.e2e

@@ -204,6 +204,7 @@ def test_the_run_lock_stays_held_while_luigi_runs_after_the_wrapper_is_killed(ca
 
     wrapper.send_signal(signal.SIGKILL)
     wrapper.wait(timeout=10)
+    wrapper.stdout.close()  # not communicate(): luigi, still running, may hold the pipe too
     code, output = another_date(campaign)
 
     try:

@@ -334,7 +334,7 @@ def test_cli_answers_the_names_of_its_settings_and_flags_and_no_other(tree, tmp_
             assert ask(server, REPORT_JSON, host)[0] == 421, host
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.communicate(timeout=10)
 
 
 @pytest.mark.e2e  # a process of its own
