@@ -168,12 +168,14 @@ def _on_failure(task: CampaignTask, exception: BaseException) -> None:
 
 
 @CampaignTask.event_handler(luigi.Event.BROKEN_TASK)
-def _on_broken(_task: CampaignTask, _exception: BaseException) -> None:
-    """requires() raised while luigi scheduled the task (a task setting it cannot parse, named
-    on its own line): luigi never runs it, and with keep_alive the worker would idle for
-    max_keep_alive_idle_duration (6 min) beside the task that needs it. Nothing in this run
-    can mend it, so the run ends (exit scheduling_error)."""
-    failures.end_run()
+def _on_broken(_task: CampaignTask, exception: BaseException) -> None:
+    """requires() raised while luigi scheduled the task: luigi never runs it, and with
+    keep_alive the worker would idle for max_keep_alive_idle_duration (6 min) beside the task
+    that needs it. A setting it cannot parse (named on its own line) is the same for every
+    date of the run, so nothing in this run can mend it: the run ends (exit scheduling_error).
+    Anything else may concern one date of a backfill, whose other dates still run."""
+    if isinstance(exception, SettingsError):
+        failures.end_run()
 
 
 @CampaignTask.event_handler(luigi.Event.TIMEOUT)
