@@ -29,7 +29,9 @@ $(STAMP): setup.cfg pyproject.toml
 	  "(pip, about a minute the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# setuptools warns, on every editable install, that a folder named like the package in
+	@# the current one could shadow it: here that folder is the package itself
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 ## run: the demo campaign on data/sample/customers.csv against the sandbox provider
