@@ -121,7 +121,11 @@ def test_the_report_of_a_faulty_run_matches_its_result_files_and_ledgers(campaig
     written = (campaign.folder / "report.json").read_text()
     written += (campaign.folder / "report.html").read_text()
     assert not [name for name, value in credentials.items() if value in written]
-    emails = [c["email"] for c in csv.DictReader(campaign.customers_path.open()) if c["email"]]
+    emails = [
+        c["email"]
+        for c in csv.DictReader(campaign.customers_path.read_text().splitlines())
+        if c["email"]
+    ]
     contacts = [r["recipient"] for c in CHANNELS for r in campaign.results(c) if r["recipient"]]
     assert not [e for e in emails + contacts if e.strip() and e.strip() in written]
     assert "C00000" not in written, "no customer id"
@@ -186,7 +190,8 @@ def test_a_failed_channel_leaves_a_report_saying_so_and_the_fixed_rerun_complete
     detail = report["status"]["detail"]
     assert detail.startswith("SendSmsCampaign failed (ChannelStoppedError): sms channel stopped")
     assert "SMS_API_AUTH_TOKEN" in detail
-    assert report["channels"]["sms"]["state"] == "incomplete"
+    assert report["channels"]["sms"]["state"] == "failed", "its ledger, and its task failed"
+    assert report["channels"]["sms"]["failure"] == detail
     assert report["channels"]["sms"]["counts"]["pending"] > 0
     tasks = {t["task"]: t for t in report["tasks"]}
     assert (tasks["SendSmsCampaign"]["state"], tasks["SendSmsCampaign"]["error"]) == (

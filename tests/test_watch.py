@@ -179,7 +179,7 @@ def test_make_demo_runs_a_live_campaign_through_its_own_luigid_and_stops_it(tmp_
     assert "Informed scheduler that task   SendEmailCampaign_demo_live" in done.stderr
     run = tmp_path / "campaigns" / "demo-live" / datetime.date.today().isoformat()
     for channel in CHANNELS:
-        rows = list(csv.DictReader((run / f"{channel}_results.csv").open()))
+        rows = list(csv.DictReader((run / f"{channel}_results.csv").read_text().splitlines()))
         assert rows and {r["status"] for r in rows} <= {"sent", "failed", "skipped"}
     assert not luigid_answers(port)
     assert processes_using(tmp_path) == []
