@@ -39,11 +39,12 @@ $(STAMP): setup.cfg pyproject.toml
 # credentials are made up, so that a production LUIGI_CONFIG_PATH or real credentials in the
 # environment are never used here.
 # The demo's setup (suppression file, frequency cap, quiet hours, templates) is in
-# config/demo.cfg; every demo command reads DEMO_CONFIG, written from it once per date with
-# the day's quiet-hours window: it ends DEMO_QUIET_SECONDS after the first demo command of the
-# day in Mountain time (a few sample customers are there), so their SMS and push wait for it,
-# and nobody waits for a night as the shipped 21:00-08:00 would make a demo at the wrong hour
-# do (see README).
+# config/demo.cfg; every demo command reads DEMO_CONFIG, written from it by every demo command
+# (so an edit of config/demo.cfg counts at once) with the day's quiet-hours window, chosen
+# once per date: it ends DEMO_QUIET_SECONDS after the first demo command of the day in
+# Mountain time (a few sample customers are there), so their SMS and push wait for it, and
+# nobody waits for a night as the shipped 21:00-08:00 would make a demo at the wrong hour do
+# (see README).
 DEMO_QUIET_SECONDS ?= 20
 DEMO_CONFIG := var/demo.cfg
 # Each consent path of the providers on the sample's customers: three addresses on SendGrid's
@@ -66,13 +67,15 @@ DEMO_CAPPED ?= C0000027,C0000032,C0000051
 .PHONY: demo-config
 demo-config: $(STAMP)
 	@mkdir -p var; today=$$(date +%F); \
-	if ! head -n 1 $(DEMO_CONFIG) 2>/dev/null | grep -q "for $$today:"; then \
+	if head -n 1 $(DEMO_CONFIG) 2>/dev/null | grep -q "for $$today:"; then \
+	  quiet=$$(sed -n 's/^quiet_hours = //p' $(DEMO_CONFIG)); \
+	else \
 	  quiet=$$($(BIN)/campaign-consent demo-quiet-hours $(DEMO_QUIET_SECONDS) \
-	    --zone America/Denver) && \
-	  { echo "# written by make for $$today: config/demo.cfg with the day's quiet hours"; \
-	    sed "s/^quiet_hours = .*/quiet_hours = $$quiet/" config/demo.cfg; } > $(DEMO_CONFIG).$$$$ && \
-	  mv $(DEMO_CONFIG).$$$$ $(DEMO_CONFIG); \
-	fi
+	    --zone America/Denver) || exit 1; \
+	fi; \
+	{ echo "# written by make for $$today: config/demo.cfg with the day's quiet hours"; \
+	  sed "s/^quiet_hours = .*/quiet_hours = $$quiet/" config/demo.cfg; } > $(DEMO_CONFIG).$$$$ && \
+	mv $(DEMO_CONFIG).$$$$ $(DEMO_CONFIG)
 
 run: demo-config
 	@$(BIN)/python -m campaign_pipeline.sample_data --history $(DEMO_CAPPED) \

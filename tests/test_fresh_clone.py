@@ -349,6 +349,33 @@ def sandbox_messages(clone) -> Counter:
 
 
 @pytest.mark.e2e
+def test_an_edit_of_the_demo_config_counts_at_once_and_the_days_window_stays(tmp_path):
+    """var/demo.cfg was written once per date, so an edit of config/demo.cfg (a cap, the
+    suppression file) after the day's first demo command was ignored until the next day."""
+    clone = tmp_path / "clone"
+    clone_of_the_repository(clone)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUIGI")}
+    command = ["make", "-s", "-o", f"{sys.prefix}/.installed", "-C", str(clone), "demo-config",
+               f"VENV={sys.prefix}"]  # fmt: skip
+    written = clone / "var" / "demo.cfg"
+
+    def demo_config() -> str:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return written.read_text()
+
+    first = demo_config()
+    demo = clone / "config" / "demo.cfg"
+    demo.write_text(demo.read_text().replace("frequency_cap = 2", "frequency_cap = 1"))
+    second = demo_config()
+
+    assert "frequency_cap = 2" in first and "frequency_cap = 1" in second
+    window = [line for line in first.splitlines() if line.startswith("quiet_hours = ")]
+    assert len(window) == 1 and window[0] != "quiet_hours = 21:00-08:00"
+    assert window[0] in second.splitlines(), "the day's window is kept"
+
+
+@pytest.mark.e2e
 def test_make_run_then_daily_and_preview_on_the_same_date_agree_and_send_nothing_new(tmp_path):
     """make daily and make preview read the demo's configuration as make run does: the same
     suppression file, cap and templates (they used to read luigi.cfg alone, so a daily run
