@@ -237,6 +237,12 @@ def test_the_installed_example_runs_a_daily_campaign_with_quiet_hours(
     }
     assert all(stats["rate_limited"] == 0 for stats in sandbox.stats().values())
     assert not inbox.messages, "deferring is not a failure to mail"
+    report = json.loads((root / "var/lib/campaign_pipeline/campaigns/spring_sale_2026" / DATE
+                         / "report.json").read_text())  # fmt: skip
+    assert report["status"]["state"] == "deferred", report["status"]
+    assert {name: part["state"] for name, part in report["channels"].items()} == {
+        "email": "complete", "sms": "deferred", "push": "deferred"
+    }  # fmt: skip
 
     # every file in the example's folders, none in the folder cron started in
     var = root / "var" / "lib" / "campaign_pipeline"

@@ -30,6 +30,7 @@ import luigi
 from ..config import consent as consent_config
 from ..config import pipeline as campaign_config
 from ..consent.store import source_kind
+from ..exceptions import RecipientsDeferredError
 from ..ledger import RESULT_COLUMNS, Status, skip_kind, utc_now
 from ..preview import WOULD_SEND
 from ..providers.errors import lookup
@@ -139,11 +140,15 @@ def _output_name(channel: str, dry_run: bool) -> str:
 def status(channels: dict, tasks: list[dict]) -> dict[str, str]:
     """The run's state and what to do about it: ``failed`` while the latest attempt of a
     task failed (each named with its error's one line, which names the setting or variable
-    to fix), else ``complete`` once every channel is, else ``incomplete``."""
-    failed = [task for task in _latest_of_each_kind(tasks) if task["state"] == "failed"]
+    to fix), else ``deferred`` while recipients wait for their quiet hours to end (until
+    when), else ``complete`` once every channel is, else ``incomplete``."""
+    latest = [task for task in _latest_of_each_kind(tasks) if task["state"] == "failed"]
+    failed = [task for task in latest if not _deferred(task)]
     if failed:
         detail = "; ".join(_failure(task) for task in failed)
         return {"state": "failed", "detail": detail}
+    if latest:
+        return {"state": "deferred", "detail": "; ".join(task["message"] for task in latest)}
     if {c["state"] for c in channels.values()} <= {"complete", "preview", "off"}:
         return {"state": "complete", "detail": "every task done"}
     return {"state": "incomplete", "detail": _not_done(channels)}
@@ -167,8 +172,17 @@ def _name_failures(channels: dict, tasks: list[dict], families: dict[str, str]) 
     latest = {task["task"]: task for task in _latest_of_each_kind(tasks)}
     for name, part in channels.items():
         attempt = latest.get(families[name])
-        if attempt and attempt["state"] == "failed" and part["state"] != "off":
+        if not attempt or attempt["state"] != "failed" or part["state"] == "off":
+            continue
+        if _deferred(attempt):  # not a failure: a later run sends them (exit 15)
+            part.update(state="deferred", deferred=attempt["message"])
+        else:
             part.update(state="failed", failure=_failure(attempt))
+
+
+def _deferred(task: dict) -> bool:
+    """The attempt ended only because recipients wait for their quiet hours to end."""
+    return task["error"] == RecipientsDeferredError.__name__ and bool(task.get("message"))
 
 
 def _failure(task: dict) -> str:

@@ -34,6 +34,7 @@ STATE_MEANINGS = {
     "complete": "every task finished",
     "incomplete": "some tasks have not finished yet",
     "failed": "a task failed: see the tasks at the end of the page",
+    "deferred": "some recipients wait for their quiet hours to end: a later run sends them",
 }
 
 

@@ -352,3 +352,26 @@ def test_a_channel_whose_task_failed_at_start_up_says_failed_and_why(tmp_path):
     assert channels["email"]["state"] == "not started"
     assert f'data-channel="sms" data-field="failure">{html.escape(failure)}<' in page
     assert "Nothing was sent: the task failed (above)." in page
+
+
+def test_recipients_deferred_by_quiet_hours_are_deferred_not_failed(tmp_path):
+    """A run that exits 15 (deferred) failed nothing: the report says deferred, and until
+    when, in the status, the channel's section and report.json alike."""
+    folder = run_folder(tmp_path)
+    build_ledger(folder / "sms_ledger.sqlite")
+    until = "sms: 3 deferred until 2026-11-26 08:00:00 Asia/Tokyo (2026-11-25T23:00:00.000+00:00)"
+    timings.record(folder, "SendSmsCampaign", "S1", "failure", "RecipientsDeferredError", until)
+
+    page = reporting.write(folder).read_text()
+
+    written = json.loads((folder / reporting.REPORT_JSON).read_text())
+    assert written["status"] == {"state": "deferred", "detail": until}
+    sms = written["channels"]["sms"]
+    assert (sms["state"], sms["deferred"]) == ("deferred", until) and "failure" not in sms
+    assert f'data-channel="sms" data-field="deferred">{html.escape(until)}<' in page
+
+    message = "sms channel stopped: ..."  # a real failure besides: the run failed
+    timings.record(folder, "SendEmailCampaign", "E1", "failure", "ChannelStoppedError", message)
+    written = json.loads(reporting.write(folder).with_suffix(".json").read_text())
+    assert written["status"]["state"] == "failed"
+    assert written["status"]["detail"].endswith(f"(ChannelStoppedError): {message}")
