@@ -276,11 +276,16 @@ def customers(ledger: Ledger, count: int, points: dict[str, int] | None = None) 
     ledger.follow(rows, "v1")
 
 
-def send(
-    tmp_path, provider: Provider, ledger: Ledger, admission: list | None = None, **settings
+def sender_for(
+    tmp_path,
+    provider: Provider,
+    ledger: Ledger,
+    admission: list | None = None,
+    max_wait: float | None = None,
+    **settings,
 ) -> ChannelSender:
-    """Run a sender over the ledger's pending rows (through the *admission* rules); return it
-    (its counts, stop reason)."""
+    """A sender of the ledger's pending rows (through the *admission* rules), with an SMS
+    template of its own and fast *settings* unless given."""
     folder = tmp_path / "templates" / "sms" / "t"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "body.txt").write_text("Hi {{ first_name }}, {{ 100 // points }}% off")
@@ -294,7 +299,16 @@ def send(
         "retry_delay_seconds": 0.05,
         **settings,
     }
-    sender = ChannelSender(provider, template, ledger, Settings(**values), admission=admission)
+    return ChannelSender(
+        provider, template, ledger, Settings(**values), admission=admission, max_wait=max_wait
+    )
+
+
+def send(
+    tmp_path, provider: Provider, ledger: Ledger, admission: list | None = None, **settings
+) -> ChannelSender:
+    """Run :func:`sender_for` to the end; return it (its counts, stop reason)."""
+    sender = sender_for(tmp_path, provider, ledger, admission, **settings)
     sender.run()
     return sender
 
@@ -651,14 +665,7 @@ def test_deferred_rows_are_sent_once_their_window_opens(tmp_path, server, ledger
 def test_a_stop_ends_the_wait_for_a_window_at_once(tmp_path, server, ledger):
     customers(ledger, 2)
     rule = quiet_for(ledger, 600)
-    folder = tmp_path / "templates" / "sms" / "t"
-    folder.mkdir(parents=True)
-    (folder / "body.txt").write_text("Hi")
-    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
-    settings = Settings(1000.0, 100, 1, 5.0, 2, 0.05)
-    sender = ChannelSender(
-        FakeProvider(server.base_url), template, ledger, settings, admission=[rule]
-    )
+    sender = sender_for(tmp_path, FakeProvider(server.base_url), ledger, admission=[rule])
     raised: list[Exception] = []
 
     def run() -> None:
@@ -694,14 +701,8 @@ def test_a_window_opening_after_max_wait_ends_the_sending_at_once_the_rows_defer
     within it (a customer in Guam, hours away); those rows stay pending, deferred."""
     customers(ledger, 2)
     rule = quiet_for(ledger, 3600)
-    folder = tmp_path / "templates" / "sms" / "t"
-    folder.mkdir(parents=True)
-    (folder / "body.txt").write_text("Hi")
-    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
-    settings = Settings(1000.0, 100, 1, 5.0, 2, 0.05)
-    sender = ChannelSender(
-        FakeProvider(server.base_url), template, ledger, settings, admission=[rule], max_wait=60
-    )
+    provider = FakeProvider(server.base_url)
+    sender = sender_for(tmp_path, provider, ledger, admission=[rule], max_wait=60)
     done = threading.Thread(target=sender.run)
     started = time.monotonic()
     done.start()
@@ -807,13 +808,10 @@ def test_nothing_leaves_after_a_stop_that_came_during_the_wait_for_a_token(
             stop.start()
 
     server.arrived = arrived
-    folder = tmp_path / "templates" / "sms" / "t"
-    folder.mkdir(parents=True)
-    (folder / "body.txt").write_text("Hi")
-    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
     # two threads, one token at a time: the second waits a second for its own
-    settings = Settings(1.0, 3, 2, 5.0, 2, 0.05)
-    sender.append(ChannelSender(FakeProvider(server.base_url), template, ledger, settings))
+    provider = FakeProvider(server.base_url)
+    sender.append(sender_for(tmp_path, provider, ledger, rate_per_second=1.0, burst=3,
+                             concurrency=2))  # fmt: skip
 
     with pytest.raises(SendingInterruptedError, match="^terminated$"):
         sender[0].run()
@@ -834,15 +832,7 @@ def test_a_stop_ends_the_wait_for_a_429s_retry_after_at_once(tmp_path, server, l
     sender: list[ChannelSender] = []
     stop = threading.Timer(0.2, lambda: sender[0].stop("terminated"))
     server.arrived = lambda _recipients: stop.start()
-    folder = tmp_path / "templates" / "sms" / "t"
-    folder.mkdir(parents=True)
-    (folder / "body.txt").write_text("Hi")
-    template = MessageTemplate(str(tmp_path / "templates"), "sms", "t", (("body.txt",),))
-    sender.append(
-        ChannelSender(
-            FakeProvider(server.base_url), template, ledger, Settings(1000.0, 100, 1, 5.0, 2, 0.05)
-        )
-    )
+    sender.append(sender_for(tmp_path, FakeProvider(server.base_url), ledger))
     began = time.monotonic()
 
     with pytest.raises(SendingInterruptedError, match="^terminated$"):
