@@ -163,7 +163,9 @@ def test_a_run_from_another_folder_keeps_the_package_defaults(campaign, tmp_path
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    done = campaign.run(cwd=elsewhere, env=no_luigi_config(campaign))
+    # the run folder on the command line: the failure's report is not left in the checkout
+    output = ("--pipeline-output-dir", str(tmp_path / "runs"))
+    done = campaign.run(*output, cwd=elsewhere, env=no_luigi_config(campaign))
 
     # [retcode]: exit 30, the settings error of the templates the package does not name;
     # defaults.cfg's relative paths are the checkout's, not the folder's
@@ -212,6 +214,7 @@ def test_the_folder_luigi_cfg_and_luigi_config_path_still_override_key_by_key(ca
     override.write_text(
         '[retcode]\nmissing_data = 22\n[SendPushNotification]\ntarget_segments = ["new"]\n'
         "[campaign]\ninput_path = missing.csv\n"  # relative to this file's folder
+        "output_dir = runs\n"  # not the checkout's var/campaigns
     )
 
     done = campaign.run(

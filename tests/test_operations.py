@@ -57,8 +57,10 @@ def task_list(port: int, status: str) -> dict:
 def make(campaign, *targets: str, scheduler_port: int, **variables: str):
     """`make TARGET` as cron runs it, with this test's config, log folder and scheduler."""
     args = [f"{k}={v}" for k, v in variables.items()]
+    # the demo's day config in the test's folder: the checkout's var/demo.cfg is the user's
+    demo = f"DEMO_CONFIG={campaign.root / 'demo.cfg'}"
     return subprocess.Popen(
-        ["make", "-s", *targets, f"VENV={sys.prefix}", *args],
+        ["make", "-s", *targets, f"VENV={sys.prefix}", demo, *args],
         cwd=REPO,
         env=campaign.env(
             LOG_DIR=str(campaign.root / "log"),
